@@ -1,0 +1,43 @@
+# The front door: `make train` and `make test` are all a new machine needs (Python 3 and make).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CONFIG ?= configs/default.yaml
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-fast train smoke eval bench download clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(BIN)/mlp: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,plot]'
+	@touch $@
+
+install: $(BIN)/mlp  ## create .venv with the package, the dev tools and the plot extra
+
+test: install  ## run the whole test suite (real-data tests need MNIST_MLP_MIRROR)
+	$(BIN)/python -m pytest
+
+test-fast: install  ## the tests that need no real data
+	$(BIN)/python -m pytest -m "not realdata"
+
+download: install  ## fetch and verify MNIST and Fashion-MNIST into the cache
+	$(BIN)/mlp download --dataset all
+
+train: install  ## download MNIST if needed and train $(CONFIG) (default: configs/default.yaml)
+	$(BIN)/mlp train --config $(CONFIG)
+
+smoke: install  ## a training run of a few seconds, for first contact
+	$(BIN)/mlp train --config configs/smoke.yaml
+
+eval: install  ## evaluate the newest run's best checkpoint on the test set
+	$(BIN)/mlp eval runs/latest/checkpoint.npz
+
+bench: install  ## measure speed and memory on this machine
+	$(BIN)/mlp bench
+
+clean:  ## remove the venv and build leftovers (not the data cache, not runs/)
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,3 @@
+from mnist_mlp.cli import main
+
+main()

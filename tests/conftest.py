@@ -1,0 +1,159 @@
+"""Shared fixtures: tiny synthetic datasets, a real HTTP server on 127.0.0.1, isolated caches."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.server
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_mlp import download
+from mnist_mlp.idx import to_idx
+
+REAL_MIRROR = os.environ.get("MNIST_MLP_MIRROR", "")
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    """Every test gets its own cache and no mirror unless it asks for one."""
+    monkeypatch.setenv("MNIST_MLP_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("MNIST_MLP_MIRROR", raising=False)
+
+
+def make_tiny_arrays(n_train=64, n_test=32, seed=0):
+    """Random 28x28 uint8 images whose label is readable from a bright pixel (learnable)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = rng.integers(0, 40, (n, 28, 28)).astype(np.uint8)
+        images[np.arange(n), 4 + 2 * labels, 14] = 255
+        out[f"{split}-images"], out[f"{split}-labels"] = images, labels
+    return out
+
+
+@dataclass
+class TinyDataset:
+    """A registered dataset named ``tiny`` with its IDX bytes, gzip bytes and arrays."""
+
+    spec: download.DatasetSpec
+    arrays: dict
+    idx: dict = field(default_factory=dict)  # filename -> IDX bytes
+    gz: dict = field(default_factory=dict)  # filename -> gzip bytes
+
+    def write_mirror(self, root: Path) -> Path:
+        """Lay out ``root/tiny/<file>`` like a real mirror; return ``root``."""
+        (root / "tiny").mkdir(parents=True, exist_ok=True)
+        for name, data in self.gz.items():
+            (root / "tiny" / name).write_bytes(data)
+        return root
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    arrays = make_tiny_arrays()
+    resources, idx, gz = [], {}, {}
+    for key, array in arrays.items():
+        split, kind = key.split("-")
+        prefix = "train" if split == "train" else "t10k"
+        filename = f"{prefix}-{kind}-idx{array.ndim}-ubyte.gz"
+        raw = to_idx(array)
+        idx[filename], gz[filename] = raw, gzip.compress(raw, mtime=0)
+        resources.append(download.Resource(split, kind, filename, array.shape,
+                                           hashlib.sha256(raw).hexdigest()))
+    spec = download.DatasetSpec("tiny", tuple(resources), mirrors=(),
+                                classes=tuple(str(d) for d in range(10)))
+    monkeypatch.setitem(download.DATASETS, "tiny", spec)
+    return TinyDataset(spec, arrays, idx, gz)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        server = self.server
+        server.hits.append(self.path)
+        route = server.routes.get(self.path)
+        if route is None:
+            self.send_error(404)
+            return
+        status, body, headers, stall = route
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        if "Content-Length" not in headers:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if stall:
+            time.sleep(stall)
+            return
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+class Server:
+    """An HTTP server on 127.0.0.1 whose answers each test sets with :meth:`route`."""
+
+    def __init__(self):
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.routes, self.httpd.hits = {}, []
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    @property
+    def hits(self) -> list[str]:
+        return self.httpd.hits
+
+    def route(self, path, body=b"", status=200, headers=None, stall=0.0):
+        self.httpd.routes[path] = (status, body, headers or {}, stall)
+
+    def serve(self, prefix: str, files: dict[str, bytes]):
+        for name, data in files.items():
+            self.route(f"{prefix}/{name}", data)
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    s = Server()
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="session")
+def real_cache(tmp_path_factory):
+    """A cache folder filled once per session from the real mirror, or a skip saying why."""
+    if not REAL_MIRROR:
+        pytest.skip("real-data test: set MNIST_MLP_MIRROR to a folder or URL holding "
+                    "mnist/ and fashion-mnist/ (../shared/data), as .ci/run does")
+    root = tmp_path_factory.mktemp("real-cache")
+    saved = os.environ.get("MNIST_MLP_MIRROR")
+    os.environ["MNIST_MLP_MIRROR"] = REAL_MIRROR
+    try:
+        download.ensure("mnist", root, download.FetchOptions(progress=False))
+    finally:
+        if saved is None:
+            os.environ.pop("MNIST_MLP_MIRROR", None)
+    return root
+
+
+@pytest.fixture
+def real_env(real_cache, monkeypatch):
+    """The real mirror and the session's real cache, for one test."""
+    monkeypatch.setenv("MNIST_MLP_MIRROR", REAL_MIRROR)
+    monkeypatch.setenv("MNIST_MLP_HOME", str(real_cache))
+    return real_cache
