@@ -77,3 +77,73 @@ def download(dataset, quiet):
             how = "downloaded from" if entry.fetched else "cached, from"
             click.echo(f"{name:<13} {key:<12} {str(entry.array.shape):<15} {entry.path}  "
                        f"({how} {entry.source})")
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="A YAML config (see configs/); defaults for every key not in it.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override one key, e.g. --set training.lr=0.05 (repeatable).")
+@click.option("--out", type=click.Path(file_okay=False), help="Run folder [default: runs/<config name>].")
+@click.option("--resume", type=click.Path(dir_okay=False), metavar="CKPT",
+              help="Continue the run saved in CKPT (its last.npz).")
+@click.option("--force", is_flag=True, help="Replace a run already in the run folder.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or per-epoch lines.")
+def train(config_path, overrides, out, resume, force, quiet):
+    """Train the network, checkpointing the best epoch, and test it.
+
+    Ctrl-C stops after the current step and saves a checkpoint to resume from.
+    """
+    from pathlib import Path
+
+    from mnist_mlp import config as config_mod
+    from mnist_mlp import run
+
+    _setup_logging(quiet)
+    if resume:
+        config = None
+        folder = Path(out) if out else Path(resume).parent
+        name = folder.name
+    else:
+        if not config_path and not overrides:
+            raise click.UsageError("give --config PATH (e.g. configs/default.yaml), or --set KEY=VALUE")
+        config = config_mod.load_config(config_path, overrides)
+        name = Path(config_path).stem if config_path else "custom"
+        folder = Path(out) if out else run.default_folder(config, name)
+    try:
+        run.train_run(config, folder, resume=resume, overrides=overrides if resume else (), force=force,
+                      progress=not quiet, echo=(lambda line: None) if quiet else click.echo)
+    except run.TrainingInterrupted as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(exc.exit_code)
+
+
+@main.command(name="eval")
+@click.argument("checkpoint", type=click.Path(), default="runs/latest/checkpoint.npz")
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout, nothing else.")
+def eval_(checkpoint, split, as_json):
+    """Accuracy, loss, per-class precision/recall and the confusion matrix of a checkpoint."""
+    from mnist_mlp import run
+
+    _setup_logging(as_json)
+    result = run.evaluate_checkpoint(checkpoint, split, progress=not as_json)
+    if as_json:
+        _echo_json(result)
+        return
+    click.echo(_format_eval(result))
+
+
+def _format_eval(r: dict) -> str:
+    classes = [c if len(c) <= 7 else c[:6] + "." for c in r["classes"]]
+    lines = [f"{r['checkpoint']} on {r['dataset']} {r['split']} ({r['n']} images)",
+             f"accuracy {100 * r['accuracy']:.2f}%   loss {r['loss']:.4f}", "",
+             f"{'class':>8} {'precision':>9} {'recall':>7} {'support':>7}"]
+    for c, row in zip(classes, r["per_class"]):
+        pct = lambda v: "     -" if v is None else f"{100 * v:6.2f}%"  # noqa: E731
+        lines.append(f"{c:>8}   {pct(row['precision'])} {pct(row['recall'])} {row['support']:>7}")
+    lines += ["", "confusion matrix (rows: true class, columns: predicted)",
+              " " * 9 + "".join(f"{c:>7}" for c in classes)]
+    for c, counts in zip(classes, r["confusion_matrix"]):
+        lines.append(f"{c:>8} " + "".join(f"{n:>7}" if n else f"{'.':>7}" for n in counts))
+    return "\n".join(lines)

@@ -1,0 +1,149 @@
+"""Checkpoints: weights and optimiser state as arrays, everything else as JSON, no pickle.
+
+A checkpoint is an ``.npz`` file holding
+
+- ``param/W1``, ``param/b1``, ... : the network's float32 parameters;
+- ``velocity/W1``, ...            : the optimiser's momentum buffers (same shapes);
+- ``meta``                        : UTF-8 JSON as a uint8 array (see :func:`metadata`).
+
+It is loaded with ``allow_pickle=False``, so opening a checkpoint can never run code, and
+checked against its own metadata: every array present, of the right shape and dtype.
+Saving writes a temporary file and renames it, so a crash never leaves half a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mnist_mlp import config as config_mod
+from mnist_mlp.errors import CheckpointError, ConfigError
+from mnist_mlp.fsutil import atomic_write
+from mnist_mlp.model import Params, layer_sizes, param_shapes
+
+FORMAT = "mnist_mlp.checkpoint"
+VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    """Everything needed to use a trained network, or to resume training it.
+
+    Attributes
+    ----------
+    params : dict of float32 arrays
+    velocity : dict of float32 arrays
+        Momentum buffers; empty for a checkpoint saved without optimiser state.
+    config : Config
+    meta : dict
+        JSON-able training state: ``epoch`` (completed), ``step``, ``batch`` (within the
+        current epoch, for a mid-epoch save), ``epoch_totals``, ``rng`` (bit-generator
+        state of the current epoch's stream), ``history``, ``best``, ``dataset``,
+        ``input``, ``classes``.
+    """
+
+    params: Params
+    config: config_mod.Config
+    meta: dict = field(default_factory=dict)
+    velocity: Params = field(default_factory=dict)
+
+    @property
+    def activation(self) -> str:
+        return self.config.model.activation
+
+    @property
+    def classes(self) -> list[str]:
+        return self.meta.get("classes") or [str(d) for d in range(10)]
+
+
+def save(path: str | os.PathLike, ckpt: Checkpoint) -> None:
+    """Write ``ckpt`` to ``path`` atomically (the previous file survives any failure)."""
+    meta = {**ckpt.meta, "format": FORMAT, "version": VERSION,
+            "config": config_mod.to_dict(ckpt.config)}
+    arrays = {f"param/{k}": v for k, v in ckpt.params.items()}
+    arrays.update({f"velocity/{k}": v for k, v in ckpt.velocity.items()})
+    for key, value in arrays.items():
+        if not np.all(np.isfinite(value)):
+            raise CheckpointError(f"refusing to save {path}: {key} holds NaN or infinity")
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def load(path: str | os.PathLike) -> Checkpoint:
+    """Read and validate a checkpoint.
+
+    Raises
+    ------
+    CheckpointError
+        If the file is missing, not an npz, holds pickled objects, or its arrays do not fit
+        its own metadata (missing, extra, wrong shape or dtype, unknown format version).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} not found")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder; give the .npz file inside it")
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # every .npz is a zip archive
+            raise CheckpointError(f"{path}: not a valid checkpoint (not an .npz file)")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except ValueError as exc:
+        if "pickle" in str(exc).lower() or "object" in str(exc).lower():
+            raise CheckpointError(f"{path}: holds pickled objects, which are never loaded") from None
+        raise CheckpointError(f"{path}: not a valid checkpoint ({exc})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise CheckpointError(f"{path}: not a valid checkpoint ({type(exc).__name__}: {exc})") from None
+    return _validate(path, arrays)
+
+
+def _validate(path: Path, arrays: dict[str, np.ndarray]) -> Checkpoint:
+    def fail(why: str) -> CheckpointError:
+        return CheckpointError(f"{path}: {why}")
+
+    raw = arrays.pop("meta", None)
+    if raw is None or raw.dtype != np.uint8 or raw.ndim != 1:
+        raise fail("no metadata; not a checkpoint written by mnist_mlp")
+    try:
+        meta = json.loads(raw.tobytes().decode())
+    except (UnicodeDecodeError, ValueError):
+        raise fail("its metadata is not valid JSON") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise fail("not a checkpoint written by mnist_mlp")
+    if meta.get("version") != VERSION:
+        raise fail(f"format version {meta.get('version')!r} is not supported (this mlp reads version "
+                   f"{VERSION}); use the mnist_mlp release that wrote it")
+    try:
+        config = config_mod.from_dict(meta.pop("config", {}), "its config")
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    shapes = param_shapes(layer_sizes(config.model.hidden))
+    params, velocity = {}, {}
+    for group, target, required in (("param", params, True), ("velocity", velocity, False)):
+        present = {k.split("/", 1)[1] for k in arrays if k.startswith(group + "/")}
+        if not present and not required:
+            continue
+        missing, extra = set(shapes) - present, present - set(shapes)
+        if missing or extra:
+            what = f"missing {sorted(missing)}" if missing else f"unexpected {sorted(extra)}"
+            raise fail(f"{group} arrays {what} for a {'-'.join(map(str, layer_sizes(config.model.hidden)))} net")
+        for key, shape in shapes.items():
+            array = arrays.pop(f"{group}/{key}")
+            if array.shape != shape:
+                raise fail(f"{group}/{key} has shape {array.shape}, expected {shape}")
+            if array.dtype != np.float32:
+                raise fail(f"{group}/{key} has dtype {array.dtype}, expected float32")
+            if not np.all(np.isfinite(array)):
+                raise fail(f"{group}/{key} holds NaN or infinity")
+            target[key] = array
+    if arrays:
+        raise fail(f"unexpected arrays {sorted(arrays)}")
+    return Checkpoint(params, config, meta, velocity)

@@ -1,0 +1,283 @@
+"""Every setting and its default, in one typed tree; YAML files and ``--set`` overrides on top.
+
+A config file only needs the keys it changes. Loading refuses what it cannot use: an unknown
+key (naming the closest known one), a value of the wrong type, or one that breaks its rule
+(naming the key, the rule and the value). Nothing is silently ignored or coerced, except
+that an integer is accepted where a float is expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from mnist_mlp.errors import ConfigError
+
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+# --- rules: (predicate, description); the description completes "must ..." --------------------
+
+
+def _rule(check: Callable[[Any], bool], text: str) -> dict:
+    return {"rule": (check, text)}
+
+
+def positive() -> dict:
+    return _rule(lambda v: v > 0, "be > 0")
+
+
+def non_negative() -> dict:
+    return _rule(lambda v: v >= 0, "be >= 0")
+
+
+def fraction(upper_open: bool = True) -> dict:
+    if upper_open:
+        return _rule(lambda v: 0 <= v < 1, "be in [0, 1)")
+    return _rule(lambda v: 0 <= v <= 1, "be in [0, 1]")
+
+
+def one_of(*choices: str) -> dict:
+    return _rule(lambda v: v in choices, f"be one of {', '.join(choices)}")
+
+
+# --- the tree ---------------------------------------------------------------------------------
+
+
+@dataclass
+class AugmentConfig:
+    """Random distortions of each training minibatch (off when every range is zero)."""
+
+    translate: float = field(default=0.0, metadata=non_negative())  # pixels, uniform +-
+    rotate: float = field(default=0.0, metadata=non_negative())  # degrees, uniform +-
+    scale: float = field(default=0.0, metadata=fraction())  # relative, uniform +-
+    shear: float = field(default=0.0, metadata=non_negative())  # degrees, uniform +-
+    elastic_alpha: float = field(default=0.0, metadata=non_negative())  # pixels; 0 = no elastic
+    elastic_sigma: float = field(default=4.0, metadata=positive())  # pixels of smoothing
+    probability: float = field(default=1.0, metadata=fraction(upper_open=False))  # share distorted
+
+    @property
+    def enabled(self) -> bool:
+        return self.probability > 0 and any(
+            (self.translate, self.rotate, self.scale, self.shear, self.elastic_alpha))
+
+
+@dataclass
+class DataConfig:
+    dataset: str = field(default="mnist", metadata=one_of("mnist", "fashion-mnist"))
+    validation: int = field(default=5000, metadata=_rule(lambda v: 0 <= v < 60000, "be in [0, 60000)"))
+    subset: int = field(default=0, metadata=non_negative())  # train on the first N; 0 = all
+    dir: typing.Optional[str] = None  # cache folder; None = $MNIST_MLP_HOME or the user cache
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class ModelConfig:
+    hidden: list[int] = field(default_factory=lambda: [1024],
+                              metadata=_rule(lambda v: all(n > 0 for n in v), "be a list of sizes > 0"))
+    activation: str = field(default="relu", metadata=one_of("relu", "sigmoid", "tanh"))
+    dropout: float = field(default=0.0, metadata=fraction())  # on hidden units, training only
+
+
+@dataclass
+class TrainingConfig:
+    epochs: int = field(default=20, metadata=positive())
+    batch_size: int = field(default=128, metadata=positive())
+    lr: float = field(default=0.1, metadata=positive())
+    momentum: float = field(default=0.9, metadata=fraction())
+    nesterov: bool = False
+    l2: float = field(default=1e-4, metadata=non_negative())
+    max_norm: float = field(default=0.0, metadata=non_negative())  # cap on incoming weight norms; 0 = off
+    schedule: str = field(default="cosine", metadata=one_of("constant", "step", "cosine"))
+    step_every: int = field(default=10, metadata=positive())  # epochs, for schedule: step
+    step_gamma: float = field(default=0.1, metadata=_rule(lambda v: 0 < v <= 1, "be in (0, 1]"))
+    warmup_epochs: float = field(default=0.0, metadata=non_negative())
+    patience: int = field(default=0, metadata=non_negative())  # epochs; 0 = no early stopping
+    seed: int = field(default=0, metadata=non_negative())
+
+
+@dataclass
+class OutputConfig:
+    dir: str = "runs"  # run folders go to <dir>/<config name>/
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Build a :class:`Config` from defaults, an optional YAML file, then ``KEY=VALUE`` overrides.
+
+    Parameters
+    ----------
+    path : path-like, optional
+        A YAML mapping with any subset of the sections and keys of :class:`Config`.
+    overrides : sequence of str
+        Items like ``"training.lr=0.05"``; the value is read as YAML (``0.05`` is a float,
+        ``[512, 256]`` a list, ``true`` a bool).
+
+    Raises
+    ------
+    ConfigError
+        Naming the file or override, the key, the rule and the offending value.
+    """
+    import yaml
+
+    tree: dict = {}
+    source = "config"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+        try:
+            tree = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        if tree is None:
+            tree = {}
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: must be a mapping of sections, got {type(tree).__name__}")
+    return apply_overrides(from_dict(tree, source), overrides)
+
+
+def from_dict(tree: dict, source: str = "config") -> Config:
+    """Build a :class:`Config` from a nested dict such as :func:`to_dict` makes."""
+    try:
+        return _build(Config, tree, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def to_dict(config: Config) -> dict:
+    """The config as plain nested dicts, lists and scalars (for YAML, JSON and checkpoints)."""
+    return dataclasses.asdict(config)
+
+
+def keys(cls=Config, prefix: str = "") -> list[str]:
+    """Every dotted key, e.g. ``training.lr``."""
+    out = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        name = prefix + f.name
+        if dataclasses.is_dataclass(hints[f.name]):
+            out.extend(keys(hints[f.name], name + "."))
+        else:
+            out.append(name)
+    return out
+
+
+def apply_overrides(config: Config, overrides: typing.Sequence[str]) -> Config:
+    """``config`` with each ``KEY=VALUE`` of ``overrides`` applied and validated in turn."""
+    for item in overrides:
+        config = _override(config, item)
+    return config
+
+
+def _override(config: Config, item: str) -> Config:
+    import yaml
+
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. training.lr=0.05")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text  # a plain string such as a path with a colon
+    tree = to_dict(config)
+    node = tree
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {item}: unknown key {key!r}{_suggest(key, keys(), keys())}")
+        node = child
+    if parts[-1] not in node or isinstance(node[parts[-1]], dict):
+        raise ConfigError(f"--set {item}: unknown key {key!r}{_suggest(key, keys(), keys())}")
+    node[parts[-1]] = value
+    try:
+        return _build(Config, tree, "")
+    except ConfigError as exc:
+        raise ConfigError(f"--set {item}: {exc}") from None
+
+
+def _build(cls, tree: Any, prefix: str):
+    where = prefix.rstrip(".") or "the top level"
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{where} must be a mapping, got {_show(tree)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name in tree:
+        if name not in fields:
+            known = [prefix + k for k in fields]
+            raise ConfigError(f"unknown key {prefix + str(name)!r}{_suggest(prefix + str(name), known, keys())}")
+    values = {}
+    for name, value in tree.items():
+        hint, key = hints[name], prefix + name
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, value if value is not None else {}, key + ".")
+            continue
+        value = _check_type(key, value, hint)
+        rule = fields[name].metadata.get("rule")
+        if rule and value is not None and not rule[0](value):
+            raise ConfigError(f"{key} must {rule[1]}, got {_show(value)}")
+        values[name] = value
+    return cls(**values)
+
+
+def _check_type(key: str, value: Any, hint) -> Any:
+    """``value`` if it fits ``hint`` (an int is promoted to float), else a ConfigError."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _check_type(key, value, inner)
+    if origin is list:
+        (item,) = args
+        if not isinstance(value, list) or not value:
+            raise ConfigError(f"{key} must be a non-empty list of {item.__name__}, got {_show(value)}")
+        return [_check_type(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string; people write it anyway
+    if hint in (int, float) and isinstance(value, bool) or not isinstance(value, hint):
+        raise ConfigError(f"{key} must be {_type_name(hint)}, got {_show(value)}")
+    return value
+
+
+def _type_name(hint) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(hint, str(hint))
+
+
+def _show(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})" if not isinstance(value, (int, float)) or isinstance(
+        value, bool) else repr(value)
+
+
+def _suggest(key: str, section: list[str], everywhere: list[str]) -> str:
+    """' (did you mean ...?)' with the likeliest intended key, or a list of the known keys."""
+    last = key.rsplit(".", 1)[-1]
+    same_name = [k for k in everywhere if k.rsplit(".", 1)[-1] == last]  # right key, wrong section
+    close = (same_name or difflib.get_close_matches(key, section, n=1, cutoff=0.6)
+             or difflib.get_close_matches(key, everywhere, n=1, cutoff=0.6))
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    return f"; known keys here: {', '.join(section)}"

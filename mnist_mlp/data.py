@@ -1,0 +1,100 @@
+"""Datasets as arrays: the train/validation/test splits, input scaling, and minibatches.
+
+Images stay uint8 in memory (47 MB for MNIST's training set, against 188 MB as float32) and
+are scaled to float32 one batch at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mnist_mlp import download
+
+# Pixels are scaled to [0, 1]: x = pixel * SCALE + OFFSET. Recorded in every checkpoint so
+# that `mlp predict` prepares a user's image exactly as training did.
+SCALE = 1 / 255
+OFFSET = 0.0
+
+
+def rng_for(seed: int, *purpose: int) -> np.random.Generator:
+    """An independent generator for one purpose (initialisation, the split, epoch k, ...).
+
+    Deriving each stream from (seed, purpose) rather than drawing them all from one
+    generator keeps every stream the same whatever the others consumed, which makes
+    interrupted and resumed runs exact.
+    """
+    return np.random.default_rng([seed, *purpose])
+
+
+# purposes for rng_for
+INIT, SPLIT, EPOCH = 1, 2, 3
+
+
+@dataclass
+class Split:
+    """Images and labels of one split.
+
+    Attributes
+    ----------
+    images : ndarray of shape (n, 784), uint8
+    labels : ndarray of shape (n,), uint8
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class Data:
+    """A dataset's splits and identity."""
+
+    name: str
+    classes: tuple[str, ...]
+    digest: str
+    train: Split
+    val: Split
+    test: Split
+
+
+def load(name: str = "mnist", validation: int = 5000, seed: int = 0, subset: int = 0,
+         root: str | None = None, progress: bool = True) -> Data:
+    """Load (downloading if needed) a dataset and split off a validation set.
+
+    Parameters
+    ----------
+    name : {"mnist", "fashion-mnist"}
+    validation : int
+        Training examples held out for validation, chosen at random with ``seed``.
+    seed : int
+    subset : int
+        If > 0, keep only this many of the remaining training examples (quick runs).
+    root : str, optional
+        Cache folder (see :func:`mnist_mlp.download.cache_root`).
+    progress : bool
+        Show download progress bars.
+    """
+    spec = download.get_spec(name)
+    entries = download.ensure(name, root, download.FetchOptions(progress=progress))
+    images = entries["train-images"].array.reshape(-1, 28 * 28)
+    labels = entries["train-labels"].array
+    order = rng_for(seed, SPLIT).permutation(len(labels))
+    val_idx, train_idx = np.sort(order[:validation]), np.sort(order[validation:])
+    if subset:
+        train_idx = train_idx[:subset]
+    test = Split(entries["test-images"].array.reshape(-1, 28 * 28), entries["test-labels"].array)
+    return Data(spec.name, spec.classes, spec.digest,
+                train=Split(images[train_idx], labels[train_idx]),
+                val=Split(images[val_idx], labels[val_idx]),
+                test=test)
+
+
+def scale(images: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """uint8 pixels (n, 784) -> float32 inputs in [0, 1], into ``out`` if given."""
+    if out is None:
+        out = np.empty(images.shape, np.float32)
+    return np.multiply(images, np.float32(SCALE), out=out, casting="unsafe")

@@ -1,0 +1,298 @@
+"""A multilayer perceptron and its backpropagation, in NumPy, meant to be read.
+
+The network maps a batch of B images, flattened to 784 pixels, to 10 class scores:
+
+    A0 = X                                  (B, 784)
+    Z1 = A0 @ W1 + b1,   A1 = f(Z1)         (B, 1024)       one hidden layer per entry of `hidden`
+    ...
+    Z  = AL @ Wout + bout                   (B, 10)         the logits
+    P  = softmax(Z),     loss = mean(-log P[i, y_i]) + l2/2 * sum of squared weights
+
+Training needs dloss/dW for every weight. Backpropagation gets all of them in one sweep from
+the output back to the input, applying the chain rule once per layer:
+
+    dZ    = (P - onehot(y)) / B             softmax and cross-entropy, differentiated together
+    dW    = A_prev.T @ dZ + l2 * W          how the loss changes with each weight of the layer
+    db    = sum of dZ over the batch
+    dA_prev = dZ @ W.T                      the chain rule: pass the error back through W ...
+    dZ_prev = dA_prev * f'(Z_prev)          ... and back through the activation
+
+The first layer's dA_prev (the gradient with respect to the pixels) is never needed, so it
+is never computed: it would cost as much as the first layer's forward pass.
+
+Parameters live in a dict of float32 arrays: ``W1, b1, W2, b2, ...`` with ``W`` of shape
+(fan_in, fan_out), so a batch multiplies from the left. The activation functions work in
+place and their derivatives are written in terms of the activation's *output*, as in
+scikit-learn's MLP: then Z need not be kept, which saves memory and time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+Params = dict[str, np.ndarray]
+N_INPUTS = 28 * 28
+N_CLASSES = 10
+
+
+# --- activations, and their derivatives expressed through the output A = f(Z) ---------------
+
+
+def relu(z: np.ndarray) -> np.ndarray:
+    """max(z, 0), in place."""
+    return np.maximum(z, 0, out=z)
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-z)), in place; written via tanh, which cannot overflow."""
+    np.multiply(z, 0.5, out=z)
+    np.tanh(z, out=z)
+    np.multiply(z, 0.5, out=z)
+    return np.add(z, 0.5, out=z)
+
+
+def tanh(z: np.ndarray) -> np.ndarray:
+    """tanh(z), in place."""
+    return np.tanh(z, out=z)
+
+
+def relu_backward(a: np.ndarray, delta: np.ndarray) -> None:
+    """delta *= relu'(z): 1 where the unit was active (a > 0), else 0."""
+    delta[a <= 0] = 0
+
+
+def sigmoid_backward(a: np.ndarray, delta: np.ndarray) -> None:
+    """delta *= sigmoid'(z) = a (1 - a)."""
+    delta *= a * (1 - a)
+
+
+def tanh_backward(a: np.ndarray, delta: np.ndarray) -> None:
+    """delta *= tanh'(z) = 1 - a^2."""
+    delta *= 1 - a * a
+
+
+ACTIVATIONS = {"relu": relu, "sigmoid": sigmoid, "tanh": tanh}
+DERIVATIVES = {"relu": relu_backward, "sigmoid": sigmoid_backward, "tanh": tanh_backward}
+
+
+# --- parameters -------------------------------------------------------------------------------
+
+
+def layer_sizes(hidden: list[int]) -> list[int]:
+    """[784, *hidden, 10]."""
+    return [N_INPUTS, *hidden, N_CLASSES]
+
+
+def init_params(sizes: list[int], activation: str, rng: np.random.Generator) -> Params:
+    """Random weights scaled so that activations neither vanish nor explode, zero biases.
+
+    He initialisation (variance 2/fan_in) suits ReLU, which zeroes half its inputs; Glorot
+    (variance 2/(fan_in + fan_out)) suits sigmoid and tanh.
+
+    Parameters
+    ----------
+    sizes : list of int
+        Layer widths, input first: ``[784, 1024, 10]``.
+    activation : {"relu", "sigmoid", "tanh"}
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    dict
+        ``W{l}`` of shape (sizes[l-1], sizes[l]) and ``b{l}`` of shape (sizes[l],), float32.
+    """
+    params = {}
+    for l, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+        var = 2 / fan_in if activation == "relu" else 2 / (fan_in + fan_out)
+        params[f"W{l}"] = (rng.standard_normal((fan_in, fan_out)) * np.sqrt(var)).astype(np.float32)
+        params[f"b{l}"] = np.zeros(fan_out, np.float32)
+    return params
+
+
+def n_layers(params: Params) -> int:
+    return len(params) // 2
+
+
+def param_shapes(sizes: list[int]) -> dict[str, tuple[int, ...]]:
+    """The shape of every array :func:`init_params` makes for ``sizes``."""
+    shapes = {}
+    for l, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+        shapes[f"W{l}"], shapes[f"b{l}"] = (fan_in, fan_out), (fan_out,)
+    return shapes
+
+
+# --- forward ----------------------------------------------------------------------------------
+
+
+def forward(params: Params, x: np.ndarray, activation: str, dropout: float = 0.0,
+            rng: np.random.Generator | None = None) -> tuple[list[np.ndarray], list]:
+    """Run the network on a batch, keeping what backpropagation needs.
+
+    Parameters
+    ----------
+    params : dict of float32 arrays
+    x : ndarray of shape (B, 784), float32
+    activation : {"relu", "sigmoid", "tanh"}
+    dropout : float
+        Probability of zeroing each hidden unit (inverted dropout: survivors are scaled by
+        1 / (1 - dropout), so nothing changes at evaluation). Needs ``rng`` when > 0.
+    rng : numpy.random.Generator, optional
+
+    Returns
+    -------
+    activations : list of ndarray
+        ``[x, A1, ..., AL, Z]``: the input, each hidden layer's output (after dropout), and
+        the logits of shape (B, 10).
+    masks : list
+        Per hidden layer, the dropout scale mask of shape (B, n) or None.
+    """
+    f = ACTIVATIONS[activation]
+    activations, masks = [x], []
+    a = x
+    last = n_layers(params)
+    for l in range(1, last + 1):
+        z = a @ params[f"W{l}"]  # (B, n_l)
+        z += params[f"b{l}"]
+        if l == last:
+            activations.append(z)  # logits: softmax is applied by the loss
+            break
+        a = f(z)  # in place: z is not needed again
+        mask = None
+        if dropout > 0:
+            mask = (rng.random(a.shape, dtype=np.float32) >= dropout) * np.float32(1 / (1 - dropout))
+            a *= mask
+        activations.append(a)
+        masks.append(mask)
+    return activations, masks
+
+
+def predict_proba(params: Params, x: np.ndarray, activation: str, batch: int = 2048) -> np.ndarray:
+    """Class probabilities for ``x`` of shape (N, 784), in batches to bound memory.
+
+    Returns
+    -------
+    ndarray of shape (N, 10), float32
+    """
+    out = np.empty((len(x), N_CLASSES), np.float32)
+    for start in range(0, len(x), batch):
+        logits = forward(params, x[start:start + batch], activation)[0][-1]
+        out[start:start + batch] = softmax(logits)
+    return out
+
+
+# --- the loss and its gradient, together --------------------------------------------------------
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of logits ``z`` (B, C), in place; shifting by the max avoids overflow."""
+    z -= z.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z
+
+
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax of ``z`` (B, C) via log-sum-exp, as a new array."""
+    shifted = z - z.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
+    """Mean of -log softmax(logits)[i, y_i], computed stably."""
+    return float(-log_softmax(logits)[np.arange(len(y)), y].mean())
+
+
+def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """Loss and its gradient with respect to the logits, in one pass.
+
+    Parameters
+    ----------
+    logits : ndarray of shape (B, 10)
+        Overwritten with the gradient.
+    y : ndarray of shape (B,), int
+        True classes.
+
+    Returns
+    -------
+    loss : float
+        Mean cross-entropy.
+    dz : ndarray of shape (B, 10)
+        (softmax(logits) - onehot(y)) / B, the gradient of the mean loss. The same array as
+        ``logits``.
+    """
+    rows = np.arange(len(y))
+    logits -= logits.max(axis=1, keepdims=True)  # the largest logit is 0: exp cannot overflow
+    true_logit = logits[rows, y]  # (B,)
+    p = np.exp(logits, out=logits)  # (B, 10), unnormalised
+    total = p.sum(axis=1)  # (B,)
+    loss = float(np.mean(np.log(total) - true_logit))  # log-sum-exp minus the true logit
+    p /= total[:, None]  # softmax
+    p[rows, y] -= 1
+    p /= len(y)
+    return loss, p
+
+
+# --- backward ---------------------------------------------------------------------------------
+
+
+def backward(params: Params, activations: list[np.ndarray], masks: list, dz: np.ndarray,
+             activation: str, l2: float = 0.0) -> Params:
+    """Gradients of the loss with respect to every parameter.
+
+    Parameters
+    ----------
+    params : dict of float32 arrays
+    activations, masks : as returned by :func:`forward`
+    dz : ndarray of shape (B, 10)
+        Gradient of the loss with respect to the logits (:func:`softmax_cross_entropy`).
+    activation : {"relu", "sigmoid", "tanh"}
+    l2 : float
+        Weight of the penalty l2/2 * sum(W**2) on weights (not biases).
+
+    Returns
+    -------
+    dict
+        ``dW{l}``-shaped arrays under the same keys as ``params``.
+    """
+    f_prime = DERIVATIVES[activation]
+    grads = {}
+    for l in range(n_layers(params), 0, -1):
+        a_prev = activations[l - 1]  # (B, n_{l-1})
+        w = params[f"W{l}"]  # (n_{l-1}, n_l)
+        grads[f"W{l}"] = a_prev.T @ dz  # (n_{l-1}, n_l)
+        if l2:
+            grads[f"W{l}"] += l2 * w
+        grads[f"b{l}"] = dz.sum(axis=0)  # (n_l,)
+        if l == 1:
+            break  # no gradient with respect to the pixels is needed
+        dz = dz @ w.T  # chain rule through the weights: dloss/dA_{l-1}, (B, n_{l-1})
+        if masks[l - 2] is not None:
+            dz *= masks[l - 2]  # dropped units passed nothing forward, so get nothing back
+        f_prime(a_prev, dz)  # chain rule through the activation: now dloss/dZ_{l-1}
+    return grads
+
+
+def loss_and_grads(params: Params, x: np.ndarray, y: np.ndarray, activation: str,
+                   l2: float = 0.0, dropout: float = 0.0,
+                   rng: np.random.Generator | None = None) -> tuple[float, Params, np.ndarray]:
+    """One forward and backward pass.
+
+    Returns
+    -------
+    loss : float
+        Mean cross-entropy of the batch (without the L2 penalty, which :func:`l2_penalty` gives).
+    grads : dict
+        Gradient of cross-entropy + L2 penalty for every parameter.
+    predictions : ndarray of shape (B,)
+        The predicted classes, taken before the update.
+    """
+    activations, masks = forward(params, x, activation, dropout, rng)
+    logits = activations[-1]
+    predictions = logits.argmax(axis=1)
+    loss, dz = softmax_cross_entropy(logits, y)
+    return loss, backward(params, activations, masks, dz, activation, l2), predictions
+
+
+def l2_penalty(params: Params, l2: float) -> float:
+    """l2/2 * the sum of squared weights (biases are not penalised)."""
+    return 0.5 * l2 * sum(float(np.vdot(w, w)) for k, w in params.items() if k.startswith("W"))

@@ -1,0 +1,254 @@
+"""A training run on disk: its folder, checkpoints, metrics file, and the evaluation of a checkpoint.
+
+This module joins the loop (:mod:`mnist_mlp.train`) to the files (:mod:`mnist_mlp.checkpoint`),
+so that neither needs the other. A run folder holds:
+
+- ``config.yaml``     the resolved configuration (every key, defaults included);
+- ``metrics.csv``     one row per epoch, appended as the run goes;
+- ``checkpoint.npz``  the epoch with the best validation accuracy so far;
+- ``last.npz``        the latest state, from which ``mlp train --resume`` continues.
+
+``<output.dir>/latest`` links to the newest run folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from mnist_mlp import checkpoint as ckpt_mod
+from mnist_mlp import config as config_mod
+from mnist_mlp import data as data_mod
+from mnist_mlp import train
+from mnist_mlp.errors import ConfigError, MlpError
+from mnist_mlp.fsutil import atomic_write
+
+RESUMABLE_KEYS = ("training.epochs", "training.patience")
+
+
+class TrainingInterrupted(MlpError):
+    """Ctrl-C: a resumable checkpoint was written. ``exit_code`` is 130, as for SIGINT."""
+
+    exit_code = 130
+
+
+@dataclass
+class RunResult:
+    folder: Path
+    state: train.State
+    test_accuracy: float
+    test_loss: float
+
+
+def default_folder(config: config_mod.Config, name: str) -> Path:
+    return Path(config.output.dir) / name
+
+
+def load_data(config: config_mod.Config, progress: bool = True) -> data_mod.Data:
+    d = config.data
+    return data_mod.load(d.dataset, d.validation, config.training.seed, d.subset, d.dir, progress)
+
+
+def train_run(config: config_mod.Config, folder: Path, *, resume: str | os.PathLike | None = None,
+              overrides: tuple[str, ...] = (), force: bool = False, progress: bool = True,
+              echo: Callable[[str], None] = print, stop: train.StopFlag | None = None) -> RunResult:
+    """Train into ``folder`` (or continue the run saved in ``resume``) and test the best epoch.
+
+    Parameters
+    ----------
+    config : Config
+        Ignored when resuming: the checkpoint's own config is used, with ``overrides`` of
+        :data:`RESUMABLE_KEYS` applied (to train for more epochs, say).
+    folder : Path
+        The run folder.
+    resume : path-like, optional
+        A checkpoint to continue from (normally ``last.npz``).
+    force : bool
+        Replace a run already in ``folder``; without it that is an error, so a good
+        checkpoint is never overwritten by accident.
+    echo : callable
+        Receives one line per epoch and the final result.
+    stop : StopFlag, optional
+        A flag that ends the run between two steps (Ctrl-C sets it when this is None).
+
+    Raises
+    ------
+    TrainingInterrupted
+        After saving ``last.npz``, when stopped.
+    TrainingDiverged
+        When the loss becomes non-finite; checkpoints already written are left intact.
+    """
+    state = None
+    if resume is not None:
+        saved = ckpt_mod.load(resume)
+        config = _resume_config(saved.config, overrides)
+        state = train.State.from_meta(saved.params, saved.velocity or
+                                      {k: np.zeros_like(v) for k, v in saved.params.items()}, saved.meta)
+        if state.epoch >= config.training.epochs and not state.batch:
+            raise MlpError(f"{resume} already finished its {config.training.epochs} epochs; to train "
+                           f"longer, add --set training.epochs=N with N > {state.epoch}")
+    elif not force and ((folder / "checkpoint.npz").exists() or (folder / "last.npz").exists()):
+        raise MlpError(f"{folder} already holds a run; continue it with --resume {folder / 'last.npz'}, "
+                       f"train into another folder with --out DIR, or replace it with --force")
+
+    data = load_data(config, progress)
+    dataset = {"name": data.name, "digest": data.digest}
+    if resume is not None and saved.meta.get("dataset", {}).get("digest") not in (None, data.digest):
+        raise MlpError(f"{resume} was trained on other data than the cached {data.name}")
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / "config.yaml", lambda f: f.write(_yaml(config).encode()))
+    metrics_path = folder / "metrics.csv"
+    _write_metrics(metrics_path, state.history if state else [])
+    _link_latest(config, folder)
+
+    meta = {"dataset": dataset, "classes": list(data.classes),
+            "input": {"scale": data_mod.SCALE, "offset": data_mod.OFFSET, "shape": [28, 28]}}
+
+    def save(path: Path, state: train.State) -> None:
+        ckpt_mod.save(path, ckpt_mod.Checkpoint(state.params, config, {**meta, **state.meta()},
+                                                state.velocity))
+
+    def on_epoch(state: train.State, row: dict, is_best: bool) -> None:
+        _append_metrics(metrics_path, row)
+        save(folder / "last.npz", state)
+        if is_best:
+            save(folder / "checkpoint.npz", state)
+        echo(_epoch_line(row, config.training.epochs, is_best))
+
+    if state is not None:
+        echo(f"resuming {resume} at epoch {state.epoch + 1}, step {state.step}")
+    flag = stop or train.StopFlag()
+    augment = _augmenter(config)
+    with train.stop_on_sigint(flag):
+        state = train.fit(config, data, state, on_epoch=on_epoch, stop=flag, progress=progress,
+                          augment=augment)
+    if state.status == "interrupted":
+        save(folder / "last.npz", state)
+        raise TrainingInterrupted(
+            f"interrupted at epoch {state.epoch + 1}, step {state.step}; saved {folder / 'last.npz'}. "
+            f"Resume with: mlp train --resume {folder / 'last.npz'}")
+    if state.status == "early-stopped":
+        echo(f"early stop: validation loss has not improved for {config.training.patience} epochs")
+
+    best = ckpt_mod.load(folder / "checkpoint.npz")
+    test = train.evaluate(best.params, config.model.activation, data.test)
+    echo(f"best epoch {best.meta['epoch']}: test accuracy {100 * test.accuracy:.2f}% "
+         f"(loss {test.loss:.4f}) -> {folder / 'checkpoint.npz'}")
+    return RunResult(folder, state, test.accuracy, test.loss)
+
+
+def _augmenter(config: config_mod.Config):
+    if not config.data.augment.enabled:
+        return None
+    from mnist_mlp.augment import Augmenter
+
+    return Augmenter(config.data.augment)
+
+
+def _resume_config(saved: config_mod.Config, overrides: tuple[str, ...]) -> config_mod.Config:
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if key not in RESUMABLE_KEYS:
+            raise ConfigError(f"--set {item}: only {', '.join(RESUMABLE_KEYS)} can change when resuming; "
+                              f"start a new run to change {key}")
+    return config_mod.apply_overrides(saved, overrides)
+
+
+def _epoch_line(row: dict, epochs: int, is_best: bool) -> str:
+    width = len(str(epochs))
+    val = ("val loss   -    acc   -   " if row["val_acc"] is None else
+           f"val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:6.2f}%")
+    return (f"epoch {row['epoch']:>{width}}/{epochs}  train loss {row['train_loss']:.4f} "
+            f"acc {100 * row['train_acc']:6.2f}%  {val}  lr {row['lr']:.4g}  "
+            f"{row['seconds']:.1f}s{'  *' if is_best else ''}")
+
+
+def _write_metrics(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, train.COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
+
+
+def _append_metrics(path: Path, row: dict) -> None:
+    with open(path, "a", newline="") as f:
+        csv.DictWriter(f, train.COLUMNS, lineterminator="\n").writerow(row)
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    """Rows of a ``metrics.csv``, numbers as floats (None where empty)."""
+    with open(path, newline="") as f:
+        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()}
+                for row in csv.DictReader(f)]
+
+
+def _link_latest(config: config_mod.Config, folder: Path) -> None:
+    """Point ``<output.dir>/latest`` at ``folder`` (atomically replacing the old link)."""
+    root = Path(config.output.dir)
+    root.mkdir(parents=True, exist_ok=True)
+    link = root / "latest"
+    target = os.path.relpath(folder.resolve(), root.resolve())
+    tmp = root / f".latest-{os.getpid()}"
+    try:
+        if tmp.is_symlink():
+            tmp.unlink()
+        os.symlink(target, tmp)
+        os.replace(tmp, link)
+    except OSError:  # no symlinks (some Windows setups): a later command falls back to mtimes
+        pass
+
+
+def _yaml(config: config_mod.Config) -> str:
+    import yaml
+
+    return yaml.safe_dump(config_mod.to_dict(config), sort_keys=False)
+
+
+# --- evaluating a checkpoint --------------------------------------------------------------------
+
+
+def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", progress: bool = True) -> dict:
+    """Accuracy, loss, per-class precision and recall, and the confusion matrix of a checkpoint.
+
+    Returns
+    -------
+    dict
+        ``accuracy`` (0..1), ``loss``, ``n``, ``split``, ``dataset``, ``checkpoint``,
+        ``classes``, ``per_class`` (list of dicts with ``class``, ``precision``, ``recall``,
+        ``support``) and ``confusion_matrix`` (rows true, columns predicted).
+    """
+    ckpt = ckpt_mod.load(path)
+    data = load_data(ckpt.config, progress)
+    recorded = ckpt.meta.get("dataset", {}).get("digest")
+    if recorded and recorded != data.digest:
+        raise MlpError(f"{path} was trained on other data than the cached {data.name}")
+    chosen = {"test": data.test, "val": data.val, "train": data.train}[split]
+    if not len(chosen):
+        raise MlpError(f"the {split} split of {path} is empty (data.validation is 0)")
+    metrics = train.evaluate(ckpt.params, ckpt.activation, chosen)
+    cm = confusion_matrix(chosen.labels, metrics.predictions)
+    return {"checkpoint": str(path), "dataset": data.name, "split": split, "n": int(len(chosen)),
+            "accuracy": metrics.accuracy, "loss": metrics.loss, "classes": ckpt.classes,
+            "per_class": per_class(cm, ckpt.classes), "confusion_matrix": cm.tolist()}
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n: int = 10) -> np.ndarray:
+    """Counts of (true, predicted) pairs: ndarray of shape (n, n), rows true."""
+    return np.bincount(labels.astype(np.intp) * n + predictions, minlength=n * n).reshape(n, n)
+
+
+def per_class(cm: np.ndarray, classes: list[str]) -> list[dict]:
+    """Precision, recall and support of each class from a confusion matrix."""
+    hits = np.diag(cm)
+    predicted, actual = cm.sum(axis=0), cm.sum(axis=1)
+    return [{"class": classes[i],
+             "precision": float(hits[i] / predicted[i]) if predicted[i] else None,
+             "recall": float(hits[i] / actual[i]) if actual[i] else None,
+             "support": int(actual[i])} for i in range(len(classes))]

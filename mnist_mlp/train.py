@@ -1,0 +1,298 @@
+"""The training loop: minibatch SGD over shuffled epochs, validation, early stopping.
+
+:func:`fit` owns the loop and nothing else. It reports each finished epoch to a callback,
+which is where a caller saves checkpoints and writes metrics (see :mod:`mnist_mlp.run`), and
+it stops cleanly between two steps when asked to (Ctrl-C), returning a state that resumes
+exactly: the same weights as a run that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from mnist_mlp import data as data_mod
+from mnist_mlp import model, optim
+from mnist_mlp.config import Config
+from mnist_mlp.errors import MlpError
+
+
+class TrainingDiverged(MlpError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class State:
+    """Where a run stands: everything needed to continue it exactly.
+
+    Attributes
+    ----------
+    params, velocity : dict of float32 arrays
+    epoch : int
+        Epochs completed.
+    step : int
+        Optimiser steps taken in all.
+    batch : int
+        Steps taken in the current, unfinished epoch (0 between epochs).
+    totals : list of float
+        Sum of batch losses x batch sizes, correct predictions and examples seen so far in
+        the current epoch.
+    rng : dict or None
+        Bit-generator state of the current epoch's random stream, when ``batch`` > 0.
+    history : list of dict
+        One row per finished epoch (see :data:`COLUMNS`).
+    best : dict
+        ``epoch``, ``val_acc`` and ``val_loss`` of the best epoch so far (by validation accuracy).
+    best_val_loss : float or None
+        Lowest validation loss so far (for early stopping).
+    since_improved : int
+        Epochs since validation loss last improved (for early stopping).
+    status : str
+        "running", "completed", "early-stopped" or "interrupted".
+    """
+
+    params: model.Params
+    velocity: model.Params
+    epoch: int = 0
+    step: int = 0
+    batch: int = 0
+    totals: list = field(default_factory=lambda: [0.0, 0, 0])
+    rng: dict | None = None
+    history: list = field(default_factory=list)
+    best: dict = field(default_factory=dict)
+    best_val_loss: float | None = None
+    since_improved: int = 0
+    status: str = "running"
+
+    def meta(self) -> dict:
+        """The JSON-able part, for a checkpoint."""
+        return {k: getattr(self, k) for k in ("epoch", "step", "batch", "totals", "rng", "history",
+                                               "best", "best_val_loss", "since_improved", "status")}
+
+    @classmethod
+    def from_meta(cls, params: model.Params, velocity: model.Params, meta: dict) -> State:
+        keys = ("epoch", "step", "batch", "totals", "rng", "history", "best", "best_val_loss",
+                "since_improved", "status")
+        return cls(params, velocity, **{k: meta[k] for k in keys if k in meta})
+
+
+COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+
+
+class StopFlag:
+    """Set by a signal handler (or a test) to end training between two steps."""
+
+    def __init__(self):
+        self.requested = False
+
+
+@contextlib.contextmanager
+def stop_on_sigint(flag: StopFlag):
+    """While inside, the first Ctrl-C sets ``flag``; a second one interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag.requested:
+            raise KeyboardInterrupt
+        flag.requested = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def new_state(config: Config) -> State:
+    """Freshly initialised parameters and zero momentum, from ``training.seed``."""
+    sizes = model.layer_sizes(config.model.hidden)
+    params = model.init_params(sizes, config.model.activation,
+                               data_mod.rng_for(config.training.seed, data_mod.INIT))
+    return State(params, optim.init_state(params))
+
+
+@dataclass
+class Metrics:
+    """Loss, accuracy and predictions of a network on one split.
+
+    Attributes
+    ----------
+    loss : float
+        Mean cross-entropy.
+    accuracy : float
+        In [0, 1].
+    probabilities : ndarray of shape (n, 10), float32
+    predictions : ndarray of shape (n,)
+    """
+
+    loss: float
+    accuracy: float
+    probabilities: np.ndarray
+    predictions: np.ndarray
+
+
+def evaluate(params: model.Params, activation: str, split: data_mod.Split,
+             batch: int = 2500) -> Metrics:
+    """Run the network over a whole split (no dropout, no augmentation)."""
+    n = len(split)
+    probs = np.empty((n, model.N_CLASSES), np.float32)
+    x = np.empty((min(batch, n), model.N_INPUTS), np.float32)
+    for start in range(0, n, batch):
+        chunk = split.images[start:start + batch]
+        xb = data_mod.scale(chunk, out=x[:len(chunk)])
+        logits = model.forward(params, xb, activation)[0][-1]
+        probs[start:start + batch] = model.softmax(logits)
+    labels = split.labels.astype(np.intp)
+    true_p = probs[np.arange(n), labels]
+    loss = float(-np.mean(np.log(np.maximum(true_p, 1e-30))))
+    predictions = probs.argmax(axis=1)
+    return Metrics(loss, float(np.mean(predictions == labels)) if n else math.nan, probs, predictions)
+
+
+EpochCallback = Callable[[State, dict, bool], None]
+
+
+def fit(config: Config, data: data_mod.Data, state: State | None = None, *,
+        on_epoch: EpochCallback | None = None, stop: StopFlag | None = None,
+        progress: bool = True, augment: Callable | None = None) -> State:
+    """Train (or continue training) the network described by ``config`` on ``data``.
+
+    Parameters
+    ----------
+    config : Config
+    data : Data
+        Uses ``data.train`` for the steps and ``data.val`` (if not empty) for the epoch
+        metrics, model selection and early stopping.
+    state : State, optional
+        Where to continue from; a fresh state from ``training.seed`` if omitted.
+    on_epoch : callable, optional
+        ``on_epoch(state, row, is_best)`` after each epoch; ``row`` has :data:`COLUMNS`.
+    stop : StopFlag, optional
+        Checked after every step; when set, the returned state has status "interrupted".
+    progress : bool
+        A tqdm bar per epoch on stderr (off anyway when stderr is not a terminal).
+    augment : callable, optional
+        ``augment(images_uint8 (B, 784), rng) -> images_uint8``, applied to each batch.
+
+    Returns
+    -------
+    State
+
+    Raises
+    ------
+    TrainingDiverged
+        When the loss stops being finite; nothing is reported for the failing epoch, so the
+        checkpoints already written stay as they were.
+    """
+    state = state or new_state(config)
+    stop = stop or StopFlag()
+    state.status = "running"
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverging loss is reported below, once
+        return _loop(config, data, state, on_epoch, stop, progress, augment)
+
+
+def _loop(config, data, state, on_epoch, stop, progress, augment) -> State:
+    from tqdm import tqdm
+
+    t = config.training
+    train, act = data.train, config.model.activation
+    n, batch_size = len(train), t.batch_size
+    n_batches = math.ceil(n / batch_size)
+    x_buffer = np.empty((min(batch_size, n), model.N_INPUTS), np.float32)
+    while state.epoch < t.epochs:
+        epoch = state.epoch
+        rng = data_mod.rng_for(t.seed, data_mod.EPOCH, epoch)
+        order = rng.permutation(n)
+        if state.batch:  # resuming inside this epoch: continue the same random stream
+            rng.bit_generator.state = state.rng
+        else:
+            state.totals = [0.0, 0, 0]
+        started = time.perf_counter()
+        lr = t.lr
+        bar = tqdm(total=n_batches, initial=state.batch, desc=f"epoch {epoch + 1}/{t.epochs}",
+                   unit="batch", leave=False, disable=None if progress else True, mininterval=0.25)
+        with bar:
+            for b in range(state.batch, n_batches):
+                idx = order[b * batch_size:(b + 1) * batch_size]
+                images = train.images[idx]
+                if augment is not None:
+                    images = augment(images, rng)
+                xb = data_mod.scale(images, out=x_buffer[:len(idx)])
+                yb = train.labels[idx].astype(np.intp)
+                lr = optim.learning_rate(epoch + b / n_batches, t.lr, t.epochs, t.schedule,
+                                         t.warmup_epochs, t.step_every, t.step_gamma)
+                loss, grads, predictions = model.loss_and_grads(
+                    state.params, xb, yb, act, t.l2, config.model.dropout, rng)
+                if not math.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"the loss became {loss} at epoch {epoch + 1}, step {b + 1}: the learning rate "
+                        f"(training.lr={t.lr:g}) is probably too high; try {t.lr / 10:g}, or add "
+                        f"training.warmup_epochs")
+                optim.sgd_step(state.params, grads, state.velocity, lr, t.momentum, t.nesterov)
+                if t.max_norm:
+                    optim.clip_norms(state.params, t.max_norm)
+                state.step += 1
+                state.batch = b + 1
+                state.totals[0] += loss * len(idx)
+                state.totals[1] += int(np.count_nonzero(predictions == yb))
+                state.totals[2] += len(idx)
+                if b % 20 == 0:
+                    bar.set_postfix(loss=f"{state.totals[0] / state.totals[2]:.4f}", lr=f"{lr:.4g}",
+                                    refresh=False)
+                bar.update()
+                if stop.requested and state.batch < n_batches:
+                    state.rng = rng.bit_generator.state
+                    state.status = "interrupted"
+                    return state
+        row = _finish_epoch(config, data, state, lr, time.perf_counter() - started)
+        is_best = _is_best(state, row)
+        if on_epoch:
+            on_epoch(state, row, is_best)
+        if t.patience and state.since_improved >= t.patience:
+            state.status = "early-stopped"
+            return state
+        if stop.requested and state.epoch < t.epochs:
+            state.status = "interrupted"
+            return state
+    state.status = "completed"
+    return state
+
+
+def _finish_epoch(config: Config, data: data_mod.Data, state: State, lr: float, seconds: float) -> dict:
+    loss_sum, correct, seen = state.totals
+    row = {"epoch": state.epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+           "val_loss": None, "val_acc": None, "lr": lr, "seconds": 0.0}
+    if len(data.val):
+        metrics = evaluate(state.params, config.model.activation, data.val)
+        row["val_loss"], row["val_acc"] = metrics.loss, metrics.accuracy
+    row["seconds"] = seconds
+    state.epoch += 1
+    state.batch, state.rng, state.totals = 0, None, [0.0, 0, 0]
+    state.history.append(row)
+    return row
+
+
+def _is_best(state: State, row: dict) -> bool:
+    """Update model selection (validation accuracy) and early stopping (validation loss)."""
+    if row["val_acc"] is None:  # no validation set: the latest epoch is the best we know
+        state.best = {"epoch": row["epoch"], "val_acc": None, "val_loss": None}
+        return True
+    if state.best_val_loss is None or row["val_loss"] < state.best_val_loss:
+        state.best_val_loss, state.since_improved = row["val_loss"], 0
+    else:
+        state.since_improved += 1
+    best = state.best
+    if not best or row["val_acc"] > best["val_acc"] or (
+            row["val_acc"] == best["val_acc"] and row["val_loss"] < best["val_loss"]):
+        state.best = {"epoch": row["epoch"], "val_acc": row["val_acc"], "val_loss": row["val_loss"]}
+        return True
+    return False

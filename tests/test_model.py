@@ -1,0 +1,138 @@
+"""The network's math against oracles: finite differences, a step worked out by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mnist_mlp import model, optim
+
+
+def _as64(params):
+    return {k: v.astype(np.float64) for k, v in params.items()}
+
+
+def _total_loss(params, x, y, activation, l2):
+    logits = model.forward(params, x.copy(), activation)[0][-1]
+    return model.cross_entropy(logits, y) + model.l2_penalty(params, l2)
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("hidden", [[7], [6, 5]])
+def test_gradients_match_finite_differences(activation, hidden):
+    rng = np.random.default_rng(1)
+    sizes = [12, *hidden, 4]
+    params = _as64(model.init_params(sizes, activation, rng))
+    for k in params:  # non-zero biases so their gradients are tested too
+        if k.startswith("b"):
+            params[k] = rng.normal(0, 0.1, params[k].shape)
+    x = rng.normal(size=(9, 12))
+    y = rng.integers(0, 4, 9)
+    l2 = 0.03
+    _, grads, _ = model.loss_and_grads(params, x.copy(), y, activation, l2)
+    eps = 1e-6
+    for key, p in params.items():
+        numeric = np.zeros_like(p)
+        for i in np.ndindex(p.shape):
+            old = p[i]
+            p[i] = old + eps
+            up = _total_loss(params, x, y, activation, l2)
+            p[i] = old - eps
+            down = _total_loss(params, x, y, activation, l2)
+            p[i] = old
+            numeric[i] = (up - down) / (2 * eps)
+        np.testing.assert_allclose(grads[key], numeric, rtol=1e-5, atol=1e-8, err_msg=key)
+
+
+def test_dropout_gradients_match_finite_differences_for_a_fixed_mask():
+    rng = np.random.default_rng(2)
+    params = _as64(model.init_params([10, 8, 3], "relu", rng))
+    x, y = rng.normal(size=(5, 10)), rng.integers(0, 3, 5)
+    _, grads, _ = model.loss_and_grads(params, x.copy(), y, "relu", 0.0, 0.5, np.random.default_rng(7))
+
+    def loss():
+        logits = model.forward(params, x.copy(), "relu", 0.5, np.random.default_rng(7))[0][-1]
+        return model.cross_entropy(logits, y)
+
+    w = params["W1"]
+    numeric = np.zeros_like(w)
+    for i in np.ndindex(w.shape):
+        old = w[i]
+        w[i] = old + 1e-6
+        up = loss()
+        w[i] = old - 1e-6
+        numeric[i] = (up - loss()) / 2e-6
+        w[i] = old
+    np.testing.assert_allclose(grads["W1"], numeric, rtol=1e-5, atol=1e-8)
+
+
+def test_one_sgd_step_worked_out_by_hand():
+    # x = [1, 2], identity weights, zero biases, true class 1:
+    #   z1 = [1, 2] -> relu -> a1 = [1, 2] -> logits = [1, 2]
+    #   softmax = [s, 1 - s] with s = 1 / (1 + e) = 0.26894142
+    #   dlogits = [s, -s];  dW2 = a1.T @ dlogits = [[s, -s], [2s, -2s]];  db2 = [s, -s]
+    #   da1 = dlogits @ W2.T = [s, -s], both units active -> dW1 = x.T @ da1 = dW2, db1 = [s, -s]
+    # One step of plain SGD with lr 0.5 subtracts half of each gradient.
+    s = 0.26894142
+    params = {"W1": np.eye(2, dtype=np.float32), "b1": np.zeros(2, np.float32),
+              "W2": np.eye(2, dtype=np.float32), "b2": np.zeros(2, np.float32)}
+    x, y = np.array([[1.0, 2.0]], np.float32), np.array([1])
+    loss, grads, pred = model.loss_and_grads(params, x, y, "relu")
+    assert loss == pytest.approx(np.log(1 + np.e ** -1), rel=1e-6)  # -log(1 - s)
+    assert pred.tolist() == [1]
+    optim.sgd_step(params, grads, optim.init_state(params), lr=0.5, momentum=0.0)
+    expected_w = np.array([[1 - 0.5 * s, 0.5 * s], [-s, 1 + s]], np.float32)
+    np.testing.assert_allclose(params["W1"], expected_w, rtol=1e-6)
+    np.testing.assert_allclose(params["W2"], expected_w, rtol=1e-6)
+    np.testing.assert_allclose(params["b1"], [-0.5 * s, 0.5 * s], rtol=1e-6)
+    np.testing.assert_allclose(params["b2"], [-0.5 * s, 0.5 * s], rtol=1e-6)
+
+
+def test_softmax_cross_entropy_is_stable_for_huge_logits():
+    logits = np.array([[1000.0, 0.0, -1000.0], [-5e4, 5e4, 0.0]], np.float32)
+    loss, dz = model.softmax_cross_entropy(logits.copy(), np.array([0, 0]))
+    assert np.isfinite(loss) and np.all(np.isfinite(dz))
+    assert loss == pytest.approx(1e5 / 2, rel=1e-6)  # 0 for the first row, 1e5 for the second
+    np.testing.assert_allclose(dz, [[0, 0, 0], [-0.5, 0.5, 0]], atol=1e-7)
+
+
+def test_sigmoid_does_not_overflow():
+    z = np.array([-1e4, -50.0, 0.0, 50.0, 1e4], np.float32)
+    np.testing.assert_allclose(model.sigmoid(z), [0, 0, 0.5, 1, 1], atol=1e-7)
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+def test_init_is_seeded_float32_and_scaled(activation):
+    sizes = model.layer_sizes([1024])
+    a = model.init_params(sizes, activation, np.random.default_rng(0))
+    b = model.init_params(sizes, activation, np.random.default_rng(0))
+    assert all(a[k].dtype == np.float32 and np.array_equal(a[k], b[k]) for k in a)
+    assert {k: v.shape for k, v in a.items()} == model.param_shapes(sizes)
+    expected = np.sqrt(2 / 784) if activation == "relu" else np.sqrt(2 / (784 + 1024))
+    assert a["W1"].std() == pytest.approx(expected, rel=0.01)
+    assert not a["b1"].any()
+
+
+@pytest.mark.parametrize("batch", [1, 32])
+def test_overfits_a_tiny_batch(batch):
+    rng = np.random.default_rng(3)
+    x = rng.random((32, 784), dtype=np.float32)
+    y = rng.integers(0, 10, 32)
+    params = model.init_params(model.layer_sizes([64]), "relu", rng)
+    velocity = optim.init_state(params)
+    lr = 0.05 if batch == 32 else 0.002  # one example's gradient is noisy: smaller steps
+    for _ in range(60 if batch == 32 else 20):
+        for start in range(0, 32, batch):
+            _, grads, _ = model.loss_and_grads(params, x[start:start + batch], y[start:start + batch], "relu")
+            optim.sgd_step(params, grads, velocity, lr=lr, momentum=0.9)
+    probs = model.predict_proba(params, x, "relu")
+    assert (probs.argmax(axis=1) == y).mean() == 1.0
+    np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
+
+
+def test_float32_stays_float32():
+    params = model.init_params(model.layer_sizes([16]), "tanh", np.random.default_rng(0))
+    x = np.random.default_rng(1).random((4, 784), dtype=np.float32)
+    _, grads, _ = model.loss_and_grads(params, x, np.arange(4), "tanh", l2=1e-3, dropout=0.1,
+                                       rng=np.random.default_rng(2))
+    assert all(g.dtype == np.float32 for g in grads.values())

@@ -1,0 +1,49 @@
+"""SGD updates and learning-rate schedules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mnist_mlp import optim
+
+
+def _one(value):
+    return {"W1": np.array([value], np.float32)}
+
+
+def test_momentum_accumulates():
+    params, velocity = _one(1.0), _one(0.0)
+    for _ in range(2):
+        optim.sgd_step(params, _one(1.0), velocity, lr=0.1, momentum=0.5)
+    # v1 = 1, w1 = 0.9; v2 = 0.5 + 1 = 1.5, w2 = 0.9 - 0.15 = 0.75
+    assert velocity["W1"][0] == pytest.approx(1.5)
+    assert params["W1"][0] == pytest.approx(0.75)
+
+
+def test_nesterov_looks_ahead():
+    params, velocity = _one(1.0), _one(0.0)
+    optim.sgd_step(params, _one(1.0), velocity, lr=0.1, momentum=0.5, nesterov=True)
+    # v = 1, step = g + mu v = 1.5 -> w = 1 - 0.15
+    assert params["W1"][0] == pytest.approx(0.85)
+
+
+def test_clip_norms_caps_each_column():
+    w = np.array([[3.0, 0.1], [4.0, 0.1]], np.float32)
+    params = {"W1": w}
+    optim.clip_norms(params, 1.0)
+    np.testing.assert_allclose(np.linalg.norm(w, axis=0), [1.0, np.sqrt(0.02)], rtol=1e-6)
+
+
+@pytest.mark.parametrize("progress, expected", [(0, 1.0), (5, 0.5), (10, 0.0)])
+def test_cosine(progress, expected):
+    assert optim.learning_rate(progress, 1.0, 10, "cosine") == pytest.approx(expected, abs=1e-12)
+
+
+def test_step_and_constant_and_warmup():
+    assert optim.learning_rate(9.9, 1.0, 30, "step", step_every=10, step_gamma=0.1) == 1.0
+    assert optim.learning_rate(10, 1.0, 30, "step", step_every=10, step_gamma=0.1) == pytest.approx(0.1)
+    assert optim.learning_rate(25, 1.0, 30, "step", step_every=10, step_gamma=0.1) == pytest.approx(0.01)
+    assert optim.learning_rate(7, 0.3, 10, "constant") == 0.3
+    assert optim.learning_rate(0.5, 1.0, 10, "cosine", warmup_epochs=2) == pytest.approx(0.25)
+    assert optim.learning_rate(2, 1.0, 10, "cosine", warmup_epochs=2) == pytest.approx(1.0)

@@ -1,0 +1,137 @@
+"""The training loop on small synthetic data: learning, exact resume, divergence, early stop."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from conftest import make_tiny_arrays
+from mnist_mlp import data as data_mod
+from mnist_mlp import train
+from mnist_mlp.config import load_config
+
+
+def tiny_data(n_train=240, n_val=60, n_test=60, seed=0):
+    a = make_tiny_arrays(n_train + n_val, n_test, seed)
+    images, labels = a["train-images"].reshape(-1, 784), a["train-labels"]
+    return data_mod.Data("tiny", tuple("0123456789"), "0" * 16,
+                         train=data_mod.Split(images[:n_train], labels[:n_train]),
+                         val=data_mod.Split(images[n_train:], labels[n_train:]),
+                         test=data_mod.Split(a["test-images"].reshape(-1, 784), a["test-labels"]))
+
+
+def small_config(*extra):
+    return load_config(overrides=["model.hidden=[64]", "training.epochs=6", "training.batch_size=16",
+                                  "training.lr=0.05", "model.dropout=0.2", *extra])
+
+
+class StopAfter(train.StopFlag):
+    """Asks to stop once ``n`` steps have been checked."""
+
+    def __init__(self, n):
+        self.n, self.checks = n, 0
+
+    @property
+    def requested(self):
+        self.checks += 1
+        return self.checks > self.n
+
+
+def test_learns_the_synthetic_task():
+    data = tiny_data()
+    rows = []
+    state = train.fit(small_config(), data, on_epoch=lambda s, row, best: rows.append(row), progress=False)
+    assert state.status == "completed" and state.epoch == 6 and state.step == 6 * 15
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert rows[-1]["val_acc"] >= 0.9
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert train.evaluate(state.params, "relu", data.test).accuracy >= 0.9
+
+
+@pytest.mark.parametrize("stop_at", [7, 15, 31])  # mid-epoch, at an epoch's end, mid-epoch later
+def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(stop_at):
+    data, config = tiny_data(), small_config()
+    whole = train.fit(config, data, progress=False)
+    part = train.fit(config, data, stop=StopAfter(stop_at), progress=False)
+    assert part.status == "interrupted"
+    # Through JSON, as a checkpoint stores it.
+    import json
+    resumed_state = train.State.from_meta({k: v.copy() for k, v in part.params.items()},
+                                          {k: v.copy() for k, v in part.velocity.items()},
+                                          json.loads(json.dumps(part.meta())))
+    resumed = train.fit(config, data, resumed_state, progress=False)
+    assert resumed.status == "completed" and resumed.step == whole.step
+    for key in whole.params:
+        np.testing.assert_array_equal(resumed.params[key], whole.params[key])
+    assert resumed.history == whole.history or all(
+        a["val_acc"] == b["val_acc"] for a, b in zip(resumed.history, whole.history))
+
+
+def test_same_seed_same_weights_other_seed_other_weights():
+    data = tiny_data()
+    a = train.fit(small_config("training.epochs=1"), data, progress=False)
+    b = train.fit(small_config("training.epochs=1"), data, progress=False)
+    c = train.fit(small_config("training.epochs=1", "training.seed=1"), data, progress=False)
+    assert np.array_equal(a.params["W1"], b.params["W1"])
+    assert not np.array_equal(a.params["W1"], c.params["W1"])
+
+
+def test_divergence_stops_with_a_clear_message():
+    with pytest.raises(train.TrainingDiverged, match=r"learning rate \(training.lr=1e\+06\) is probably too high"):
+        train.fit(small_config("training.lr=1e6", "model.dropout=0"), tiny_data(), progress=False)
+
+
+def test_early_stopping_on_validation_loss():
+    data = tiny_data()
+    # Validation labels unrelated to the images: once the net fits the training set, growing
+    # confidence can only raise validation loss, so patience 2 must stop the run.
+    data.val.labels = np.random.default_rng(5).permutation(data.val.labels)
+    config = small_config("training.epochs=60", "training.patience=2", "training.schedule=constant",
+                          "model.dropout=0", "training.lr=0.1")
+    state = train.fit(config, data, progress=False)
+    assert state.status == "early-stopped"
+    assert state.epoch < 60
+    losses = [r["val_loss"] for r in state.history]
+    assert min(losses[-2:]) >= min(losses[:-2])  # the last two epochs did not improve
+
+
+def test_best_epoch_is_chosen_by_validation_accuracy():
+    state = train.fit(small_config(), tiny_data(), progress=False)
+    accs = [r["val_acc"] for r in state.history]
+    assert state.best["val_acc"] == max(accs)
+    assert state.history[state.best["epoch"] - 1]["val_acc"] == max(accs)
+
+
+def test_no_validation_split():
+    data = tiny_data(n_val=0)
+    state = train.fit(small_config("training.epochs=2"), data, progress=False)
+    assert state.history[-1]["val_acc"] is None and state.best["epoch"] == 2
+
+
+def test_batch_size_one_and_a_partial_last_batch():
+    state = train.fit(small_config("training.batch_size=1", "training.epochs=1", "training.lr=0.005"),
+                      tiny_data(n_train=50), progress=False)
+    assert state.step == 50
+    state = train.fit(small_config("training.batch_size=32", "training.epochs=1"), tiny_data(n_train=50),
+                      progress=False)
+    assert state.step == 2
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
+def test_other_activations_learn(activation):
+    config = small_config(f"model.activation={activation}", "training.lr=0.3", "training.epochs=10")
+    state = train.fit(config, tiny_data(), progress=False)
+    assert state.history[-1]["val_acc"] >= 0.8
+
+
+def test_evaluate_metrics():
+    data = tiny_data()
+    state = train.new_state(small_config())
+    m = train.evaluate(state.params, "relu", data.val, batch=7)
+    assert m.probabilities.shape == (60, 10)
+    np.testing.assert_allclose(m.probabilities.sum(axis=1), 1, rtol=1e-5)
+    expected = -np.mean(np.log(m.probabilities[np.arange(60), data.val.labels]))
+    assert m.loss == pytest.approx(expected, rel=1e-5)
+    assert math.isclose(m.accuracy, np.mean(m.predictions == data.val.labels))
