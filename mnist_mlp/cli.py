@@ -147,3 +147,25 @@ def _format_eval(r: dict) -> str:
     for c, counts in zip(classes, r["confusion_matrix"]):
         lines.append(f"{c:>8} " + "".join(f"{n:>7}" if n else f"{'.':>7}" for n in counts))
     return "\n".join(lines)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout, nothing else.")
+@click.option("--quick", is_flag=True, help="A smaller run (about 20 s) for a first look.")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              default=None, help="Config whose training run measures peak memory [default: configs/default.yaml if present].")
+def bench(as_json, quick, config_path):
+    """Measure training speed against this machine's matrix-multiply floor, and memory."""
+    from pathlib import Path
+
+    from mnist_mlp import bench as bench_mod
+
+    _setup_logging(as_json)
+    if config_path is None and Path("configs/default.yaml").exists():
+        config_path = "configs/default.yaml"
+    result = bench_mod.run(quick=quick, config_path=Path(config_path) if config_path else None,
+                           log=lambda line: click.echo(line, err=True) if not as_json else None)
+    if as_json:
+        _echo_json(result)
+    else:
+        click.echo(bench_mod.format_table(result))

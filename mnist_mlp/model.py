@@ -28,6 +28,8 @@ scikit-learn's MLP: then Z need not be kept, which saves memory and time.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 Params = dict[str, np.ndarray]
@@ -58,7 +60,7 @@ def tanh(z: np.ndarray) -> np.ndarray:
 
 def relu_backward(a: np.ndarray, delta: np.ndarray) -> None:
     """delta *= relu'(z): 1 where the unit was active (a > 0), else 0."""
-    delta[a <= 0] = 0
+    delta *= a > 0  # a multiply is ~15x faster than assigning through a boolean mask
 
 
 def sigmoid_backward(a: np.ndarray, delta: np.ndarray) -> None:
@@ -236,7 +238,8 @@ def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.
 
 
 def backward(params: Params, activations: list[np.ndarray], masks: list, dz: np.ndarray,
-             activation: str, l2: float = 0.0) -> Params:
+             activation: str, l2: float = 0.0, out: Params | None = None,
+             sink: Callable | None = None) -> Params | None:
     """Gradients of the loss with respect to every parameter.
 
     Parameters
@@ -248,21 +251,35 @@ def backward(params: Params, activations: list[np.ndarray], masks: list, dz: np.
     activation : {"relu", "sigmoid", "tanh"}
     l2 : float
         Weight of the penalty l2/2 * sum(W**2) on weights (not biases).
+    out : dict of arrays, optional
+        Buffers shaped like ``params`` to write the gradients into.
+    sink : callable, optional
+        Instead of computing the gradients, hand each one over as the factors of its
+        matrix product: ``sink("W2", a_prev, dz)`` for ``a_prev.T @ dz`` and
+        ``sink("b2", None, dz)`` for ``dz.sum(axis=0)``, so that an optimiser can fold the
+        product straight into its update (see :class:`mnist_mlp.optim.FusedSGD`). ``l2``
+        is then the optimiser's business.
 
     Returns
     -------
-    dict
-        ``dW{l}``-shaped arrays under the same keys as ``params``.
+    dict or None
+        Gradients under the same keys as ``params`` (``out`` itself if given); None with ``sink``.
     """
     f_prime = DERIVATIVES[activation]
-    grads = {}
+    grads = None
+    if sink is None:
+        grads = out if out is not None else {k: np.empty_like(v) for k, v in params.items()}
     for l in range(n_layers(params), 0, -1):
         a_prev = activations[l - 1]  # (B, n_{l-1})
         w = params[f"W{l}"]  # (n_{l-1}, n_l)
-        grads[f"W{l}"] = a_prev.T @ dz  # (n_{l-1}, n_l)
-        if l2:
-            grads[f"W{l}"] += l2 * w
-        grads[f"b{l}"] = dz.sum(axis=0)  # (n_l,)
+        if sink is not None:
+            sink(f"W{l}", a_prev, dz)
+            sink(f"b{l}", None, dz)
+        else:
+            dw = np.matmul(a_prev.T, dz, out=grads[f"W{l}"])  # (n_{l-1}, n_l)
+            if l2:
+                dw += l2 * w
+            np.sum(dz, axis=0, out=grads[f"b{l}"])  # (n_l,)
         if l == 1:
             break  # no gradient with respect to the pixels is needed
         dz = dz @ w.T  # chain rule through the weights: dloss/dA_{l-1}, (B, n_{l-1})
@@ -273,9 +290,9 @@ def backward(params: Params, activations: list[np.ndarray], masks: list, dz: np.
 
 
 def loss_and_grads(params: Params, x: np.ndarray, y: np.ndarray, activation: str,
-                   l2: float = 0.0, dropout: float = 0.0,
-                   rng: np.random.Generator | None = None) -> tuple[float, Params, np.ndarray]:
-    """One forward and backward pass.
+                   l2: float = 0.0, dropout: float = 0.0, rng: np.random.Generator | None = None,
+                   out: Params | None = None) -> tuple[float, Params, np.ndarray]:
+    """One forward and backward pass (``out``: optional gradient buffers, see :func:`backward`).
 
     Returns
     -------
@@ -290,7 +307,7 @@ def loss_and_grads(params: Params, x: np.ndarray, y: np.ndarray, activation: str
     logits = activations[-1]
     predictions = logits.argmax(axis=1)
     loss, dz = softmax_cross_entropy(logits, y)
-    return loss, backward(params, activations, masks, dz, activation, l2), predictions
+    return loss, backward(params, activations, masks, dz, activation, l2, out), predictions
 
 
 def l2_penalty(params: Params, l2: float) -> float:

@@ -208,6 +208,7 @@ def _loop(config, data, state, on_epoch, stop, progress, augment) -> State:
     n, batch_size = len(train), t.batch_size
     n_batches = math.ceil(n / batch_size)
     x_buffer = np.empty((min(batch_size, n), model.N_INPUTS), np.float32)
+    step = _Stepper(config, state)
     while state.epoch < t.epochs:
         epoch = state.epoch
         rng = data_mod.rng_for(t.seed, data_mod.EPOCH, epoch)
@@ -230,14 +231,12 @@ def _loop(config, data, state, on_epoch, stop, progress, augment) -> State:
                 yb = train.labels[idx].astype(np.intp)
                 lr = optim.learning_rate(epoch + b / n_batches, t.lr, t.epochs, t.schedule,
                                          t.warmup_epochs, t.step_every, t.step_gamma)
-                loss, grads, predictions = model.loss_and_grads(
-                    state.params, xb, yb, act, t.l2, config.model.dropout, rng)
+                loss, predictions = step(xb, yb, lr, rng)
                 if not math.isfinite(loss):
                     raise TrainingDiverged(
                         f"the loss became {loss} at epoch {epoch + 1}, step {b + 1}: the learning rate "
                         f"(training.lr={t.lr:g}) is probably too high; try {t.lr / 10:g}, or add "
                         f"training.warmup_epochs")
-                optim.sgd_step(state.params, grads, state.velocity, lr, t.momentum, t.nesterov)
                 if t.max_norm:
                     optim.clip_norms(state.params, t.max_norm)
                 state.step += 1
@@ -265,6 +264,36 @@ def _loop(config, data, state, on_epoch, stop, progress, augment) -> State:
             return state
     state.status = "completed"
     return state
+
+
+class _Stepper:
+    """One SGD step on a batch: forward, loss, backward and update.
+
+    Classical momentum uses :class:`~mnist_mlp.optim.FusedSGD` (the fast path); Nesterov
+    momentum uses the plain gradients and :func:`~mnist_mlp.optim.sgd_step`. The update
+    is skipped when the loss is not finite, so the weights stay as they were.
+    """
+
+    def __init__(self, config: Config, state: State):
+        self.t, self.m, self.state = config.training, config.model, state
+        self.fused = None if self.t.nesterov else optim.FusedSGD(state.velocity, self.t.momentum, self.t.l2)
+        self.grads = None if self.fused else {k: np.empty_like(v) for k, v in state.params.items()}
+
+    def __call__(self, x: np.ndarray, y: np.ndarray, lr: float, rng: np.random.Generator):
+        params, act = self.state.params, self.m.activation
+        activations, masks = model.forward(params, x, act, self.m.dropout, rng)
+        predictions = activations[-1].argmax(axis=1)
+        loss, dz = model.softmax_cross_entropy(activations[-1], y)
+        if not math.isfinite(loss):
+            return loss, predictions
+        if self.fused is not None:
+            self.fused.lr = lr
+            model.backward(params, activations, masks, dz, act, sink=self.fused)
+            self.fused.apply(params)
+        else:
+            grads = model.backward(params, activations, masks, dz, act, self.t.l2, out=self.grads)
+            optim.sgd_step(params, grads, self.state.velocity, lr, self.t.momentum, nesterov=True)
+        return loss, predictions
 
 
 def _finish_epoch(config: Config, data: data_mod.Data, state: State, lr: float, seconds: float) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mnist_mlp import optim
+from mnist_mlp import model, optim
 
 
 def _one(value):
@@ -16,16 +16,42 @@ def test_momentum_accumulates():
     params, velocity = _one(1.0), _one(0.0)
     for _ in range(2):
         optim.sgd_step(params, _one(1.0), velocity, lr=0.1, momentum=0.5)
-    # v1 = 1, w1 = 0.9; v2 = 0.5 + 1 = 1.5, w2 = 0.9 - 0.15 = 0.75
-    assert velocity["W1"][0] == pytest.approx(1.5)
+    # v1 = -0.1, w1 = 0.9; v2 = 0.5 * -0.1 - 0.1 = -0.15, w2 = 0.9 - 0.15 = 0.75
+    assert velocity["W1"][0] == pytest.approx(-0.15)
     assert params["W1"][0] == pytest.approx(0.75)
 
 
 def test_nesterov_looks_ahead():
     params, velocity = _one(1.0), _one(0.0)
     optim.sgd_step(params, _one(1.0), velocity, lr=0.1, momentum=0.5, nesterov=True)
-    # v = 1, step = g + mu v = 1.5 -> w = 1 - 0.15
+    # v = -0.1; w += mu v - lr g = -0.05 - 0.1
     assert params["W1"][0] == pytest.approx(0.85)
+
+
+@pytest.mark.parametrize("activation, dropout", [("relu", 0.0), ("tanh", 0.3)])
+@pytest.mark.parametrize("hidden", [[64], [48, 32]])
+def test_fused_sgd_matches_the_plain_gradient_path(activation, dropout, hidden):
+    rng = np.random.default_rng(0)
+    sizes = model.layer_sizes(hidden)
+    plain = model.init_params(sizes, activation, rng)
+    fused = {k: v.copy() for k, v in plain.items()}
+    v_plain, v_fused = optim.init_state(plain), optim.init_state(fused)
+    sgd = optim.FusedSGD(v_fused, momentum=0.9, l2=1e-3)
+    for step in range(5):
+        x = rng.random((16, 784), dtype=np.float32)
+        y = rng.integers(0, 10, 16)
+        lr = 0.05 * (step + 1)  # a changing learning rate, as schedules make it
+        _, grads, _ = model.loss_and_grads(plain, x, y, activation, 1e-3, dropout,
+                                           np.random.default_rng(step))
+        optim.sgd_step(plain, grads, v_plain, lr, 0.9)
+        acts, masks = model.forward(fused, x.copy(), activation, dropout, np.random.default_rng(step))
+        _, dz = model.softmax_cross_entropy(acts[-1], y)
+        sgd.lr = lr
+        model.backward(fused, acts, masks, dz, activation, sink=sgd)
+        sgd.apply(fused)
+    for k in plain:
+        np.testing.assert_allclose(fused[k], plain[k], rtol=1e-5, atol=1e-6, err_msg=k)
+        np.testing.assert_allclose(v_fused[k], v_plain[k], rtol=1e-4, atol=1e-6, err_msg=k)
 
 
 def test_clip_norms_caps_each_column():

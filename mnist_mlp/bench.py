@@ -1,0 +1,222 @@
+"""``mlp bench``: speed and memory of this machine's training, measured against its own floor.
+
+The floor is the time the network's matrix products alone would take at the float32 GEMM
+throughput this machine reaches for those very shapes. An epoch of the 784-1024-10 net
+costs ``n_train * flops_per_example`` (forward products, every weight gradient, and the
+gradient of each hidden layer's input; none for the pixels), so
+
+    ratio_to_floor = epoch seconds / (epoch FLOPs / GEMM throughput)
+
+says how much time goes anywhere but the matrix products. 1.0 is the limit.
+
+Every figure is a median over repeats; the machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mnist_mlp import config as config_mod
+from mnist_mlp import data as data_mod
+from mnist_mlp import model, train
+
+BATCHES = (32, 128, 512)
+N_TRAIN = 55000  # MNIST's training set less the default validation split
+
+
+def flops_per_example(sizes: list[int]) -> int:
+    """Multiply-adds x 2 per training example: forward, weight gradients, hidden-input gradients."""
+    pairs = list(zip(sizes[:-1], sizes[1:]))
+    forward = sum(2 * a * b for a, b in pairs)
+    weight_grads = forward
+    input_grads = sum(2 * a * b for a, b in pairs[1:])  # none for the first layer: pixels
+    return forward + weight_grads + input_grads
+
+
+def _median_time(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def gemm_gflops(batch: int, hidden: int = 1024, repeat: int = 50) -> float:
+    """Throughput of the first layer's two products at ``batch``: forward X @ W and X.T @ dZ."""
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, model.N_INPUTS), dtype=np.float32)
+    w = rng.random((model.N_INPUTS, hidden), dtype=np.float32)
+    dz = rng.random((batch, hidden), dtype=np.float32)
+    h, g = np.empty((batch, hidden), np.float32), np.empty_like(w)
+
+    def both():
+        np.matmul(x, w, out=h)
+        np.matmul(x.T, dz, out=g)
+
+    for _ in range(5):
+        both()
+    return 2 * 2 * batch * model.N_INPUTS * hidden / _median_time(both, repeat) / 1e9
+
+
+def synthetic_data(n: int, seed: int = 0) -> data_mod.Data:
+    """MNIST-shaped random data (no download needed)."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, model.N_INPUTS), dtype=np.uint8)
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    empty = data_mod.Split(images[:0], labels[:0])
+    return data_mod.Data("synthetic", tuple("0123456789"), "-", data_mod.Split(images, labels), empty, empty)
+
+
+def epoch_seconds(batch: int, data: data_mod.Data, epochs: int, overrides=()) -> float:
+    """Median seconds per epoch of the default config's training at ``batch`` (first epoch dropped)."""
+    config = config_mod.load_config(overrides=[f"training.batch_size={batch}", f"training.epochs={epochs + 1}",
+                                               "training.lr=0.001", "data.validation=0", *overrides])
+    times = []
+    train.fit(config, data, on_epoch=lambda s, row, best: times.append(row["seconds"]), progress=False)
+    return statistics.median(times[1:])
+
+
+def eval_seconds(data: data_mod.Data, repeat: int = 5) -> float:
+    config = config_mod.Config()
+    params = train.new_state(config).params
+    split = data_mod.Split(data.train.images[:10000], data.train.labels[:10000])
+    train.evaluate(params, "relu", split)
+    return _median_time(lambda: train.evaluate(params, "relu", split), repeat)
+
+
+def load_seconds(repeat: int = 3) -> float | None:
+    """Seconds to load MNIST from the cache, verified; None if it is not cached."""
+    from mnist_mlp import download
+
+    folder = download.cache_root() / "mnist"
+    if not all((folder / f"{r.key}.npy").exists() for r in download.DATASETS["mnist"].resources):
+        return None
+    return _median_time(lambda: data_mod.load("mnist", progress=False), repeat)
+
+
+def _mlp(*args: str) -> list[str]:
+    return [sys.executable, "-m", "mnist_mlp", *args]
+
+
+def help_seconds(repeat: int = 5) -> float:
+    return _median_time(lambda: subprocess.run(_mlp("--help"), capture_output=True, check=True), repeat)
+
+
+def peak_rss_mb(config_path: Path | None, epochs: int = 1) -> float | None:
+    """Peak resident memory (MB) of ``mlp train`` on the default config, as a child process.
+
+    Runs ``epochs`` epochs (memory peaks in the first); None if MNIST is not cached.
+    """
+    if load_seconds(repeat=1) is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        args = ["train", "--quiet", "--out", str(Path(tmp) / "run"), "--set", f"training.epochs={epochs}",
+                "--set", f"output.dir={tmp}"]
+        if config_path is not None:
+            args += ["--config", str(config_path)]
+        else:
+            args += ["--set", "training.seed=0"]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        proc = subprocess.run(_mlp(*args), capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"the training run for peak_rss_mb failed: {proc.stderr.strip()[-300:]}")
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    scale = 1024 if sys.platform != "darwin" else 1024 * 1024  # KiB on Linux, bytes on macOS
+    return max(peak, before) / scale
+
+
+def torch_epoch_seconds(batch: int, data: data_mod.Data, epochs: int) -> float | None:
+    """The same net and loop in PyTorch (if installed): median seconds per epoch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(784, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 10))
+    opt = torch.optim.SGD(net.parameters(), lr=0.001, momentum=0.9, weight_decay=1e-4)
+    images = torch.from_numpy(data.train.images)
+    labels = torch.from_numpy(data.train.labels.astype(np.int64))
+    n = len(labels)
+    times = []
+    for epoch in range(epochs + 1):
+        start = time.perf_counter()
+        order = torch.randperm(n)
+        for b in range(0, n, batch):
+            idx = order[b:b + batch]
+            x = images[idx].float().mul_(1 / 255)
+            loss = torch.nn.functional.cross_entropy(net(x), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
+
+
+def run(quick: bool = False, config_path: Path | None = None, log=lambda line: None) -> dict:
+    """Measure everything; returns the figures (see the module docstring for their meaning)."""
+    sizes = model.layer_sizes(config_mod.Config().model.hidden)
+    n = 10000 if quick else N_TRAIN
+    epochs = 1 if quick else 3
+    data = synthetic_data(n)
+    flops = flops_per_example(sizes) * n
+    result: dict = {"n_train": n, "quick": quick, "threads": os.cpu_count(),
+                    "epoch_gflop": flops / 1e9, "per_batch": {}}
+    for batch in BATCHES:
+        log(f"batch {batch}: GEMM throughput and {epochs} timed epochs ...")
+        gflops = gemm_gflops(batch)
+        seconds = epoch_seconds(batch, data, epochs)
+        floor = flops / (gflops * 1e9)
+        result["per_batch"][batch] = {"gemm_gflops": gflops, "epoch_s": seconds, "floor_s": floor,
+                                      "ratio_to_floor": seconds / floor, "samples_per_s": n / seconds}
+    b128 = result["per_batch"][128]
+    result.update(gemm_gflops=b128["gemm_gflops"], epoch_s=b128["epoch_s"],
+                  ratio_to_floor=b128["ratio_to_floor"])
+    if n != N_TRAIN:  # report full-epoch equivalents too
+        result["epoch_s_full"] = b128["epoch_s"] * N_TRAIN / n
+    log("evaluation, cache load, start-up ...")
+    result["eval_s"] = eval_seconds(synthetic_data(10000) if quick else data)
+    result["load_s"] = load_seconds()
+    result["help_s"] = help_seconds()
+    log("peak memory of a training run ...")
+    result["peak_rss_mb"] = peak_rss_mb(config_path)
+    torch_s = torch_epoch_seconds(128, data, epochs)
+    if torch_s is not None:
+        result["torch_epoch_s"] = torch_s
+        result["torch_ratio"] = torch_s / b128["epoch_s"]
+    return result
+
+
+def format_table(r: dict) -> str:
+    """The figures as a readable table, with the targets they are judged by."""
+    def fmt(value, unit="", digits=2):
+        return "n/a" if value is None else f"{value:.{digits}f}{unit}"
+
+    lines = [f"mlp bench  ({r['n_train']} MNIST-shaped examples per epoch, {r['epoch_gflop']:.0f} GFLOP; "
+             f"{r['threads']} cores{', quick' if r['quick'] else ''})", "",
+             f"{'batch':>5}  {'GEMM GFLOP/s':>12}  {'floor s':>7}  {'epoch s':>7}  {'samples/s':>9}  "
+             f"{'ratio':>5}  target"]
+    for batch, p in r["per_batch"].items():
+        target = {128: "<= 1.25", 32: "<= 1.6"}.get(int(batch), "")
+        lines.append(f"{batch:>5}  {p['gemm_gflops']:>12.1f}  {p['floor_s']:>7.2f}  {p['epoch_s']:>7.2f}  "
+                     f"{p['samples_per_s']:>9.0f}  {p['ratio_to_floor']:>5.2f}  {target}")
+    lines += ["",
+              f"evaluate 10,000 images   {fmt(r['eval_s'], ' s', 3):>9}   target <= 0.15 s",
+              f"load MNIST from cache    {fmt(r['load_s'], ' s', 3):>9}   target <= 0.2 s"
+              + ("" if r["load_s"] is not None else "  (not cached: run mlp download)"),
+              f"mlp --help start-up      {fmt(r['help_s'], ' s', 3):>9}   target <= 0.3 s",
+              f"peak RSS, default train  {fmt(r['peak_rss_mb'], ' MB', 0):>9}   target <= 300 MB"
+              + ("" if r["peak_rss_mb"] is not None else "  (MNIST not cached)")]
+    if "torch_epoch_s" in r:
+        lines.append(f"PyTorch, same net/loop   {r['torch_epoch_s']:>7.2f} s   per epoch at batch 128: "
+                     f"{r['torch_ratio']:.2f}x our time")
+    return "\n".join(lines)
