@@ -57,6 +57,11 @@ class Checkpoint:
         return self.config.model.activation
 
     @property
+    def scaling(self) -> tuple[float, float]:
+        """(scale, offset) that turned uint8 pixels into the network's inputs in training."""
+        return float(self.meta["input"]["scale"]), float(self.meta["input"]["offset"])
+
+    @property
     def classes(self) -> list[str]:
         return self.meta.get("classes") or [str(d) for d in range(10)]
 
@@ -121,6 +126,10 @@ def _validate(path: Path, arrays: dict[str, np.ndarray]) -> Checkpoint:
     if meta.get("version") != VERSION:
         raise fail(f"format version {meta.get('version')!r} is not supported (this mlp reads version "
                    f"{VERSION}); use the mnist_mlp release that wrote it")
+    recorded = meta.get("input")
+    if not (isinstance(recorded, dict) and all(isinstance(recorded.get(k), (int, float))
+                                                for k in ("scale", "offset"))):
+        raise fail("its metadata does not record the input scaling (input.scale, input.offset)")
     try:
         config = config_mod.from_dict(meta.pop("config", {}), "its config")
     except ConfigError as exc:

@@ -169,3 +169,39 @@ def bench(as_json, quick, config_path):
         _echo_json(result)
     else:
         click.echo(bench_mod.format_table(result))
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--checkpoint", "-c", type=click.Path(), help="[default: runs/latest/checkpoint.npz]")
+@click.option("--top-k", "-k", type=click.IntRange(1, 10), default=3, show_default=True,
+              help="How many of the likeliest digits to list.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array on stdout, nothing else.")
+@click.option("--show", is_flag=True, help="Draw the 28x28 input the network saw.")
+def predict(images, checkpoint, top_k, as_json, show):
+    """Classify your own digit images (files or folders of them).
+
+    Each image is prepared the way MNIST was made: ink made white on black, noise and uneven
+    lighting removed, strokes brought to MNIST's width, the digit fitted into 20x20 and centred
+    by its centre of mass in 28x28. Exit code 1 if any file could not be read.
+    """
+    from mnist_mlp import predict as predict_mod
+
+    results = predict_mod.predict_files(list(images), checkpoint, top_k)
+    if as_json:
+        _echo_json([r.as_dict() for r in results])
+    else:
+        from mnist_mlp.images import render
+
+        width = max(len(r.file) for r in results)
+        for r in results:
+            if r.error is not None:
+                click.echo(f"{r.file:<{width}}  error: {r.error}", err=True)
+                continue
+            others = "  ".join(f"{c}: {100 * p:.1f}%" for c, p in r.top_k[1:])
+            click.echo(f"{r.file:<{width}}  {r.prediction}  ({100 * r.probability:.1f}%)"
+                       + (f"   then {others}" if others else ""))
+            if show:
+                click.echo(render(r.pixels))
+    if any(r.error is not None for r in results):
+        sys.exit(1)

@@ -26,7 +26,6 @@ import os
 import tempfile
 import time
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -379,7 +378,9 @@ def _local_path(location: str) -> Path | None:
     """The filesystem path of a folder mirror or a ``file://`` URL; None for a network URL."""
     parsed = urllib.parse.urlparse(location)
     if parsed.scheme == "file":
-        return Path(urllib.request.url2pathname(parsed.path))
+        from urllib.request import url2pathname  # only for file:// URLs; slow to import
+
+        return Path(url2pathname(parsed.path))
     if parsed.scheme in ("http", "https"):
         return None
     return Path(location).expanduser()

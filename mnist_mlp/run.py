@@ -137,7 +137,8 @@ def train_run(config: config_mod.Config, folder: Path, *, resume: str | os.PathL
         echo(f"early stop: validation loss has not improved for {config.training.patience} epochs")
 
     best = ckpt_mod.load(folder / "checkpoint.npz")
-    test = train.evaluate(best.params, config.model.activation, data.test)
+    test = train.evaluate(best.params, config.model.activation, data.test,
+                          scaling=best.scaling)
     echo(f"best epoch {best.meta['epoch']}: test accuracy {100 * test.accuracy:.2f}% "
          f"(loss {test.loss:.4f}) -> {folder / 'checkpoint.npz'}")
     return RunResult(folder, state, test.accuracy, test.loss)
@@ -232,7 +233,7 @@ def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", progress: 
     chosen = {"test": data.test, "val": data.val, "train": data.train}[split]
     if not len(chosen):
         raise MlpError(f"the {split} split of {path} is empty (data.validation is 0)")
-    metrics = train.evaluate(ckpt.params, ckpt.activation, chosen)
+    metrics = train.evaluate(ckpt.params, ckpt.activation, chosen, scaling=ckpt.scaling)
     cm = confusion_matrix(chosen.labels, metrics.predictions)
     return {"checkpoint": str(path), "dataset": data.name, "split": split, "n": int(len(chosen)),
             "accuracy": metrics.accuracy, "loss": metrics.loss, "classes": ckpt.classes,

@@ -140,15 +140,19 @@ class Metrics:
     predictions: np.ndarray
 
 
-def evaluate(params: model.Params, activation: str, split: data_mod.Split,
-             batch: int = 2500) -> Metrics:
-    """Run the network over a whole split (no dropout, no augmentation)."""
+def evaluate(params: model.Params, activation: str, split: data_mod.Split, batch: int = 2500,
+             scaling: tuple[float, float] = (data_mod.SCALE, data_mod.OFFSET)) -> Metrics:
+    """Run the network over a whole split (no dropout, no augmentation).
+
+    ``scaling`` is the (scale, offset) the network was trained with (a checkpoint's
+    ``scaling``).
+    """
     n = len(split)
     probs = np.empty((n, model.N_CLASSES), np.float32)
     x = np.empty((min(batch, n), model.N_INPUTS), np.float32)
     for start in range(0, n, batch):
         chunk = split.images[start:start + batch]
-        xb = data_mod.scale(chunk, out=x[:len(chunk)])
+        xb = data_mod.scale(chunk, x[:len(chunk)], *scaling)
         logits = model.forward(params, xb, activation)[0][-1]
         probs[start:start + batch] = model.softmax(logits)
     labels = split.labels.astype(np.intp)

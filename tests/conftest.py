@@ -157,3 +157,38 @@ def real_env(real_cache, monkeypatch):
     monkeypatch.setenv("MNIST_MLP_MIRROR", REAL_MIRROR)
     monkeypatch.setenv("MNIST_MLP_HOME", str(real_cache))
     return real_cache
+
+
+@pytest.fixture
+def tiny_as_mnist(tiny, tmp_path, monkeypatch):
+    """The tiny dataset served from a folder mirror under the name ``mnist``."""
+    spec = download.DatasetSpec("mnist", tiny.spec.resources, (), tiny.spec.classes)
+    monkeypatch.setitem(download.DATASETS, "mnist", spec)
+    mirror = tmp_path / "mirror"
+    (mirror / "mnist").mkdir(parents=True)
+    for name, data in tiny.gz.items():
+        (mirror / "mnist" / name).write_bytes(data)
+    monkeypatch.setenv("MNIST_MLP_MIRROR", str(mirror))
+    monkeypatch.chdir(tmp_path)  # runs/ goes under tmp_path
+    return tiny
+
+
+@pytest.fixture(scope="session")
+def smoke_checkpoint(real_cache, tmp_path_factory):
+    """A model trained once per session with configs/smoke.yaml on real MNIST."""
+    from mnist_mlp import run
+    from mnist_mlp.config import load_config
+
+    config = load_config(Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml",
+                         [f"data.dir={real_cache}"])
+    folder = tmp_path_factory.mktemp("smoke-run")
+    config.output.dir = str(folder)
+    run.train_run(config, folder / "smoke", progress=False, echo=lambda line: None)
+    return folder / "smoke" / "checkpoint.npz"
+
+
+@pytest.fixture(scope="session")
+def mnist_test(real_cache):
+    """MNIST's test images (10000, 28, 28) and labels."""
+    return (np.load(real_cache / "mnist" / "test-images.npy"),
+            np.load(real_cache / "mnist" / "test-labels.npy"))

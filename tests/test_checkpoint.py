@@ -16,7 +16,8 @@ def make(hidden=(16,)):
     config = load_config(overrides=[f"model.hidden={list(hidden)}"])
     params = model.init_params(model.layer_sizes(list(hidden)), "relu", np.random.default_rng(0))
     velocity = {k: np.full_like(v, 0.5) for k, v in params.items()}
-    return checkpoint.Checkpoint(params, config, {"epoch": 3, "history": [{"epoch": 1}]}, velocity)
+    meta = {"epoch": 3, "history": [{"epoch": 1}], "input": {"scale": 0.5, "offset": -1.0}}
+    return checkpoint.Checkpoint(params, config, meta, velocity)
 
 
 def test_round_trip(tmp_path):
@@ -25,6 +26,7 @@ def test_round_trip(tmp_path):
     back = checkpoint.load(tmp_path / "c.npz")
     assert back.config == ck.config
     assert back.meta["epoch"] == 3 and back.meta["history"] == [{"epoch": 1}]
+    assert back.scaling == (0.5, -1.0)
     for group in ("params", "velocity"):
         for k, v in getattr(ck, group).items():
             np.testing.assert_array_equal(getattr(back, group)[k], v)
@@ -61,6 +63,7 @@ def _meta_with(path, **fields):
     (lambda p: _rewrite(p, meta=_meta_with(p, format="other")), "not a checkpoint written by mnist_mlp"),
     (lambda p: _rewrite(p, meta=_meta_with(p, config={"model": {"hidden": "x"}})), "model.hidden must be"),
     (lambda p: _rewrite(p, extra=np.zeros(2)), "unexpected arrays ['extra']"),
+    (lambda p: _rewrite(p, meta=_meta_with(p, input={"scale": "x"})), "does not record the input scaling"),
     (lambda p: np.savez(p, meta=np.array([{"a": 1}], dtype=object)), "pickled objects"),
     (lambda p: p.write_bytes(b"PK\x03\x04 truncated zip"), "not a valid checkpoint"),
     (lambda p: p.write_bytes(b""), "not a valid checkpoint"),

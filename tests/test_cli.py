@@ -1,0 +1,138 @@
+"""The mlp command: thin commands, one-line errors, JSON on stdout only."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mnist_mlp import __version__
+from mnist_mlp.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--set", "data.validation=16", "--set", "model.hidden=[32]", "--set", "training.epochs=2",
+        "--set", "training.batch_size=8"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_version_and_help():
+    assert __version__ in invoke("--version").output
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in ("download", "train", "eval", "bench"):
+        assert command in result.output
+
+
+def test_download_prints_each_split(tiny_as_mnist):
+    result = invoke("download", "--quiet")
+    assert result.exit_code == 0
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 4
+    assert "train-images" in lines[0] and "(64, 28, 28)" in lines[0] and "downloaded from" in lines[0]
+    assert "cached, from" in invoke("download", "--quiet").stdout
+
+
+def test_download_failure_is_one_line(tiny_as_mnist, tmp_path, monkeypatch):
+    monkeypatch.setenv("MNIST_MLP_MIRROR", str(tmp_path / "empty"))
+    assert_one_line_error(invoke("download", "--quiet"), "could not get mnist/train-images-idx3-ubyte.gz",
+                          "No such file")
+
+
+def test_train_then_eval_json(tiny_as_mnist, tmp_path):
+    result = invoke("train", "--quiet", "--out", "runs/t", *TINY)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""  # --quiet
+    result = invoke("eval", "runs/t/checkpoint.npz", "--json")
+    assert result.exit_code == 0
+    report = json.loads(result.stdout)  # stdout holds the JSON document and nothing else
+    assert {"accuracy", "loss", "n", "per_class", "confusion_matrix"} <= set(report)
+    assert report["n"] == 32 and 0 <= report["accuracy"] <= 1
+    table = invoke("eval", "runs/latest/checkpoint.npz").stdout
+    assert "accuracy" in table and "confusion matrix" in table and "precision" in table
+
+
+def test_train_prints_epochs_and_result(tiny_as_mnist):
+    result = invoke("train", "--out", "runs/t", *TINY)
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("epoch 1/2") and "val loss" in lines[0]
+    assert lines[-1].startswith("best epoch") and "test accuracy" in lines[-1]
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["train"], ["give --config PATH"]),
+    (["train", "--config", "nope.yaml"], ["cannot read config nope.yaml"]),
+    (["train", "--set", "training.lr=-1"], ["training.lr must be > 0, got -1.0"]),
+    (["train", "--set", "training.lrr=1"], ["unknown key 'training.lrr' (did you mean 'training.lr'?)"]),
+    (["eval", "missing.npz"], ["checkpoint missing.npz not found"]),
+    (["eval", "notes.txt"], ["not a valid checkpoint"]),
+    (["train", "--resume", "missing.npz"], ["checkpoint missing.npz not found"]),
+])
+def test_user_mistakes_are_one_line(tiny_as_mnist, args, fragments):
+    Path("notes.txt").write_text("hello")
+    result = CliRunner().invoke(main, args)
+    if "give --config PATH" in fragments[0]:  # a usage error: click's own two-line format, exit 2
+        assert result.exit_code == 2 and fragments[0] in result.stderr
+        return
+    assert_one_line_error(result, *fragments)
+
+
+def test_bad_config_file(tiny_as_mnist, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  activation: gelu\n")
+    assert_one_line_error(invoke("train", "--config", str(path)),
+                          "model.activation must be one of relu, sigmoid, tanh, got 'gelu'")
+
+
+# --- on the real data --------------------------------------------------------------------------
+
+
+@pytest.mark.realdata
+def test_smoke_config_on_real_mnist(real_env, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke("train", "--config", str(ROOT / "configs" / "smoke.yaml"), "--quiet")
+    assert result.exit_code == 0, result.output
+    report = json.loads(invoke("eval", "runs/smoke/checkpoint.npz", "--json").stdout)
+    assert report["n"] == 10000
+    assert report["accuracy"] >= 0.95
+
+
+@pytest.mark.realdata
+def test_ctrl_c_saves_and_resume_finishes(real_env, tmp_path):
+    env = {**os.environ, "MNIST_MLP_HOME": str(real_env)}
+    cmd = [sys.executable, "-m", "mnist_mlp", "train", "--config", str(ROOT / "configs" / "smoke.yaml"),
+           "--out", str(tmp_path / "run"), "--set", "training.epochs=3"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    first = proc.stdout.readline()  # the first epoch's line: training is under way
+    assert first.startswith("epoch 1/3"), first
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert f"Resume with: mlp train --resume {tmp_path / 'run' / 'last.npz'}" in err
+    resumed = subprocess.run([sys.executable, "-m", "mnist_mlp", "train", "--resume",
+                              str(tmp_path / "run" / "last.npz")], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout and "test accuracy" in resumed.stdout
+    assert "epoch 3/3" in resumed.stdout

@@ -1,0 +1,122 @@
+"""Training runs on disk: files, resume, refusal to overwrite, divergence, evaluation."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from mnist_mlp import checkpoint, run, train
+from mnist_mlp import data as data_mod
+from mnist_mlp.config import load_config
+from mnist_mlp.errors import MlpError
+
+TINY = ["data.validation=16", "model.hidden=[32]", "training.epochs=3", "training.batch_size=8",
+        "training.lr=0.05"]
+
+
+def config(*extra):
+    return load_config(overrides=[*TINY, *extra])
+
+
+def test_a_run_writes_its_folder(tiny_as_mnist, tmp_path):
+    lines = []
+    result = run.train_run(config(), tmp_path / "runs" / "t", progress=False, echo=lines.append)
+    folder = result.folder
+    assert {p.name for p in folder.iterdir()} >= {"config.yaml", "metrics.csv", "checkpoint.npz", "last.npz"}
+    rows = list(csv.DictReader(open(folder / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert set(rows[0]) == set(train.COLUMNS)
+    assert load_config(folder / "config.yaml") == config()
+    assert (tmp_path / "runs" / "latest").resolve() == folder.resolve()
+    assert len(lines) == 4 and lines[-1].startswith("best epoch") and "test accuracy" in lines[-1]
+    best = checkpoint.load(folder / "checkpoint.npz")
+    assert best.meta["dataset"]["name"] == "mnist" and best.scaling == (data_mod.SCALE, data_mod.OFFSET)
+    assert best.meta["epoch"] == best.meta["best"]["epoch"]
+    assert 0 <= result.test_accuracy <= 1
+
+
+def test_an_existing_run_is_not_overwritten_without_force(tiny_as_mnist, tmp_path):
+    folder = tmp_path / "r"
+    run.train_run(config("training.epochs=1"), folder, progress=False, echo=lambda s: None)
+    before = (folder / "checkpoint.npz").read_bytes()
+    with pytest.raises(MlpError, match="already holds a run; continue it with --resume"):
+        run.train_run(config("training.epochs=1"), folder, progress=False, echo=lambda s: None)
+    assert (folder / "checkpoint.npz").read_bytes() == before
+    run.train_run(config("training.epochs=1", "training.seed=5"), folder, force=True, progress=False,
+                  echo=lambda s: None)
+    assert (folder / "checkpoint.npz").read_bytes() != before
+
+
+class StopAfter(train.StopFlag):
+    def __init__(self, n):
+        self.n, self.checks = n, 0
+
+    @property
+    def requested(self):
+        self.checks += 1
+        return self.checks > self.n
+
+
+def test_interrupt_saves_a_resumable_checkpoint_that_ends_identically(tiny_as_mnist, tmp_path):
+    cfg = config("model.dropout=0.1")
+    whole = run.train_run(cfg, tmp_path / "whole", progress=False, echo=lambda s: None)
+    with pytest.raises(run.TrainingInterrupted) as info:
+        run.train_run(cfg, tmp_path / "part", progress=False, echo=lambda s: None, stop=StopAfter(9))
+    assert info.value.exit_code == 130
+    assert f"mlp train --resume {tmp_path / 'part' / 'last.npz'}" in str(info.value)
+    saved = checkpoint.load(tmp_path / "part" / "last.npz")
+    assert saved.meta["status"] == "interrupted" and saved.meta["batch"] > 0
+    resumed = run.train_run(None, tmp_path / "part", resume=tmp_path / "part" / "last.npz",
+                            progress=False, echo=lambda s: None)
+    a = checkpoint.load(tmp_path / "whole" / "last.npz")
+    b = checkpoint.load(tmp_path / "part" / "last.npz")
+    for key in a.params:
+        np.testing.assert_array_equal(a.params[key], b.params[key])
+    assert resumed.test_accuracy == whole.test_accuracy
+    rows = list(csv.DictReader(open(tmp_path / "part" / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+
+
+def test_resume_can_extend_epochs_but_not_change_the_run(tiny_as_mnist, tmp_path):
+    folder = tmp_path / "r"
+    run.train_run(config("training.epochs=1"), folder, progress=False, echo=lambda s: None)
+    with pytest.raises(MlpError, match="already finished its 1 epochs"):
+        run.train_run(None, folder, resume=folder / "last.npz", progress=False, echo=lambda s: None)
+    with pytest.raises(MlpError, match="only training.epochs, training.patience can change"):
+        run.train_run(None, folder, resume=folder / "last.npz", overrides=("training.lr=1",),
+                      progress=False, echo=lambda s: None)
+    result = run.train_run(None, folder, resume=folder / "last.npz", overrides=("training.epochs=2",),
+                           progress=False, echo=lambda s: None)
+    assert result.state.epoch == 2
+
+
+def test_divergence_leaves_the_good_checkpoints_intact(tiny_as_mnist, tmp_path, monkeypatch):
+    folder = tmp_path / "r"
+    run.train_run(config("training.epochs=1"), folder, progress=False, echo=lambda s: None)
+    good = {n: (folder / n).read_bytes() for n in ("checkpoint.npz", "last.npz")}
+    real_call = train._Stepper.__call__
+    calls = {"n": 0}
+
+    def poisoned(self, x, y, lr, rng):
+        calls["n"] += 1
+        loss, pred = real_call(self, x, y, lr, rng)
+        return (float("nan") if calls["n"] > 3 else loss), pred
+
+    monkeypatch.setattr(train._Stepper, "__call__", poisoned)
+    with pytest.raises(train.TrainingDiverged, match="the loss became nan at epoch 2"):
+        run.train_run(None, folder, resume=folder / "last.npz", overrides=("training.epochs=3",),
+                      progress=False, echo=lambda s: None)
+    assert {n: (folder / n).read_bytes() for n in good} == good
+
+
+def test_evaluate_checkpoint(tiny_as_mnist, tmp_path):
+    folder = tmp_path / "r"
+    run.train_run(config(), folder, progress=False, echo=lambda s: None)
+    r = run.evaluate_checkpoint(folder / "checkpoint.npz", progress=False)
+    cm = np.array(r["confusion_matrix"])
+    assert r["n"] == 32 and cm.sum() == 32 and cm.shape == (10, 10)
+    assert r["accuracy"] == pytest.approx(np.trace(cm) / 32)
+    assert [c["support"] for c in r["per_class"]] == cm.sum(axis=1).tolist()
+    assert run.evaluate_checkpoint(folder / "checkpoint.npz", "val", progress=False)["n"] == 16
