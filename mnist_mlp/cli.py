@@ -205,3 +205,46 @@ def predict(images, checkpoint, top_k, as_json, show):
                 click.echo(render(r.pixels))
     if any(r.error is not None for r in results):
         sys.exit(1)
+
+
+@main.command(name="augment-preview")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default="configs/augment.yaml",
+              show_default=True, help="Config whose data.augment settings to show.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key, e.g. "
+              "--set data.augment.rotate=20.")
+@click.option("--out", type=click.Path(dir_okay=False), default="augment-preview.png", show_default=True)
+@click.option("--count", type=click.IntRange(1, 50), default=8, show_default=True, help="Digits (rows).")
+@click.option("--seed", type=int, default=0, show_default=True)
+def augment_preview(config_path, overrides, out, count, seed):
+    """Write a PNG grid of training digits beside their random distortions."""
+    import numpy as np
+
+    from mnist_mlp import augment, data
+    from mnist_mlp import config as config_mod
+    from mnist_mlp.pictures import save_png
+
+    _setup_logging(False)
+    config = config_mod.load_config(config_path, overrides)
+    if not config.data.augment.enabled:
+        raise MlpError(f"{config_path} has no augmentation (every data.augment range is 0); try "
+                       f"--config configs/augment.yaml or --set data.augment.rotate=15")
+    d = data.load(config.data.dataset, 0, seed, 0, config.data.dir)
+    picks = np.random.default_rng(seed).choice(len(d.train), count, replace=False)
+    save_png(augment.preview(d.train.images[picks], config.data.augment, seed=seed), out)
+    click.echo(f"wrote {out}")
+
+
+@main.command()
+@click.argument("target", type=click.Path(), default="runs/latest")
+@click.option("--out", type=click.Path(file_okay=False), help="Folder for the files [default: the run folder].")
+def report(target, out):
+    """Learning curves, confusion matrix, the most confident mistakes, and one HTML page.
+
+    TARGET is a run folder (default: runs/latest) or a checkpoint file.
+    """
+    from mnist_mlp import report as report_mod
+
+    _setup_logging(False)
+    result = report_mod.make(target, out)
+    for path in result["paths"].values():
+        click.echo(f"wrote {path}")

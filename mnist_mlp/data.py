@@ -32,7 +32,7 @@ def rng_for(seed: int, *purpose: int) -> np.random.Generator:
 
 
 # purposes for rng_for
-INIT, SPLIT, EPOCH = 1, 2, 3
+INIT, SPLIT, EPOCH, AUGMENT = 1, 2, 3, 4
 
 
 @dataclass

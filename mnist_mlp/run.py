@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -114,12 +115,15 @@ def train_run(config: config_mod.Config, folder: Path, *, resume: str | os.PathL
         ckpt_mod.save(path, ckpt_mod.Checkpoint(state.params, config, {**meta, **state.meta()},
                                                 state.velocity))
 
+    curves = _Curves(folder)
+
     def on_epoch(state: train.State, row: dict, is_best: bool) -> None:
         _append_metrics(metrics_path, row)
         save(folder / "last.npz", state)
         if is_best:
             save(folder / "checkpoint.npz", state)
         echo(_epoch_line(row, config.training.epochs, is_best))
+        curves.update(state.history)
 
     if state is not None:
         echo(f"resuming {resume} at epoch {state.epoch + 1}, step {state.step}")
@@ -136,12 +140,37 @@ def train_run(config: config_mod.Config, folder: Path, *, resume: str | os.PathL
     if state.status == "early-stopped":
         echo(f"early stop: validation loss has not improved for {config.training.patience} epochs")
 
+    curves.update(state.history, final=True)
     best = ckpt_mod.load(folder / "checkpoint.npz")
     test = train.evaluate(best.params, config.model.activation, data.test,
                           scaling=best.scaling)
     echo(f"best epoch {best.meta['epoch']}: test accuracy {100 * test.accuracy:.2f}% "
          f"(loss {test.loss:.4f}) -> {folder / 'checkpoint.npz'}")
     return RunResult(folder, state, test.accuracy, test.loss)
+
+
+class _Curves:
+    """Keeps ``curves.png`` in the run folder current, if matplotlib is installed.
+
+    A redraw costs about 0.2 s, a tenth of an epoch, so it happens at most every
+    ``every`` seconds, and once more at the end.
+    """
+
+    def __init__(self, folder: Path, every: float = 15.0):
+        from mnist_mlp import report
+
+        self.path, self.every = folder / "curves.png", every
+        self.enabled, self.last = report.have_matplotlib(), float("-inf")
+        self.title = f"{folder.name}: learning curves"
+
+    def update(self, history: list[dict], final: bool = False) -> None:
+        now = time.monotonic()
+        if not self.enabled or not history or (not final and now - self.last < self.every):
+            return
+        from mnist_mlp import report
+
+        report.plot_curves(history, self.path, self.title)
+        self.last = now
 
 
 def _augmenter(config: config_mod.Config):

@@ -185,7 +185,8 @@ def fit(config: Config, data: data_mod.Data, state: State | None = None, *,
     progress : bool
         A tqdm bar per epoch on stderr (off anyway when stderr is not a terminal).
     augment : callable, optional
-        ``augment(images_uint8 (B, 784), rng) -> images_uint8``, applied to each batch.
+        ``augment(images_uint8 (B, 784), rng) -> images_uint8``, applied to each training
+        batch (see :class:`mnist_mlp.augment.Augmenter`).
 
     Returns
     -------
@@ -225,12 +226,10 @@ def _loop(config, data, state, on_epoch, stop, progress, augment) -> State:
         lr = t.lr
         bar = tqdm(total=n_batches, initial=state.batch, desc=f"epoch {epoch + 1}/{t.epochs}",
                    unit="batch", leave=False, disable=None if progress else True, mininterval=0.25)
-        with bar:
+        batches = _Batches(train, order, batch_size, augment, t.seed, epoch)
+        with bar, batches:
             for b in range(state.batch, n_batches):
-                idx = order[b * batch_size:(b + 1) * batch_size]
-                images = train.images[idx]
-                if augment is not None:
-                    images = augment(images, rng)
+                idx, images = batches.get(b)
                 xb = data_mod.scale(images, out=x_buffer[:len(idx)])
                 yb = train.labels[idx].astype(np.intp)
                 lr = optim.learning_rate(epoch + b / n_batches, t.lr, t.epochs, t.schedule,
@@ -268,6 +267,50 @@ def _loop(config, data, state, on_epoch, stop, progress, augment) -> State:
             return state
     state.status = "completed"
     return state
+
+
+class _Batches:
+    """The images of each batch, distorted if augmenting; the next one prepared meanwhile.
+
+    Each batch's distortions come from a random stream of its own, (seed, epoch, batch), so
+    they do not depend on what dropout drew, a resumed run redraws the very same ones, and
+    preparing batch b + 1 in a background thread while batch b trains changes nothing but
+    the time it takes. Without augmentation there is nothing worth overlapping.
+    """
+
+    def __init__(self, split: data_mod.Split, order: np.ndarray, batch_size: int,
+                 augment: Callable | None, seed: int, epoch: int):
+        self.split, self.order, self.size = split, order, batch_size
+        self.augment, self.seed, self.epoch = augment, seed, epoch
+        self.n = math.ceil(len(order) / batch_size)
+        self.pool = self.pending = None
+        if augment is not None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(1, thread_name_prefix="mnist_mlp-batches")
+
+    def _make(self, b: int) -> tuple[np.ndarray, np.ndarray]:
+        idx = self.order[b * self.size:(b + 1) * self.size]
+        images = self.split.images[idx]
+        if self.augment is not None:
+            images = self.augment(images, data_mod.rng_for(self.seed, data_mod.AUGMENT, self.epoch, b))
+        return idx, images
+
+    def get(self, b: int) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, uint8 images of shape (B, 784)) of batch ``b``."""
+        if self.pool is None:
+            return self._make(b)
+        result = self.pending.result() if self.pending is not None and self.pending_b == b else self._make(b)
+        self.pending_b = b + 1
+        self.pending = self.pool.submit(self._make, b + 1) if b + 1 < self.n else None
+        return result
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _Stepper:

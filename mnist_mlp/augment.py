@@ -1,0 +1,148 @@
+"""Random distortions of training digits: affine transforms and elastic deformations.
+
+Simard, Steinkraus and Platt (ICDAR 2003) took a one-hidden-layer net from 98.4% to 98.9%
+with affine distortions and to 99.3% with elastic ones. An elastic distortion moves every
+pixel by a random displacement field, smoothed so that neighbours move together:
+
+    dx, dy ~ uniform(-1, 1), one value per pixel                      (B, 28, 28) each
+    dx, dy = alpha * gaussian_blur(dx, sigma), likewise dy            sigma ~ 4 px, alpha ~ 34
+
+Blurring a 28x28 field is linear: with G the (28, 28) Gaussian matrix it is G @ F @ G.T,
+two small matrix products for the whole batch at once. The affine part (rotation, scale,
+shear, translation about the centre) gives each output pixel a source position; the elastic
+field is added to it; then one gathered bilinear interpolation resamples the whole batch.
+Nothing loops over images in Python.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mnist_mlp.config import AugmentConfig
+
+SIDE = 28
+_CENTRE = (SIDE - 1) / 2
+
+
+def _gaussian_matrix(n: int, sigma: float) -> np.ndarray:
+    d = np.arange(n)[:, None] - np.arange(n)[None, :]
+    g = np.exp(-0.5 * (d / sigma) ** 2)
+    return (g / g.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+class Augmenter:
+    """Distort minibatches of uint8 digits according to an :class:`AugmentConfig`.
+
+    Call it as ``augment(images, rng)`` with images of shape (B, 784) uint8; it returns a
+    new array of the same shape and dtype. With every range zero it returns the images
+    unchanged.
+    """
+
+    def __init__(self, config: AugmentConfig):
+        self.config = config
+        self._g = _gaussian_matrix(SIDE, config.elastic_sigma)
+        ys, xs = np.mgrid[0:SIDE, 0:SIDE].astype(np.float32)
+        self._grid = np.stack([ys.ravel() - _CENTRE, xs.ravel() - _CENTRE])  # (2, 784), centred
+
+    CHUNK = 16  # images at a time: the temporaries then stay small and in cache (2x faster)
+
+    def __call__(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if not self.config.enabled:
+            return images
+        if len(images) <= self.CHUNK:
+            return self._distort(images, rng)
+        return np.concatenate([self._distort(images[i:i + self.CHUNK], rng)
+                               for i in range(0, len(images), self.CHUNK)])
+
+    def _distort(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        c = self.config
+        b = len(images)
+        src_y, src_x = self._affine_sources(b, rng)  # (B, 784) each
+        if c.elastic_alpha:
+            dy, dx = self._elastic_field(b, rng)
+            src_y += dy
+            src_x += dx
+        out = _bilinear(images.reshape(b, SIDE, SIDE), src_y, src_x)
+        if c.probability < 1:  # leave some images as they were
+            keep = rng.random(b) >= c.probability
+            out[keep] = images[keep]
+        return out
+
+    def _affine_sources(self, b: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Where each output pixel comes from under a random affine map per image."""
+        c = self.config
+        angle = np.deg2rad(rng.uniform(-c.rotate, c.rotate, b)).astype(np.float32)
+        shear = np.deg2rad(rng.uniform(-c.shear, c.shear, b)).astype(np.float32)
+        scale = rng.uniform(1 - c.scale, 1 + c.scale, b).astype(np.float32)
+        shift = rng.uniform(-c.translate, c.translate, (2, b)).astype(np.float32)
+        cos, sin = np.cos(angle), np.sin(angle)
+        # Forward map (y, x) -> scale * R(angle) @ Shear(shear) @ (y, x); we need its inverse
+        # to pull each output pixel from its source. Rows: [[a, b], [c, d]] per image.
+        a, bb = cos, -sin + cos * np.tan(shear)
+        cc, d = sin, cos + sin * np.tan(shear)
+        det = (a * d - bb * cc) * scale
+        i00, i01, i10, i11 = (v[:, None] / det[:, None] for v in (d, -bb, -cc, a))  # (B, 1) each
+        gy = self._grid[0] - shift[0][:, None]  # (B, 784): output pixel, centred and unshifted
+        gx = self._grid[1] - shift[1][:, None]
+        centre = np.float32(_CENTRE)
+        return i00 * gy + i01 * gx + centre, i10 * gy + i11 * gx + centre
+
+    def _elastic_field(self, b: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Smoothed random displacements (dy, dx), each (B, 784), in pixels."""
+        field = rng.random((2 * b, SIDE, SIDE), dtype=np.float32) * 2 - 1  # uniform(-1, 1)
+        smooth = self._g @ field @ self._g.T  # (2B, 28, 28): G F G^T for every field at once
+        smooth *= np.float32(self.config.elastic_alpha)
+        return smooth[:b].reshape(b, -1), smooth[b:].reshape(b, -1)
+
+
+def _bilinear(images: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Sample ``images`` (B, H, W) at real positions (B, P) with bilinear weights; 0 outside.
+
+    Each image gets a border of zeros, and positions are clipped into the bordered field, so
+    anything outside the image samples the border: no masks, four 1-D gathers in all.
+
+    Returns
+    -------
+    ndarray of shape (B, P), uint8
+    """
+    b, h, w = images.shape
+    padded = np.zeros((b, h + 2, w + 2), np.float32)
+    padded[:, 1:-1, 1:-1] = images
+    flat = padded.reshape(-1)
+    y = np.clip(y + 1, 0, h + 0.999)  # +1: the border; the top corner is then at most h + 1
+    x = np.clip(x + 1, 0, w + 0.999)
+    y0, x0 = np.floor(y), np.floor(x)
+    fy, fx = y - y0, x - x0
+    top_left = (y0.astype(np.intp) * (w + 2) + x0.astype(np.intp)
+                + (np.arange(b) * (h + 2) * (w + 2))[:, None])
+    a, bb = flat.take(top_left), flat.take(top_left + 1)
+    c, d = flat.take(top_left + w + 2), flat.take(top_left + w + 3)
+    top = a + fx * (bb - a)
+    bottom = c + fx * (d - c)
+    out = top + fy * (bottom - top)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def preview(images: np.ndarray, config: AugmentConfig, variants: int = 7, seed: int = 0):
+    """A grid picture: each row one digit, then ``variants`` distortions of it.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, 784), uint8
+
+    Returns
+    -------
+    PIL.Image.Image
+    """
+    from mnist_mlp.pictures import digit_grid
+
+    augmenter = Augmenter(config)
+    rng = np.random.default_rng(seed)
+    repeated = np.repeat(images, variants, axis=0)
+    distorted = augmenter(repeated, rng).reshape(len(images), variants, SIDE, SIDE)
+    rows = [[img.reshape(SIDE, SIDE), *distorted[i]] for i, img in enumerate(images)]
+    c = config
+    title = (f"original, then {variants} distortions: rotate ±{c.rotate:g}°, scale ±{c.scale:g}, "
+             f"shear ±{c.shear:g}°, shift ±{c.translate:g} px, elastic alpha {c.elastic_alpha:g} "
+             f"sigma {c.elastic_sigma:g}")
+    return digit_grid(rows, title=title)

@@ -1,0 +1,256 @@
+"""Pictures of a training run: learning curves, confusion matrix, the most confident mistakes.
+
+``mlp report`` writes ``curves.png``, ``confusion.png``, ``mistakes.png`` and a
+self-contained ``report.html`` (images embedded) into the run folder. The plots use
+matplotlib, an optional extra (``pip install mnist-mlp[plot]``); the digit grid uses Pillow.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from mnist_mlp import checkpoint as ckpt_mod
+from mnist_mlp import run, train
+from mnist_mlp.errors import MlpError
+from mnist_mlp.fsutil import atomic_write
+from mnist_mlp.pictures import digit_grid, save_png
+
+INSTALL_HINT = "the plots need matplotlib: pip install 'mnist-mlp[plot]' (or pip install matplotlib)"
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise MlpError(INSTALL_HINT) from None
+    matplotlib.use("Agg")  # files only: no window, works on servers
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def have_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve(target: str | os.PathLike) -> tuple[Path, Path]:
+    """(run folder, checkpoint) from a run folder or a checkpoint file."""
+    target = Path(target)
+    if target.is_dir():
+        ckpt = target / "checkpoint.npz"
+        if not ckpt.exists():
+            raise MlpError(f"{target} holds no checkpoint.npz; is it a run folder (runs/NAME)?")
+        return target, ckpt
+    if not target.exists():
+        raise MlpError(f"{target}: no such run folder or checkpoint")
+    return target.parent, target
+
+
+def plot_curves(rows: list[dict], out: str | os.PathLike, title: str = "") -> None:
+    """Loss and accuracy per epoch, training and validation, side by side (PNG)."""
+    plt = _pyplot()
+    epochs = [r["epoch"] for r in rows]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
+    has_val = any(r.get("val_loss") is not None for r in rows)
+    ax_loss.plot(epochs, [r["train_loss"] for r in rows], "-o", ms=3, label="training")
+    if has_val:
+        ax_loss.plot(epochs, [r["val_loss"] for r in rows], "-s", ms=3, label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
+    ax_loss.set_yscale("log")
+    ax_acc.plot(epochs, [100 * r["train_acc"] for r in rows], "-o", ms=3, label="training")
+    if has_val:
+        ax_acc.plot(epochs, [100 * r["val_acc"] for r in rows], "-s", ms=3, label="validation")
+        best = max(rows, key=lambda r: r["val_acc"])
+        ax_acc.annotate(f"best {100 * best['val_acc']:.2f}%", (best["epoch"], 100 * best["val_acc"]),
+                        textcoords="offset points", xytext=(0, -18), ha="center", fontsize=9)
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
+    if len(rows) > 3:  # zoom past the first quarter's climb, keeping both curves in view
+        later = rows[len(rows) // 4:]
+        low = min(min(100 * r["train_acc"] for r in later),
+                  min((100 * r["val_acc"] for r in later if r.get("val_acc") is not None), default=100))
+        ax_acc.set_ylim(max(low - 0.5, 0), 100.1)
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+        if len(epochs) <= 30:
+            ax.set_xticks(epochs if len(epochs) <= 15 else epochs[::2])
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, out, plt)
+
+
+def plot_confusion(cm: np.ndarray, classes: list[str], out: str | os.PathLike, title: str = "") -> None:
+    """The confusion matrix as a heat map with counts; rows true, columns predicted (PNG).
+
+    Colours are the share of each true class (row-normalised), on a gray-friendly scale, so
+    that rare and common classes read alike; the counts are written in each cell.
+    """
+    plt = _pyplot()
+    share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    # Off-diagonal errors are tiny next to the diagonal: a square-root scale shows them.
+    shown = np.sqrt(share)
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.62 * n, 0.9 + 0.55 * n), dpi=110)
+    image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            if cm[i, j]:
+                dark = shown[i, j] > 0.6
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8 if cm[i, j] < 1000 else 7,
+                        color="white" if dark else "black", fontweight="bold" if i == j else "normal")
+    labels = [c if len(c) <= 9 else c[:8] + "." for c in classes]
+    ax.set_xticks(range(n), labels, rotation=45 if max(map(len, labels)) > 2 else 0, ha="right"
+                  if max(map(len, labels)) > 2 else "center")
+    ax.set_yticks(range(n), labels)
+    ax.set(xlabel="predicted class", ylabel="true class", title=title or "Confusion matrix")
+    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    ticks = np.array([0, 0.01, 0.05, 0.2, 0.5, 1.0])
+    bar.set_ticks(np.sqrt(ticks), labels=[f"{100 * t:g}%" for t in ticks])
+    bar.set_label("share of the true class")
+    fig.tight_layout()
+    _save(fig, out, plt)
+
+
+def _save(fig, out, plt) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write(out, lambda f: f.write(buf.getvalue()))
+
+
+def mistakes_grid(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, classes: list[str],
+                  count: int = 40, per_row: int = 10):
+    """The most confidently wrong digits, each captioned "true -> predicted, probability".
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, 784), uint8
+    labels : ndarray of shape (n,)
+    probs : ndarray of shape (n, 10)
+    """
+    predicted = probs.argmax(axis=1)
+    wrong = np.nonzero(predicted != labels)[0]
+    wrong = wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")][:count]
+    if len(wrong) == 0:
+        return digit_grid([[np.zeros((28, 28))]], [["no mistakes"]], title="No test digit is misclassified")
+    short = [c if len(c) <= 8 else c[:7] + "." for c in classes]
+    rows, captions = [], []
+    for start in range(0, len(wrong), per_row):
+        chunk = wrong[start:start + per_row]
+        rows.append([images[i].reshape(28, 28) for i in chunk])
+        captions.append([f"{short[labels[i]]} -> {short[predicted[i]]}\n{100 * probs[i, predicted[i]]:.1f}%"
+                         for i in chunk])
+    return digit_grid(rows, captions, title=f"The {len(wrong)} most confidently wrong test digits "
+                                            f"(true -> predicted, probability)")
+
+
+def make(target: str | os.PathLike, out: str | os.PathLike | None = None, progress: bool = True) -> dict:
+    """Write the report of a run (folder or checkpoint) into ``out`` (default: the run folder).
+
+    Returns
+    -------
+    dict
+        Paths written (``curves``, ``confusion``, ``mistakes``, ``html``) and the metrics.
+    """
+    folder, ckpt_path = resolve(target)
+    out = Path(out) if out else folder
+    out.mkdir(parents=True, exist_ok=True)
+    plt_ok = have_matplotlib()
+    if not plt_ok:
+        raise MlpError(INSTALL_HINT)
+    ckpt = ckpt_mod.load(ckpt_path)
+    data = run.load_data(ckpt.config, progress)
+    metrics = train.evaluate(ckpt.params, ckpt.activation, data.test, scaling=ckpt.scaling)
+    cm = run.confusion_matrix(data.test.labels, metrics.predictions)
+    classes = ckpt.classes
+    name = folder.name
+    rows = _history(folder, ckpt)
+    written = {}
+    if rows:
+        written["curves"] = out / "curves.png"
+        plot_curves(rows, written["curves"], f"{name}: learning curves")
+    written["confusion"] = out / "confusion.png"
+    plot_confusion(cm, classes, written["confusion"],
+                   f"{name}: test confusion matrix ({100 * metrics.accuracy:.2f}% correct)")
+    written["mistakes"] = out / "mistakes.png"
+    save_png(mistakes_grid(data.test.images, data.test.labels, metrics.probabilities, classes),
+             written["mistakes"])
+    per_class = run.per_class(cm, classes)
+    written["html"] = out / "report.html"
+    page = _html(name, ckpt, metrics, per_class, rows, written)
+    atomic_write(written["html"], lambda f: f.write(page.encode()))
+    return {"paths": {k: str(v) for k, v in written.items()}, "accuracy": metrics.accuracy,
+            "loss": metrics.loss, "n": int(len(data.test))}
+
+
+def _history(folder: Path, ckpt) -> list[dict]:
+    """Epoch rows from the run's metrics.csv, else from the checkpoint's own history."""
+    csv_path = folder / "metrics.csv"
+    if csv_path.exists():
+        rows = run.read_metrics(csv_path)
+        if rows:
+            return rows
+    return ckpt.meta.get("history", [])
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(Path(path).stem)}">'
+
+
+def _html(name, ckpt, metrics, per_class, rows, written) -> str:
+    import yaml
+
+    from mnist_mlp import config as config_mod
+
+    esc = html.escape
+    best = ckpt.meta.get("best", {})
+    table = "".join(
+        f"<tr><td>{esc(c['class'])}</td><td>{_pct(c['precision'])}</td><td>{_pct(c['recall'])}</td>"
+        f"<td>{c['support']}</td></tr>" for c in per_class)
+    last = rows[-1] if rows else {}
+    facts = [("test accuracy", f"{100 * metrics.accuracy:.2f}%"), ("test loss", f"{metrics.loss:.4f}"),
+             ("best epoch", str(best.get("epoch", ckpt.meta.get("epoch", "?")))),
+             ("best validation accuracy", _pct(best.get("val_acc"))),
+             ("epochs run", str(len(rows))),
+             ("training time", f"{sum(r.get('seconds') or 0 for r in rows):.0f} s"),
+             ("final training accuracy", _pct(last.get("train_acc")))]
+    facts_html = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
+    config_text = yaml.safe_dump(config_mod.to_dict(ckpt.config), sort_keys=False)
+    figures = "".join(f"<figure>{_img(written[k])}</figure>" for k in ("curves", "confusion", "mistakes")
+                      if k in written)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>mlp report: {esc(name)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }}
+h1 {{ font-size: 1.6em; }} h2 {{ font-size: 1.2em; margin-top: 2em; }}
+table {{ border-collapse: collapse; }} td, th {{ padding: 0.25em 0.8em; border-bottom: 1px solid #ddd; text-align: right; }}
+th {{ text-align: left; }} figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; }}
+pre {{ background: #f6f6f6; padding: 1em; overflow-x: auto; }}
+</style></head><body>
+<h1>Run <code>{esc(name)}</code>: {100 * metrics.accuracy:.2f}% on the {esc(ckpt.meta.get('dataset', {}).get('name', ''))} test set</h1>
+<table>{facts_html}</table>
+<h2>Pictures</h2>
+{figures}
+<h2>Per class (test set)</h2>
+<table><tr><th>class</th><th>precision</th><th>recall</th><th>support</th></tr>{table}</table>
+<h2>Configuration</h2>
+<pre>{esc(config_text)}</pre>
+</body></html>
+"""
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
