@@ -57,12 +57,19 @@ class Augmenter:
     def _distort(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         c = self.config
         b = len(images)
-        src_y, src_x = self._affine_sources(b, rng)  # (B, 784) each
-        if c.elastic_alpha:
-            dy, dx = self._elastic_field(b, rng)
-            src_y += dy
-            src_x += dx
-        out = _bilinear(images.reshape(b, SIDE, SIDE), src_y, src_x)
+        if c.geometric:
+            src_y, src_x = self._affine_sources(b, rng)  # (B, 784) each
+            if c.elastic_alpha:
+                dy, dx = self._elastic_field(b, rng)
+                src_y += dy
+                src_x += dx
+            out = _bilinear(images.reshape(b, SIDE, SIDE), src_y, src_x)
+        else:
+            out = images.copy()
+        if c.flip:  # mirror left-right: exact, no resampling
+            mirrored = rng.random(b) < c.flip
+            square = out.reshape(b, SIDE, SIDE)
+            square[mirrored] = square[mirrored, :, ::-1]
         if c.probability < 1:  # leave some images as they were
             keep = rng.random(b) >= c.probability
             out[keep] = images[keep]
@@ -144,5 +151,5 @@ def preview(images: np.ndarray, config: AugmentConfig, variants: int = 7, seed: 
     c = config
     title = (f"original, then {variants} distortions: rotate ±{c.rotate:g}°, scale ±{c.scale:g}, "
              f"shear ±{c.shear:g}°, shift ±{c.translate:g} px, elastic alpha {c.elastic_alpha:g} "
-             f"sigma {c.elastic_sigma:g}")
+             f"sigma {c.elastic_sigma:g}, mirrored {100 * c.flip:g}%")
     return digit_grid(rows, title=title)

@@ -59,12 +59,18 @@ class AugmentConfig:
     shear: float = field(default=0.0, metadata=non_negative())  # degrees, uniform +-
     elastic_alpha: float = field(default=0.0, metadata=non_negative())  # pixels; 0 = no elastic
     elastic_sigma: float = field(default=4.0, metadata=positive())  # pixels of smoothing
+    flip: float = field(default=0.0, metadata=fraction(upper_open=False))  # share mirrored left-right
     probability: float = field(default=1.0, metadata=fraction(upper_open=False))  # share distorted
 
     @property
     def enabled(self) -> bool:
         return self.probability > 0 and any(
-            (self.translate, self.rotate, self.scale, self.shear, self.elastic_alpha))
+            (self.translate, self.rotate, self.scale, self.shear, self.elastic_alpha, self.flip))
+
+    @property
+    def geometric(self) -> bool:
+        """Whether anything beyond mirroring is asked for (which needs resampling)."""
+        return any((self.translate, self.rotate, self.scale, self.shear, self.elastic_alpha))
 
 
 @dataclass

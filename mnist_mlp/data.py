@@ -12,13 +12,18 @@ import numpy as np
 
 from mnist_mlp import download
 
-# Inputs are standardised with MNIST's pixel mean and standard deviation (0.1307 and 0.3081 of
-# full scale): x = pixel * SCALE + OFFSET. Centred inputs of unit spread make SGD's steps
-# equally sized in every direction. Recorded in every checkpoint, so that `mlp predict`
-# prepares a user's image exactly as training did.
-MEAN, STD = 0.1307, 0.3081
-SCALE = 1 / (255 * STD)
-OFFSET = -MEAN / STD
+# Inputs are standardised with the training set's pixel mean and standard deviation
+# (declared with each dataset in download.DATASETS): x = pixel * scale + offset. Centred
+# inputs of unit spread make SGD's steps equally sized in every direction. The pair is
+# recorded in every checkpoint, so that `mlp predict` prepares an image exactly as training did.
+
+
+def scaling_for(mean: float, std: float) -> tuple[float, float]:
+    """(scale, offset) that standardise uint8 pixels with mean and std given in [0, 1] units."""
+    return 1 / (255 * std), -mean / std
+
+
+SCALE, OFFSET = scaling_for(0.1307, 0.3081)  # MNIST's, the default
 
 
 def rng_for(seed: int, *purpose: int) -> np.random.Generator:
@@ -62,6 +67,7 @@ class Data:
     train: Split
     val: Split
     test: Split
+    scaling: tuple[float, float] = (SCALE, OFFSET)  # (scale, offset) for these images
 
 
 def load(name: str = "mnist", validation: int = 5000, seed: int = 0, subset: int = 0,
@@ -93,7 +99,7 @@ def load(name: str = "mnist", validation: int = 5000, seed: int = 0, subset: int
     return Data(spec.name, spec.classes, spec.digest,
                 train=Split(images[train_idx], labels[train_idx]),
                 val=Split(images[val_idx], labels[val_idx]),
-                test=test)
+                test=test, scaling=scaling_for(spec.pixel_mean, spec.pixel_std))
 
 
 def scale(images: np.ndarray, out: np.ndarray | None = None, scale: float = SCALE,

@@ -81,6 +81,8 @@ class DatasetSpec:
     resources: tuple[Resource, ...]
     mirrors: tuple[str, ...]
     classes: tuple[str, ...]
+    pixel_mean: float = 0.0  # of the training images, as a fraction of full scale
+    pixel_std: float = 1.0
 
     def resource(self, split: str, kind: str) -> Resource:
         return next(r for r in self.resources if r.split == split and r.kind == kind)
@@ -119,6 +121,8 @@ DATASETS: dict[str, DatasetSpec] = {
             "https://storage.googleapis.com/cvdf-datasets/mnist/",
         ),
         classes=tuple(str(d) for d in range(10)),
+        pixel_mean=0.1307,
+        pixel_std=0.3081,
     ),
     "fashion-mnist": DatasetSpec(
         name="fashion-mnist",
@@ -131,6 +135,8 @@ DATASETS: dict[str, DatasetSpec] = {
         mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
         classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        pixel_mean=0.2860,
+        pixel_std=0.3530,
     ),
 }
 

@@ -109,7 +109,7 @@ def train_run(config: config_mod.Config, folder: Path, *, resume: str | os.PathL
     _link_latest(config, folder)
 
     meta = {"dataset": dataset, "classes": list(data.classes),
-            "input": {"scale": data_mod.SCALE, "offset": data_mod.OFFSET, "shape": [28, 28]}}
+            "input": {"scale": data.scaling[0], "offset": data.scaling[1], "shape": [28, 28]}}
 
     def save(path: Path, state: train.State) -> None:
         ckpt_mod.save(path, ckpt_mod.Checkpoint(state.params, config, {**meta, **state.meta()},

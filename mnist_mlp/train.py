@@ -230,7 +230,7 @@ def _loop(config, data, state, on_epoch, stop, progress, augment) -> State:
         with bar, batches:
             for b in range(state.batch, n_batches):
                 idx, images = batches.get(b)
-                xb = data_mod.scale(images, out=x_buffer[:len(idx)])
+                xb = data_mod.scale(images, x_buffer[:len(idx)], *data.scaling)
                 yb = train.labels[idx].astype(np.intp)
                 lr = optim.learning_rate(epoch + b / n_batches, t.lr, t.epochs, t.schedule,
                                          t.warmup_epochs, t.step_every, t.step_gamma)
@@ -348,7 +348,7 @@ def _finish_epoch(config: Config, data: data_mod.Data, state: State, lr: float, 
     row = {"epoch": state.epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
            "val_loss": None, "val_acc": None, "lr": lr, "seconds": 0.0}
     if len(data.val):
-        metrics = evaluate(state.params, config.model.activation, data.val)
+        metrics = evaluate(state.params, config.model.activation, data.val, scaling=data.scaling)
         row["val_loss"], row["val_acc"] = metrics.loss, metrics.accuracy
     row["seconds"] = seconds
     state.epoch += 1

@@ -105,3 +105,13 @@ def test_elastic_displacements_are_smooth_and_of_simards_size():
 def test_any_batch_size(batch):
     x = digits(batch)
     assert Augmenter(FULL)(x, np.random.default_rng(0)).shape == (batch, 784)
+
+
+def test_flip_mirrors_exactly_the_chosen_share():
+    x = digits(400)
+    out = Augmenter(AugmentConfig(flip=0.5))(x, np.random.default_rng(0))
+    square, original = out.reshape(-1, 28, 28), x.reshape(-1, 28, 28)
+    mirrored = np.array([np.array_equal(a, b[:, ::-1]) for a, b in zip(square, original)])
+    same = np.array([np.array_equal(a, b) for a, b in zip(square, original)])
+    assert (mirrored | same).all()
+    assert 0.4 < mirrored.mean() < 0.6

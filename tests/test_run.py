@@ -32,7 +32,9 @@ def test_a_run_writes_its_folder(tiny_as_mnist, tmp_path):
     assert (tmp_path / "runs" / "latest").resolve() == folder.resolve()
     assert len(lines) == 4 and lines[-1].startswith("best epoch") and "test accuracy" in lines[-1]
     best = checkpoint.load(folder / "checkpoint.npz")
-    assert best.meta["dataset"]["name"] == "mnist" and best.scaling == (data_mod.SCALE, data_mod.OFFSET)
+    spec = tiny_as_mnist.spec
+    assert best.meta["dataset"]["name"] == "mnist"
+    assert best.scaling == data_mod.scaling_for(spec.pixel_mean, spec.pixel_std)
     assert best.meta["epoch"] == best.meta["best"]["epoch"]
     assert 0 <= result.test_accuracy <= 1
 
