@@ -100,6 +100,9 @@ def train(config_path, overrides, out, resume, force, quiet):
     from mnist_mlp import run
 
     _setup_logging(quiet)
+    if resume and config_path:
+        raise click.UsageError("--resume continues a run with its own config; drop --config "
+                               "(--set training.epochs=N may extend it)")
     if resume:
         config = None
         folder = Path(out) if out else Path(resume).parent

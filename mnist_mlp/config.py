@@ -94,10 +94,10 @@ class ModelConfig:
 class TrainingConfig:
     epochs: int = field(default=20, metadata=positive())
     batch_size: int = field(default=128, metadata=positive())
-    lr: float = field(default=0.1, metadata=positive())
+    lr: float = field(default=0.05, metadata=positive())
     momentum: float = field(default=0.9, metadata=fraction())
     nesterov: bool = False
-    l2: float = field(default=1e-4, metadata=non_negative())
+    l2: float = field(default=5e-4, metadata=non_negative())
     max_norm: float = field(default=0.0, metadata=non_negative())  # cap on incoming weight norms; 0 = off
     schedule: str = field(default="cosine", metadata=one_of("constant", "step", "cosine"))
     step_every: int = field(default=10, metadata=positive())  # epochs, for schedule: step

@@ -284,6 +284,7 @@ class _Batches:
         self.augment, self.seed, self.epoch = augment, seed, epoch
         self.n = math.ceil(len(order) / batch_size)
         self.pool = self.pending = None
+        self.pending_b = -1  # the batch `pending` will deliver
         if augment is not None:
             from concurrent.futures import ThreadPoolExecutor
 
@@ -300,7 +301,7 @@ class _Batches:
         """(indices, uint8 images of shape (B, 784)) of batch ``b``."""
         if self.pool is None:
             return self._make(b)
-        result = self.pending.result() if self.pending is not None and self.pending_b == b else self._make(b)
+        result = self.pending.result() if self.pending_b == b else self._make(b)
         self.pending_b = b + 1
         self.pending = self.pool.submit(self._make, b + 1) if b + 1 < self.n else None
         return result

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_mlp import download
+from mnist_mlp import download, train
 from mnist_mlp.idx import to_idx
 
 REAL_MIRROR = os.environ.get("MNIST_MLP_MIRROR", "")
@@ -25,6 +25,18 @@ def _isolated(tmp_path, monkeypatch):
     """Every test gets its own cache and no mirror unless it asks for one."""
     monkeypatch.setenv("MNIST_MLP_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("MNIST_MLP_MIRROR", raising=False)
+
+
+class StopAfter(train.StopFlag):
+    """A stop flag that asks to stop once it has been checked ``n`` times (after ``n`` steps)."""
+
+    def __init__(self, n):
+        self.n, self.checks = n, 0
+
+    @property
+    def requested(self):
+        self.checks += 1
+        return self.checks > self.n
 
 
 def make_tiny_arrays(n_train=64, n_test=32, seed=0):

@@ -7,6 +7,7 @@ import csv
 import numpy as np
 import pytest
 
+from conftest import StopAfter
 from mnist_mlp import checkpoint, run, train
 from mnist_mlp import data as data_mod
 from mnist_mlp.config import load_config
@@ -49,16 +50,6 @@ def test_an_existing_run_is_not_overwritten_without_force(tiny_as_mnist, tmp_pat
     run.train_run(config("training.epochs=1", "training.seed=5"), folder, force=True, progress=False,
                   echo=lambda s: None)
     assert (folder / "checkpoint.npz").read_bytes() != before
-
-
-class StopAfter(train.StopFlag):
-    def __init__(self, n):
-        self.n, self.checks = n, 0
-
-    @property
-    def requested(self):
-        self.checks += 1
-        return self.checks > self.n
 
 
 def test_interrupt_saves_a_resumable_checkpoint_that_ends_identically(tiny_as_mnist, tmp_path):

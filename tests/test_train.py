@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import make_tiny_arrays
+from conftest import StopAfter, make_tiny_arrays
 from mnist_mlp import data as data_mod
 from mnist_mlp import train
 from mnist_mlp.config import load_config
@@ -25,18 +25,6 @@ def tiny_data(n_train=240, n_val=60, n_test=60, seed=0):
 def small_config(*extra):
     return load_config(overrides=["model.hidden=[64]", "training.epochs=6", "training.batch_size=16",
                                   "training.lr=0.05", "model.dropout=0.2", *extra])
-
-
-class StopAfter(train.StopFlag):
-    """Asks to stop once ``n`` steps have been checked."""
-
-    def __init__(self, n):
-        self.n, self.checks = n, 0
-
-    @property
-    def requested(self):
-        self.checks += 1
-        return self.checks > self.n
 
 
 def test_learns_the_synthetic_task():
@@ -67,6 +55,22 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(stop_at):
         np.testing.assert_array_equal(resumed.params[key], whole.params[key])
     assert resumed.history == whole.history or all(
         a["val_acc"] == b["val_acc"] for a, b in zip(resumed.history, whole.history))
+
+
+def test_resume_is_exact_with_augmentation_too():
+    from mnist_mlp.augment import Augmenter
+
+    data = tiny_data()
+    config = small_config("data.augment.rotate=10", "data.augment.elastic_alpha=20", "training.epochs=3")
+    augment = Augmenter(config.data.augment)
+    whole = train.fit(config, data, progress=False, augment=augment)
+    part = train.fit(config, data, stop=StopAfter(20), progress=False, augment=augment)
+    resumed = train.fit(config, data, part, progress=False, augment=augment)
+    assert resumed.step == whole.step
+    for key in whole.params:
+        np.testing.assert_array_equal(resumed.params[key], whole.params[key])
+    plain = train.fit(config, data, progress=False)
+    assert not np.array_equal(plain.params["W1"], whole.params["W1"])  # the distortions did act
 
 
 def test_same_seed_same_weights_other_seed_other_weights():

@@ -1,0 +1,41 @@
+"""mlp bench's arithmetic and table (its timings are measured, never asserted)."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from mnist_mlp import bench
+from mnist_mlp.cli import main
+
+
+def test_epoch_flops_of_the_design_card_net():
+    # 60,000 examples of 784-1024-10: forward and weight gradients of both layers, the hidden
+    # layer's input gradient, no gradient for the pixels: about 196 GFLOP.
+    per_example = bench.flops_per_example([784, 1024, 10])
+    assert per_example == 2 * (2 * 784 * 1024 + 2 * 1024 * 10) + 2 * 1024 * 10
+    assert 60000 * per_example / 1e9 == __import__("pytest").approx(196, abs=1)
+
+
+def _result():
+    per = {b: {"gemm_gflops": 150.0, "epoch_s": 1.5, "floor_s": 1.2, "ratio_to_floor": 1.25,
+               "samples_per_s": 36000.0} for b in bench.BATCHES}
+    return {"n_train": 55000, "quick": False, "threads": 2, "epoch_gflop": 180.0, "per_batch": per,
+            "gemm_gflops": 150.0, "epoch_s": 1.5, "ratio_to_floor": 1.25, "eval_s": 0.1, "load_s": None,
+            "help_s": 0.1, "peak_rss_mb": 190.0}
+
+
+def test_table_names_every_figure_and_target():
+    table = bench.format_table(_result())
+    for text in ("GEMM GFLOP/s", "<= 1.25", "<= 1.6", "evaluate 10,000 images", "<= 0.15 s",
+                 "load MNIST from cache", "not cached", "mlp --help", "peak RSS", "190 MB"):
+        assert text in table
+
+
+def test_cli_json_is_the_result_alone(monkeypatch):
+    monkeypatch.setattr(bench, "run", lambda **kwargs: _result())
+    result = CliRunner().invoke(main, ["bench", "--json"])
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert {"gemm_gflops", "epoch_s", "ratio_to_floor", "eval_s", "load_s", "peak_rss_mb", "help_s"} <= set(data)
