@@ -144,7 +144,9 @@ def train_run(config: config_mod.Config, folder: Path, *, resume: str | os.PathL
     best = ckpt_mod.load(folder / "checkpoint.npz")
     test = train.evaluate(best.params, config.model.activation, data.test,
                           scaling=best.scaling)
-    echo(f"best epoch {best.meta['epoch']}: test accuracy {100 * test.accuracy:.2f}% "
+    which = f"best epoch {best.meta['epoch']}" if len(data.val) else \
+        f"last epoch {best.meta['epoch']} (no validation split)"
+    echo(f"{which}: test accuracy {100 * test.accuracy:.2f}% "
          f"(loss {test.loss:.4f}) -> {folder / 'checkpoint.npz'}")
     return RunResult(folder, state, test.accuracy, test.loss)
 

@@ -40,6 +40,19 @@ def test_a_run_writes_its_folder(tiny_as_mnist, tmp_path):
     assert 0 <= result.test_accuracy <= 1
 
 
+def test_without_a_validation_split_the_last_epoch_is_kept_and_tested(tiny_as_mnist, tmp_path):
+    lines = []
+    result = run.train_run(config("data.validation=0"), tmp_path / "t", progress=False, echo=lines.append)
+    rows = list(csv.DictReader(open(result.folder / "metrics.csv")))
+    assert [r["val_acc"] for r in rows] == ["", "", ""]
+    kept = checkpoint.load(result.folder / "checkpoint.npz")
+    last = checkpoint.load(result.folder / "last.npz")
+    assert kept.meta["epoch"] == 3
+    for key in last.params:
+        np.testing.assert_array_equal(kept.params[key], last.params[key])
+    assert lines[-1].startswith("last epoch 3 (no validation split): test accuracy")
+
+
 def test_an_existing_run_is_not_overwritten_without_force(tiny_as_mnist, tmp_path):
     folder = tmp_path / "r"
     run.train_run(config("training.epochs=1"), folder, progress=False, echo=lambda s: None)
