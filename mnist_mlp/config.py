@@ -119,6 +119,12 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
+    def __post_init__(self):
+        # Rules that join two keys; each key's own rule is checked where it is read.
+        if self.training.patience and not self.data.validation:
+            raise ConfigError(f"training.patience must be 0 when data.validation is 0 (early stopping "
+                              f"watches the validation loss), got {self.training.patience}")
+
 
 # --- loading ----------------------------------------------------------------------------------
 

@@ -66,6 +66,8 @@ def test_int_and_exponent_notation_are_accepted_for_float(tmp_path):
     ("- 1\n- 2\n", "must be a mapping of sections, got list"),
     ("training:\n  lr: [0.1\n", "not valid YAML at line"),
     ("data:\n  dataset: cifar\n", "data.dataset must be one of mnist, fashion-mnist, got 'cifar'"),
+    ("data:\n  validation: 0\ntraining:\n  patience: 3\n",
+     "training.patience must be 0 when data.validation is 0 (early stopping watches the validation loss), got 3"),
 ])
 def test_errors_name_key_rule_and_value(tmp_path, text, message):
     path = write(tmp_path, text)
@@ -88,6 +90,13 @@ def test_override_errors(item, message):
         load_config(overrides=[item])
     assert message in str(info.value)
     assert f"--set {item}" in str(info.value)
+
+
+def test_a_rule_joining_two_keys_is_checked_after_each_override():
+    assert load_config(overrides=["training.patience=3"]).training.patience == 3
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=["training.patience=3", "data.validation=0"])
+    assert str(info.value).startswith("--set data.validation=0: training.patience must be 0 when")
 
 
 def test_missing_file_and_empty_file(tmp_path):
