@@ -24,7 +24,8 @@ SIDE = 28
 _CENTRE = (SIDE - 1) / 2
 
 
-def _gaussian_matrix(n: int, sigma: float) -> np.ndarray:
+def gaussian_matrix(n: int, sigma: float) -> np.ndarray:
+    """(n, n) matrix whose product with a signal blurs it by a Gaussian (rows sum to 1)."""
     d = np.arange(n)[:, None] - np.arange(n)[None, :]
     g = np.exp(-0.5 * (d / sigma) ** 2)
     return (g / g.sum(axis=1, keepdims=True)).astype(np.float32)
@@ -40,7 +41,7 @@ class Augmenter:
 
     def __init__(self, config: AugmentConfig):
         self.config = config
-        self._g = _gaussian_matrix(SIDE, config.elastic_sigma)
+        self._g = gaussian_matrix(SIDE, config.elastic_sigma)
         ys, xs = np.mgrid[0:SIDE, 0:SIDE].astype(np.float32)
         self._grid = np.stack([ys.ravel() - _CENTRE, xs.ravel() - _CENTRE])  # (2, 784), centred
 

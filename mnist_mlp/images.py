@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from mnist_mlp.augment import gaussian_matrix  # the same Gaussian the elastic distortions use
 from mnist_mlp.errors import MlpError
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -227,13 +228,6 @@ def _background(ink: np.ndarray) -> np.ndarray:
     opened = square_filter(square_filter(small, k, np.min), k, np.max)  # grey opening
     smooth = Image.fromarray(blur(opened, k / 2), "F")
     return np.asarray(smooth.resize((w, h), Image.Resampling.BILINEAR), np.float32)
-
-
-def gaussian_matrix(n: int, sigma: float) -> np.ndarray:
-    """(n, n) matrix whose product with a signal blurs it by a Gaussian (rows sum to 1)."""
-    d = np.arange(n)[:, None] - np.arange(n)[None, :]
-    g = np.exp(-0.5 * (d / sigma) ** 2)
-    return (g / g.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def blur(a: np.ndarray, sigma: float) -> np.ndarray:

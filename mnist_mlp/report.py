@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_mlp import checkpoint as ckpt_mod
-from mnist_mlp import run, train
+from mnist_mlp import run
 from mnist_mlp.errors import MlpError
 from mnist_mlp.fsutil import atomic_write
 from mnist_mlp.pictures import digit_grid, save_png
@@ -163,16 +162,13 @@ def make(target: str | os.PathLike, out: str | os.PathLike | None = None, progre
     dict
         Paths written (``curves``, ``confusion``, ``mistakes``, ``html``) and the metrics.
     """
+    if not have_matplotlib():
+        raise MlpError(INSTALL_HINT)
     folder, ckpt_path = resolve(target)
+    e = run.evaluate_on(ckpt_path, "test", progress)
+    ckpt, test, metrics, cm = e.checkpoint, e.split, e.metrics, e.confusion
     out = Path(out) if out else folder
     out.mkdir(parents=True, exist_ok=True)
-    plt_ok = have_matplotlib()
-    if not plt_ok:
-        raise MlpError(INSTALL_HINT)
-    ckpt = ckpt_mod.load(ckpt_path)
-    data = run.load_data(ckpt.config, progress)
-    metrics = train.evaluate(ckpt.params, ckpt.activation, data.test, scaling=ckpt.scaling)
-    cm = run.confusion_matrix(data.test.labels, metrics.predictions)
     classes = ckpt.classes
     name = folder.name
     rows = _history(folder, ckpt)
@@ -184,14 +180,14 @@ def make(target: str | os.PathLike, out: str | os.PathLike | None = None, progre
     plot_confusion(cm, classes, written["confusion"],
                    f"{name}: test confusion matrix ({100 * metrics.accuracy:.2f}% correct)")
     written["mistakes"] = out / "mistakes.png"
-    save_png(mistakes_grid(data.test.images, data.test.labels, metrics.probabilities, classes),
+    save_png(mistakes_grid(test.images, test.labels, metrics.probabilities, classes),
              written["mistakes"])
     per_class = run.per_class(cm, classes)
     written["html"] = out / "report.html"
     page = _html(name, ckpt, metrics, per_class, rows, written)
     atomic_write(written["html"], lambda f: f.write(page.encode()))
     return {"paths": {k: str(v) for k, v in written.items()}, "accuracy": metrics.accuracy,
-            "loss": metrics.loss, "n": int(len(data.test))}
+            "loss": metrics.loss, "n": int(len(test))}
 
 
 def _history(folder: Path, ckpt) -> list[dict]:

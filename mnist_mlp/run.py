@@ -100,8 +100,8 @@ def train_run(config: config_mod.Config, folder: Path, *, resume: str | os.PathL
 
     data = load_data(config, progress)
     dataset = {"name": data.name, "digest": data.digest}
-    if resume is not None and saved.meta.get("dataset", {}).get("digest") not in (None, data.digest):
-        raise MlpError(f"{resume} was trained on other data than the cached {data.name}")
+    if resume is not None:
+        _check_same_data(resume, saved, data)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / "config.yaml", lambda f: f.write(_yaml(config).encode()))
     metrics_path = folder / "metrics.csv"
@@ -246,6 +246,29 @@ def _yaml(config: config_mod.Config) -> str:
 # --- evaluating a checkpoint --------------------------------------------------------------------
 
 
+@dataclass
+class Evaluation:
+    """A checkpoint run over one split of the data it was trained on."""
+
+    checkpoint: ckpt_mod.Checkpoint
+    data: data_mod.Data
+    split: data_mod.Split
+    metrics: train.Metrics
+    confusion: np.ndarray  # (10, 10), rows true, columns predicted
+
+
+def evaluate_on(path: str | os.PathLike, split: str = "test", progress: bool = True) -> Evaluation:
+    """Load a checkpoint and its dataset (checking it is the same data) and run it over ``split``."""
+    ckpt = ckpt_mod.load(path)
+    data = load_data(ckpt.config, progress)
+    _check_same_data(path, ckpt, data)
+    chosen = {"test": data.test, "val": data.val, "train": data.train}[split]
+    if not len(chosen):
+        raise MlpError(f"the {split} split of {path} is empty (data.validation is 0)")
+    metrics = train.evaluate(ckpt.params, ckpt.activation, chosen, scaling=ckpt.scaling)
+    return Evaluation(ckpt, data, chosen, metrics, confusion_matrix(chosen.labels, metrics.predictions))
+
+
 def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", progress: bool = True) -> dict:
     """Accuracy, loss, per-class precision and recall, and the confusion matrix of a checkpoint.
 
@@ -256,19 +279,17 @@ def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", progress: 
         ``classes``, ``per_class`` (list of dicts with ``class``, ``precision``, ``recall``,
         ``support``) and ``confusion_matrix`` (rows true, columns predicted).
     """
-    ckpt = ckpt_mod.load(path)
-    data = load_data(ckpt.config, progress)
+    e = evaluate_on(path, split, progress)
+    classes = e.checkpoint.classes
+    return {"checkpoint": str(path), "dataset": e.data.name, "split": split, "n": int(len(e.split)),
+            "accuracy": e.metrics.accuracy, "loss": e.metrics.loss, "classes": classes,
+            "per_class": per_class(e.confusion, classes), "confusion_matrix": e.confusion.tolist()}
+
+
+def _check_same_data(path: str | os.PathLike, ckpt: ckpt_mod.Checkpoint, data: data_mod.Data) -> None:
     recorded = ckpt.meta.get("dataset", {}).get("digest")
-    if recorded and recorded != data.digest:
+    if recorded not in (None, data.digest):
         raise MlpError(f"{path} was trained on other data than the cached {data.name}")
-    chosen = {"test": data.test, "val": data.val, "train": data.train}[split]
-    if not len(chosen):
-        raise MlpError(f"the {split} split of {path} is empty (data.validation is 0)")
-    metrics = train.evaluate(ckpt.params, ckpt.activation, chosen, scaling=ckpt.scaling)
-    cm = confusion_matrix(chosen.labels, metrics.predictions)
-    return {"checkpoint": str(path), "dataset": data.name, "split": split, "n": int(len(chosen)),
-            "accuracy": metrics.accuracy, "loss": metrics.loss, "classes": ckpt.classes,
-            "per_class": per_class(cm, ckpt.classes), "confusion_matrix": cm.tolist()}
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n: int = 10) -> np.ndarray:

@@ -71,16 +71,16 @@ class State:
     since_improved: int = 0
     status: str = "running"
 
+    _JSON_FIELDS = ("epoch", "step", "batch", "totals", "rng", "history", "best", "best_val_loss",
+                    "since_improved", "status")
+
     def meta(self) -> dict:
         """The JSON-able part, for a checkpoint."""
-        return {k: getattr(self, k) for k in ("epoch", "step", "batch", "totals", "rng", "history",
-                                               "best", "best_val_loss", "since_improved", "status")}
+        return {k: getattr(self, k) for k in self._JSON_FIELDS}
 
     @classmethod
     def from_meta(cls, params: model.Params, velocity: model.Params, meta: dict) -> State:
-        keys = ("epoch", "step", "batch", "totals", "rng", "history", "best", "best_val_loss",
-                "since_improved", "status")
-        return cls(params, velocity, **{k: meta[k] for k in keys if k in meta})
+        return cls(params, velocity, **{k: meta[k] for k in cls._JSON_FIELDS if k in meta})
 
 
 COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
@@ -153,8 +153,7 @@ def evaluate(params: model.Params, activation: str, split: data_mod.Split, batch
     for start in range(0, n, batch):
         chunk = split.images[start:start + batch]
         xb = data_mod.scale(chunk, x[:len(chunk)], *scaling)
-        logits = model.forward(params, xb, activation)[0][-1]
-        probs[start:start + batch] = model.softmax(logits)
+        probs[start:start + batch] = model.predict_proba(params, xb, activation, batch)
     labels = split.labels.astype(np.intp)
     true_p = probs[np.arange(n), labels]
     loss = float(-np.mean(np.log(np.maximum(true_p, 1e-30))))

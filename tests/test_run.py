@@ -126,3 +126,23 @@ def test_evaluate_checkpoint(tiny_as_mnist, tmp_path):
     assert r["accuracy"] == pytest.approx(np.trace(cm) / 32)
     assert [c["support"] for c in r["per_class"]] == cm.sum(axis=1).tolist()
     assert run.evaluate_checkpoint(folder / "checkpoint.npz", "val", progress=False)["n"] == 16
+
+
+def test_a_checkpoint_of_other_data_is_refused_by_eval_report_and_resume(tiny_as_mnist, tmp_path):
+    folder = tmp_path / "r"
+    run.train_run(config(), folder, progress=False, echo=lambda s: None)
+    for name in ("checkpoint.npz", "last.npz"):
+        ckpt = checkpoint.load(folder / name)
+        ckpt.meta["dataset"]["digest"] = "f" * 64  # as if trained on another version of the files
+        checkpoint.save(tmp_path / name, ckpt)
+    with pytest.raises(MlpError, match="was trained on other data than the cached mnist"):
+        run.evaluate_checkpoint(tmp_path / "checkpoint.npz", progress=False)
+    with pytest.raises(MlpError, match="was trained on other data"):
+        run.train_run(None, tmp_path / "resumed", resume=tmp_path / "last.npz",
+                      overrides=("training.epochs=4",), progress=False, echo=lambda s: None)
+    pytest.importorskip("matplotlib")
+    from mnist_mlp import report
+
+    with pytest.raises(MlpError, match="was trained on other data"):
+        report.make(tmp_path / "checkpoint.npz", out=tmp_path / "report", progress=False)
+    assert not (tmp_path / "report").exists()  # nothing written for a refused report
