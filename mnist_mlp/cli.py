@@ -222,7 +222,7 @@ def augment_preview(config_path, overrides, out, count, seed):
     """Write a PNG grid of training digits beside their random distortions."""
     import numpy as np
 
-    from mnist_mlp import augment, data
+    from mnist_mlp import augment, run
     from mnist_mlp import config as config_mod
     from mnist_mlp.pictures import save_png
 
@@ -231,7 +231,7 @@ def augment_preview(config_path, overrides, out, count, seed):
     if not config.data.augment.enabled:
         raise MlpError(f"{config_path} has no augmentation (every data.augment range is 0); try "
                        f"--config configs/augment.yaml or --set data.augment.rotate=15")
-    d = data.load(config.data.dataset, 0, seed, 0, config.data.dir)
+    d = run.load_data(config)
     picks = np.random.default_rng(seed).choice(len(d.train), count, replace=False)
     save_png(augment.preview(d.train.images[picks], config.data.augment, seed=seed), out)
     click.echo(f"wrote {out}")

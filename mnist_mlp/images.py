@@ -106,7 +106,8 @@ def load_gray(path: str | os.PathLike) -> np.ndarray:
 
 
 def _to_gray(im: Image.Image) -> np.ndarray:
-    im.thumbnail((WORK_SIZE, WORK_SIZE), Image.Resampling.BOX) if max(im.size) > 4 * WORK_SIZE else None
+    if max(im.size) > 4 * WORK_SIZE:  # a cheap first reduction of huge photos, in Pillow
+        im.thumbnail((WORK_SIZE, WORK_SIZE), Image.Resampling.BOX)
     if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         a = np.asarray(im.convert("F"), np.float32)
         lo, hi = float(a.min()), float(a.max())
