@@ -42,7 +42,7 @@ def test_happy_path_over_http(server, tiny, monkeypatch, tmp_path):
     assert cache_files(tmp_path) == sorted(f"{k}.{ext}" for k in tiny.arrays for ext in ("json", "npy"))
 
 
-def test_uncompressed_and_recompressed_copies_are_accepted(server, tiny, monkeypatch):
+def test_uncompressed_and_recompressed_copies_are_accepted(server, tiny, monkeypatch, tmp_path):
     import gzip
 
     server.serve("/raw", tiny.idx)  # no gzip at all
@@ -50,9 +50,9 @@ def test_uncompressed_and_recompressed_copies_are_accepted(server, tiny, monkeyp
     assert files != tiny.gz
     server.serve("/re", files)
     use_mirrors(monkeypatch, tiny, server.url + "/raw/")
-    assert_arrays(download.ensure("tiny", "c1", options=FAST), tiny)
+    assert_arrays(download.ensure("tiny", tmp_path / "c1", options=FAST), tiny)
     use_mirrors(monkeypatch, tiny, server.url + "/re/")
-    assert_arrays(download.ensure("tiny", "c2", options=FAST), tiny)
+    assert_arrays(download.ensure("tiny", tmp_path / "c2", options=FAST), tiny)
 
 
 def test_404_then_good_mirror(server, tiny, monkeypatch):
