@@ -52,6 +52,9 @@ def _find():
     return None
 
 
+# Below this many elements NumPy's two passes beat one BLAS pass: a ctypes call costs ~4 us.
+_SMALL = 1 << 16
+
 _ROUTINES = None if os.environ.get("MNIST_MLP_NO_BLAS") else _find()
 AVAILABLE = _ROUTINES is not None
 
@@ -89,7 +92,7 @@ def axpy(y: np.ndarray, x: np.ndarray, alpha: float) -> None:
     """``y += alpha * x``, in place, for arrays of the same shape."""
     if x.shape != y.shape:
         raise ValueError(f"axpy shapes differ: {x.shape} and {y.shape}")
-    if not AVAILABLE:
+    if not AVAILABLE or x.size < _SMALL:
         y += np.float32(alpha) * x
         return
     _check(x, y)

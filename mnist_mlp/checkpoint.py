@@ -3,7 +3,9 @@
 A checkpoint is an ``.npz`` file holding
 
 - ``param/W1``, ``param/b1``, ... : the network's float32 parameters;
-- ``velocity/W1``, ...            : the optimiser's momentum buffers (same shapes);
+- ``momentum/W1``, ...            : the optimiser's momentum buffers (same shapes), in the
+                                    form ``meta["momentum_form"]`` names (velocities or
+                                    previous weights, see :mod:`mnist_mlp.optim`);
 - ``meta``                        : UTF-8 JSON as a uint8 array (see :func:`metadata`).
 
 It is loaded with ``allow_pickle=False``, so opening a checkpoint can never run code, and
@@ -25,6 +27,7 @@ from mnist_mlp import config as config_mod
 from mnist_mlp.errors import CheckpointError, ConfigError
 from mnist_mlp.fsutil import atomic_write
 from mnist_mlp.model import Params, layer_sizes, param_shapes
+from mnist_mlp.optim import FORMS
 
 FORMAT = "mnist_mlp.checkpoint"
 VERSION = 1
@@ -37,7 +40,7 @@ class Checkpoint:
     Attributes
     ----------
     params : dict of float32 arrays
-    velocity : dict of float32 arrays
+    momentum : dict of float32 arrays
         Momentum buffers; empty for a checkpoint saved without optimiser state.
     config : Config
     meta : dict
@@ -50,7 +53,7 @@ class Checkpoint:
     params: Params
     config: config_mod.Config
     meta: dict = field(default_factory=dict)
-    velocity: Params = field(default_factory=dict)
+    momentum: Params = field(default_factory=dict)
 
     @property
     def activation(self) -> str:
@@ -71,7 +74,7 @@ def save(path: str | os.PathLike, ckpt: Checkpoint) -> None:
     meta = {**ckpt.meta, "format": FORMAT, "version": VERSION,
             "config": config_mod.to_dict(ckpt.config)}
     arrays = {f"param/{k}": v for k, v in ckpt.params.items()}
-    arrays.update({f"velocity/{k}": v for k, v in ckpt.velocity.items()})
+    arrays.update({f"momentum/{k}": v for k, v in ckpt.momentum.items()})
     for key, value in arrays.items():
         if not np.all(np.isfinite(value)):
             raise CheckpointError(f"refusing to save {path}: {key} holds NaN or infinity")
@@ -134,9 +137,14 @@ def _validate(path: Path, arrays: dict[str, np.ndarray]) -> Checkpoint:
         config = config_mod.from_dict(meta.pop("config", {}), "its config")
     except ConfigError as exc:
         raise fail(str(exc)) from None
+    form = meta.setdefault("momentum_form", "velocity")
+    if form not in FORMS:
+        raise fail(f"its momentum_form {form!r} is not one of {', '.join(FORMS)}")
+    for key in [k for k in arrays if k.startswith("velocity/")]:  # as files before 'momentum/' named it
+        arrays[key.replace("velocity/", "momentum/", 1)] = arrays.pop(key)
     shapes = param_shapes(layer_sizes(config.model.hidden))
-    params, velocity = {}, {}
-    for group, target, required in (("param", params, True), ("velocity", velocity, False)):
+    params, momentum = {}, {}
+    for group, target, required in (("param", params, True), ("momentum", momentum, False)):
         present = {k.split("/", 1)[1] for k in arrays if k.startswith(group + "/")}
         if not present and not required:
             continue
@@ -155,4 +163,4 @@ def _validate(path: Path, arrays: dict[str, np.ndarray]) -> Checkpoint:
             target[key] = array
     if arrays:
         raise fail(f"unexpected arrays {sorted(arrays)}")
-    return Checkpoint(params, config, meta, velocity)
+    return Checkpoint(params, config, meta, momentum)

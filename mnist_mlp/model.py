@@ -28,6 +28,7 @@ scikit-learn's MLP: then Z need not be kept, which saves memory and time.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import numpy as np
@@ -42,7 +43,16 @@ N_CLASSES = 10
 
 def relu(z: np.ndarray) -> np.ndarray:
     """max(z, 0), in place."""
-    return np.maximum(z, 0, out=z)
+    # Against an array of zeros rather than the scalar 0: NumPy vectorises only the
+    # array-array loop of maximum, which makes it about four times faster.
+    return np.maximum(z, _zeros(z.shape), out=z)
+
+
+@functools.lru_cache(maxsize=4)
+def _zeros(shape: tuple[int, ...]) -> np.ndarray:
+    zeros = np.zeros(shape, np.float32)
+    zeros.flags.writeable = False
+    return zeros
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
@@ -222,15 +232,15 @@ def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.
         (softmax(logits) - onehot(y)) / B, the gradient of the mean loss. The same array as
         ``logits``.
     """
-    rows = np.arange(len(y))
+    n = len(y)
+    rows = np.arange(n)
     logits -= logits.max(axis=1, keepdims=True)  # the largest logit is 0: exp cannot overflow
     true_logit = logits[rows, y]  # (B,)
     p = np.exp(logits, out=logits)  # (B, 10), unnormalised
-    total = p.sum(axis=1)  # (B,)
-    loss = float(np.mean(np.log(total) - true_logit))  # log-sum-exp minus the true logit
-    p /= total[:, None]  # softmax
-    p[rows, y] -= 1
-    p /= len(y)
+    total = p.sum(axis=1, keepdims=True)  # (B, 1)
+    loss = float(np.log(total).sum() - true_logit.sum()) / n  # mean of log-sum-exp - true logit
+    p *= np.float32(1 / n) / total  # softmax / B, in one pass
+    p[rows, y] -= np.float32(1 / n)
     return loss, p
 
 

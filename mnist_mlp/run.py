@@ -89,8 +89,7 @@ def train_run(config: config_mod.Config, folder: Path, *, resume: str | os.PathL
     if resume is not None:
         saved = ckpt_mod.load(resume)
         config = _resume_config(saved.config, overrides)
-        state = train.State.from_meta(saved.params, saved.velocity or
-                                      {k: np.zeros_like(v) for k, v in saved.params.items()}, saved.meta)
+        state = train.State.from_meta(saved.params, saved.momentum, saved.meta)
         if state.epoch >= config.training.epochs and not state.batch:
             raise MlpError(f"{resume} already finished its {config.training.epochs} epochs; to train "
                            f"longer, add --set training.epochs=N with N > {state.epoch}")
@@ -113,7 +112,7 @@ def train_run(config: config_mod.Config, folder: Path, *, resume: str | os.PathL
 
     def save(path: Path, state: train.State) -> None:
         ckpt_mod.save(path, ckpt_mod.Checkpoint(state.params, config, {**meta, **state.meta()},
-                                                state.velocity))
+                                                state.momentum))
 
     curves = _Curves(folder)
 

@@ -34,7 +34,12 @@ class State:
 
     Attributes
     ----------
-    params, velocity : dict of float32 arrays
+    params : dict of float32 arrays
+    momentum : dict of float32 arrays
+        The optimiser's momentum buffers, shaped like ``params``.
+    momentum_form : {"velocity", "previous"}
+        What ``momentum`` holds: velocities (Nesterov's momentum) or the weights before the
+        last step (classical momentum; see :class:`~mnist_mlp.optim.FusedSGD`).
     epoch : int
         Epochs completed.
     step : int
@@ -59,7 +64,8 @@ class State:
     """
 
     params: model.Params
-    velocity: model.Params
+    momentum: model.Params
+    momentum_form: str = "velocity"
     epoch: int = 0
     step: int = 0
     batch: int = 0
@@ -71,16 +77,20 @@ class State:
     since_improved: int = 0
     status: str = "running"
 
-    _JSON_FIELDS = ("epoch", "step", "batch", "totals", "rng", "history", "best", "best_val_loss",
-                    "since_improved", "status")
+    _JSON_FIELDS = ("momentum_form", "epoch", "step", "batch", "totals", "rng", "history", "best",
+                    "best_val_loss", "since_improved", "status")
 
     def meta(self) -> dict:
         """The JSON-able part, for a checkpoint."""
         return {k: getattr(self, k) for k in self._JSON_FIELDS}
 
     @classmethod
-    def from_meta(cls, params: model.Params, velocity: model.Params, meta: dict) -> State:
-        return cls(params, velocity, **{k: meta[k] for k in cls._JSON_FIELDS if k in meta})
+    def from_meta(cls, params: model.Params, momentum: model.Params, meta: dict) -> State:
+        """The state a checkpoint holds; with no ``momentum`` saved, zero velocities."""
+        state = cls(params, momentum, **{k: meta[k] for k in cls._JSON_FIELDS if k in meta})
+        if not momentum:
+            state.momentum, state.momentum_form = optim.init_state(params), "velocity"
+        return state
 
 
 COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
@@ -113,7 +123,7 @@ def stop_on_sigint(flag: StopFlag):
 
 
 def new_state(config: Config) -> State:
-    """Freshly initialised parameters and zero momentum, from ``training.seed``."""
+    """Freshly initialised parameters and zero velocities, from ``training.seed``."""
     sizes = model.layer_sizes(config.model.hidden)
     params = model.init_params(sizes, config.model.activation,
                                data_mod.rng_for(config.training.seed, data_mod.INIT))
@@ -239,8 +249,6 @@ def _loop(config, data, state, on_epoch, stop, progress, augment) -> State:
                         f"the loss became {loss} at epoch {epoch + 1}, step {b + 1}: the learning rate "
                         f"(training.lr={t.lr:g}) is probably too high; try {t.lr / 10:g}, or add "
                         f"training.warmup_epochs")
-                if t.max_norm:
-                    optim.clip_norms(state.params, t.max_norm)
                 state.step += 1
                 state.batch = b + 1
                 state.totals[0] += loss * len(idx)
@@ -316,14 +324,18 @@ class _Batches:
 class _Stepper:
     """One SGD step on a batch: forward, loss, backward and update.
 
-    Classical momentum uses :class:`~mnist_mlp.optim.FusedSGD` (the fast path); Nesterov
-    momentum uses the plain gradients and :func:`~mnist_mlp.optim.sgd_step`. The update
-    is skipped when the loss is not finite, so the weights stay as they were.
+    Classical momentum uses :class:`~mnist_mlp.optim.FusedSGD` (the fast path), whose state
+    is the previous weights; Nesterov momentum uses the plain gradients, velocities and
+    :func:`~mnist_mlp.optim.sgd_step`. A state in the other form is converted once. The
+    update is skipped when the loss is not finite, so the weights stay as they were.
     """
 
     def __init__(self, config: Config, state: State):
         self.t, self.m, self.state = config.training, config.model, state
-        self.fused = None if self.t.nesterov else optim.FusedSGD(state.velocity, self.t.momentum, self.t.l2)
+        form = "velocity" if self.t.nesterov else "previous"
+        if state.momentum_form != form:
+            state.momentum, state.momentum_form = optim.other_form(state.params, state.momentum), form
+        self.fused = None if self.t.nesterov else optim.FusedSGD(state.momentum, self.t.momentum, self.t.l2)
         self.grads = None if self.fused else {k: np.empty_like(v) for k, v in state.params.items()}
 
     def __call__(self, x: np.ndarray, y: np.ndarray, lr: float, rng: np.random.Generator):
@@ -339,7 +351,9 @@ class _Stepper:
             self.fused.apply(params)
         else:
             grads = model.backward(params, activations, masks, dz, act, self.t.l2, out=self.grads)
-            optim.sgd_step(params, grads, self.state.velocity, lr, self.t.momentum, nesterov=True)
+            optim.sgd_step(params, grads, self.state.momentum, lr, self.t.momentum, nesterov=True)
+        if self.t.max_norm:
+            optim.clip_norms(params, self.t.max_norm, self.fused.previous if self.fused else None)
         return loss, predictions
 
 

@@ -27,9 +27,10 @@ def test_gemm_tn_matches_numpy(mode, k, m, n):
     np.testing.assert_allclose(c, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_axpy_matches_numpy(mode):
+@pytest.mark.parametrize("shape", [(784, 1024), (1024, 10)])  # through the library, and NumPy below its size
+def test_axpy_matches_numpy(mode, shape):
     rng = np.random.default_rng(0)
-    x, y = rng.random((784, 1024), dtype=np.float32), rng.random((784, 1024), dtype=np.float32)
+    x, y = rng.random(shape, dtype=np.float32), rng.random(shape, dtype=np.float32)
     expected = y + np.float32(-0.25) * x
     blas.axpy(y, x, -0.25)
     np.testing.assert_allclose(y, expected, rtol=1e-6)
@@ -42,7 +43,7 @@ def test_unsafe_arguments_are_refused_before_reaching_the_library():
     with pytest.raises(ValueError, match="C-contiguous float32"):
         blas.gemm_tn(np.ones((3, 5), np.float64), a, np.ones((4, 5), np.float32), 1.0, 0.0)
     with pytest.raises(ValueError, match="C-contiguous float32"):
-        blas.axpy(np.ones((3, 4), np.float32).T, np.ones((4, 3), np.float32), 1.0)
+        blas.axpy(np.ones((1024, 784), np.float32).T, np.ones((784, 1024), np.float32), 1.0)
     with pytest.raises(ValueError, match="shapes do not fit"):
         blas.gemm_tn(np.ones((3, 6), np.float32), a, np.ones((4, 5), np.float32), 1.0, 0.0)
     with pytest.raises(ValueError, match="shapes differ"):

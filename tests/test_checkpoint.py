@@ -15,9 +15,10 @@ from mnist_mlp.errors import CheckpointError
 def make(hidden=(16,)):
     config = load_config(overrides=[f"model.hidden={list(hidden)}"])
     params = model.init_params(model.layer_sizes(list(hidden)), "relu", np.random.default_rng(0))
-    velocity = {k: np.full_like(v, 0.5) for k, v in params.items()}
-    meta = {"epoch": 3, "history": [{"epoch": 1}], "input": {"scale": 0.5, "offset": -1.0}}
-    return checkpoint.Checkpoint(params, config, meta, velocity)
+    momentum = {k: np.full_like(v, 0.5) for k, v in params.items()}
+    meta = {"epoch": 3, "history": [{"epoch": 1}], "input": {"scale": 0.5, "offset": -1.0},
+            "momentum_form": "previous"}
+    return checkpoint.Checkpoint(params, config, meta, momentum)
 
 
 def test_round_trip(tmp_path):
@@ -27,7 +28,8 @@ def test_round_trip(tmp_path):
     assert back.config == ck.config
     assert back.meta["epoch"] == 3 and back.meta["history"] == [{"epoch": 1}]
     assert back.scaling == (0.5, -1.0)
-    for group in ("params", "velocity"):
+    assert back.meta["momentum_form"] == "previous"
+    for group in ("params", "momentum"):
         for k, v in getattr(ck, group).items():
             np.testing.assert_array_equal(getattr(back, group)[k], v)
 
@@ -63,6 +65,8 @@ def _meta_with(path, **fields):
     (lambda p: _rewrite(p, meta=_meta_with(p, format="other")), "not a checkpoint written by mnist_mlp"),
     (lambda p: _rewrite(p, meta=_meta_with(p, config={"model": {"hidden": "x"}})), "model.hidden must be"),
     (lambda p: _rewrite(p, extra=np.zeros(2)), "unexpected arrays ['extra']"),
+    (lambda p: _rewrite(p, momentum__b1=None), "momentum arrays missing ['b1']"),
+    (lambda p: _rewrite(p, meta=_meta_with(p, momentum_form="acceleration")), "momentum_form 'acceleration'"),
     (lambda p: _rewrite(p, meta=_meta_with(p, input={"scale": "x"})), "does not record the input scaling"),
     (lambda p: np.savez(p, meta=np.array([{"a": 1}], dtype=object)), "pickled objects"),
     (lambda p: p.write_bytes(b"PK\x03\x04 truncated zip"), "not a valid checkpoint"),
@@ -76,6 +80,20 @@ def test_bad_checkpoints_give_one_clear_error(tmp_path, damage, message):
     with pytest.raises(CheckpointError) as info:
         checkpoint.load(path)
     assert message in str(info.value) and str(path) in str(info.value)
+
+
+def test_files_from_before_momentum_forms_hold_velocities(tmp_path):
+    path = tmp_path / "old.npz"
+    checkpoint.save(path, make())
+    with np.load(path) as npz:
+        arrays = {k.replace("momentum/", "velocity/"): npz[k] for k in npz.files}
+    meta = json.loads(arrays["meta"].tobytes())
+    del meta["momentum_form"]
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(path, **arrays)
+    back = checkpoint.load(path)
+    assert back.meta["momentum_form"] == "velocity"
+    np.testing.assert_array_equal(back.momentum["W1"], make().momentum["W1"])
 
 
 def test_missing_and_folder(tmp_path):

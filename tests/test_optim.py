@@ -35,8 +35,8 @@ def test_fused_sgd_matches_the_plain_gradient_path(activation, dropout, hidden):
     sizes = model.layer_sizes(hidden)
     plain = model.init_params(sizes, activation, rng)
     fused = {k: v.copy() for k, v in plain.items()}
-    v_plain, v_fused = optim.init_state(plain), optim.init_state(fused)
-    sgd = optim.FusedSGD(v_fused, momentum=0.9, l2=1e-3)
+    v_plain = optim.init_state(plain)
+    sgd = optim.FusedSGD({k: w.copy() for k, w in fused.items()}, momentum=0.9, l2=1e-3)
     for step in range(5):
         x = rng.random((16, 784), dtype=np.float32)
         y = rng.integers(0, 10, 16)
@@ -49,9 +49,30 @@ def test_fused_sgd_matches_the_plain_gradient_path(activation, dropout, hidden):
         sgd.lr = lr
         model.backward(fused, acts, masks, dz, activation, sink=sgd)
         sgd.apply(fused)
+    v_fused = optim.other_form(fused, sgd.previous)
     for k in plain:
         np.testing.assert_allclose(fused[k], plain[k], rtol=1e-5, atol=1e-6, err_msg=k)
         np.testing.assert_allclose(v_fused[k], v_plain[k], rtol=1e-4, atol=1e-6, err_msg=k)
+        assert np.abs(v_plain[k]).max() > 1e-3  # the steps were not too small to compare
+
+
+def test_momentum_forms_convert_both_ways():
+    params = {"W1": np.array([0.5, -0.25], np.float32)}
+    velocity = {"W1": np.array([0.125, 0.5], np.float32)}
+    previous = optim.other_form(params, velocity)
+    np.testing.assert_array_equal(previous["W1"], [0.375, -0.75])
+    np.testing.assert_array_equal(optim.other_form(params, previous)["W1"], velocity["W1"])
+
+
+def test_clip_norms_leaves_the_velocity_of_the_previous_form_alone():
+    rng = np.random.default_rng(0)
+    params = {"W1": rng.normal(size=(5, 3)).astype(np.float32) * 3, "b1": np.ones(3, np.float32)}
+    velocity = {k: rng.normal(size=v.shape).astype(np.float32) for k, v in params.items()}
+    previous = optim.other_form(params, velocity)
+    optim.clip_norms(params, 1.0, previous)
+    np.testing.assert_allclose(np.linalg.norm(params["W1"], axis=0), 1.0, rtol=1e-6)
+    for k in params:
+        np.testing.assert_allclose(optim.other_form(params, previous)[k], velocity[k], atol=1e-6)
 
 
 def test_clip_norms_caps_each_column():

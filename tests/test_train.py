@@ -9,7 +9,7 @@ import pytest
 
 from conftest import StopAfter, make_tiny_arrays
 from mnist_mlp import data as data_mod
-from mnist_mlp import train
+from mnist_mlp import optim, train
 from mnist_mlp.config import load_config
 
 
@@ -47,7 +47,7 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(stop_at):
     # Through JSON, as a checkpoint stores it.
     import json
     resumed_state = train.State.from_meta({k: v.copy() for k, v in part.params.items()},
-                                          {k: v.copy() for k, v in part.velocity.items()},
+                                          {k: v.copy() for k, v in part.momentum.items()},
                                           json.loads(json.dumps(part.meta())))
     resumed = train.fit(config, data, resumed_state, progress=False)
     assert resumed.status == "completed" and resumed.step == whole.step
@@ -55,6 +55,29 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(stop_at):
         np.testing.assert_array_equal(resumed.params[key], whole.params[key])
     assert resumed.history == whole.history or all(
         a["val_acc"] == b["val_acc"] for a, b in zip(resumed.history, whole.history))
+
+
+def test_resume_is_exact_with_nesterov_momentum_and_max_norm_too():
+    data, config = tiny_data(), small_config("training.nesterov=true", "training.max_norm=2", "training.epochs=2")
+    whole = train.fit(config, data, progress=False)
+    part = train.fit(config, data, stop=StopAfter(9), progress=False)
+    assert part.momentum_form == "velocity"
+    resumed = train.fit(config, data, part, progress=False)
+    for key in whole.params:
+        np.testing.assert_array_equal(resumed.params[key], whole.params[key])
+
+
+def test_a_state_holding_velocities_continues_with_classical_momentum():
+    # As when resuming a checkpoint written before the fast path kept the previous weights.
+    data, config = tiny_data(), small_config("training.epochs=2", "training.max_norm=2")
+    whole = train.fit(config, data, progress=False)
+    part = train.fit(config, data, stop=StopAfter(9), progress=False)
+    assert part.momentum_form == "previous"
+    part.momentum, part.momentum_form = optim.other_form(part.params, part.momentum), "velocity"
+    resumed = train.fit(config, data, part, progress=False)
+    assert resumed.momentum_form == "previous"
+    for key in whole.params:  # float32 rounding in the conversion, nothing more
+        np.testing.assert_allclose(resumed.params[key], whole.params[key], rtol=1e-4, atol=1e-6)
 
 
 def test_resume_is_exact_with_augmentation_too():
