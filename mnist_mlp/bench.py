@@ -15,7 +15,6 @@ Every figure is a median over repeats; the machine is shared and noisy.
 from __future__ import annotations
 
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -112,6 +111,28 @@ def help_seconds(repeat: int = 5) -> float:
     return _median_time(lambda: subprocess.run(_mlp("--help"), capture_output=True, check=True), repeat)
 
 
+def child_peak_mb(command: list[str]) -> float:
+    """Run ``command``; its peak resident memory in MB. Raises RuntimeError if it fails.
+
+    A child's ``ru_maxrss`` also counts the process it was forked from (at exec, Linux keeps
+    the old address space's peak), and the caller may hold a lot of memory (the benchmark's
+    data): a small Python process in between starts the command and reports its peak.
+    """
+    proc = subprocess.run([sys.executable, "-c", _REPORT_PEAK, *command], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:4])} ... failed: {proc.stderr.strip()[-300:]}")
+    scale = 1024 if sys.platform != "darwin" else 1024 * 1024  # KiB on Linux, bytes on macOS
+    return int(proc.stdout) / scale
+
+
+_REPORT_PEAK = """
+import resource, subprocess, sys
+code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+sys.exit(code)
+"""
+
+
 def peak_rss_mb(config_path: Path | None, epochs: int = 1) -> float | None:
     """Peak resident memory (MB) of ``mlp train`` on the default config, as a child process.
 
@@ -126,13 +147,7 @@ def peak_rss_mb(config_path: Path | None, epochs: int = 1) -> float | None:
             args += ["--config", str(config_path)]
         else:
             args += ["--set", "training.seed=0"]
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        proc = subprocess.run(_mlp(*args), capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"the training run for peak_rss_mb failed: {proc.stderr.strip()[-300:]}")
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    scale = 1024 if sys.platform != "darwin" else 1024 * 1024  # KiB on Linux, bytes on macOS
-    return max(peak, before) / scale
+        return child_peak_mb(_mlp(*args))
 
 
 def torch_epoch_seconds(batch: int, data: data_mod.Data, epochs: int) -> float | None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
 
+import pytest
 from click.testing import CliRunner
 
 from mnist_mlp import bench
@@ -15,7 +17,7 @@ def test_epoch_flops_of_the_design_card_net():
     # layer's input gradient, no gradient for the pixels: about 196 GFLOP.
     per_example = bench.flops_per_example([784, 1024, 10])
     assert per_example == 2 * (2 * 784 * 1024 + 2 * 1024 * 10) + 2 * 1024 * 10
-    assert 60000 * per_example / 1e9 == __import__("pytest").approx(196, abs=1)
+    assert 60000 * per_example / 1e9 == pytest.approx(196, abs=1)
 
 
 def _result():
@@ -39,3 +41,12 @@ def test_cli_json_is_the_result_alone(monkeypatch):
     assert result.exit_code == 0
     data = json.loads(result.stdout)
     assert {"gemm_gflops", "epoch_s", "ratio_to_floor", "eval_s", "load_s", "peak_rss_mb", "help_s"} <= set(data)
+
+
+def test_child_peak_memory_is_the_childs_own_not_its_parents():
+    ballast = bytearray(300 * 2**20)  # touched pages: this process now holds 300 MB more
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    child = [sys.executable, "-c", "b = bytearray(60 * 2**20); b[::4096] = b'x' * len(b[::4096])"]
+    assert 60 < bench.child_peak_mb(child) < 200
+    with pytest.raises(RuntimeError, match="failed"):
+        bench.child_peak_mb([sys.executable, "-c", "raise SystemExit(3)"])
