@@ -9,7 +9,8 @@ gradient of each hidden layer's input; none for the pixels), so
 
 says how much time goes anywhere but the matrix products. 1.0 is the limit.
 
-Every figure is a median over repeats; the machine is shared and noisy.
+Every figure is a median over repeats (the floor: the faster of two such measurements); the
+machine is shared and noisy.
 """
 
 from __future__ import annotations
