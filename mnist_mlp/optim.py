@@ -58,9 +58,9 @@ FORMS = ("velocity", "previous")  # v_t, or w_{t-1}: the two forms of the moment
 def other_form(params: Params, buffers: Params) -> Params:
     """Momentum buffers in the other form: previous weights from velocities, or the reverse.
 
-    Both directions are ``w - buffer`` (``w_prev = w - v`` and ``v = w - w_prev``). Float32
-    rounding can make a round trip inexact where a weight crosses zero, so a run converts
-    only when it starts from a state in the other form, never back and forth.
+    Both directions are ``w - buffer`` (``w_prev = w - v`` and ``v = w - w_prev``). In float32
+    a round trip is not exact (``w - (w - v)`` rounds ``v`` to ``w``'s precision), so a run
+    converts only when it starts from a state in the other form, never back and forth.
     """
     return {k: w - buffers[k] for k, w in params.items()}
 
