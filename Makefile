@@ -10,7 +10,7 @@ CONFIG ?= configs/default.yaml
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(BIN)/mlp: pyproject.toml
+$(BIN)/mlp: pyproject.toml setup.py mnist_mlp/_kernels.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,plot]'
@@ -40,4 +40,4 @@ bench: install  ## measure speed and memory on this machine
 	$(BIN)/mlp bench
 
 clean:  ## remove the venv and build leftovers (not the data cache, not runs/)
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache mnist_mlp/_kernels.*.so

@@ -27,7 +27,7 @@ import numpy as np
 
 from mnist_mlp import config as config_mod
 from mnist_mlp import data as data_mod
-from mnist_mlp import model, train
+from mnist_mlp import kernels, model, train
 
 BATCHES = (32, 128, 512)
 N_TRAIN = 55000  # MNIST's training set less the default validation split
@@ -185,7 +185,7 @@ def run(quick: bool = False, config_path: Path | None = None, log=lambda line: N
     epochs = 1 if quick else 3
     data = synthetic_data(n)
     flops = flops_per_example(sizes) * n
-    result: dict = {"n_train": n, "quick": quick, "threads": os.cpu_count(),
+    result: dict = {"n_train": n, "quick": quick, "threads": os.cpu_count(), "kernels": kernels.AVAILABLE,
                     "epoch_gflop": flops / 1e9, "per_batch": {}}
     for batch in BATCHES:
         log(f"batch {batch}: GEMM throughput and {epochs} timed epochs ...")
@@ -220,8 +220,9 @@ def format_table(r: dict) -> str:
     def fmt(value, unit="", digits=2):
         return "n/a" if value is None else f"{value:.{digits}f}{unit}"
 
+    code = "compiled kernels" if r["kernels"] else "NumPy only: the compiled kernels are off or not built"
     lines = [f"mlp bench  ({r['n_train']} MNIST-shaped examples per epoch, {r['epoch_gflop']:.0f} GFLOP; "
-             f"{r['threads']} cores{', quick' if r['quick'] else ''})", "",
+             f"{r['threads']} cores{', quick' if r['quick'] else ''}; {code})", "",
              f"{'batch':>5}  {'GEMM GFLOP/s':>12}  {'floor s':>7}  {'epoch s':>7}  {'samples/s':>9}  "
              f"{'ratio':>5}  target"]
     for batch, p in r["per_batch"].items():

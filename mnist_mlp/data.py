@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mnist_mlp import download
+from mnist_mlp import download, kernels
 
 # Inputs are standardised with the training set's pixel mean and standard deviation
 # (declared with each dataset in download.DATASETS): x = pixel * scale + offset. Centred
@@ -103,14 +103,19 @@ def load(name: str = "mnist", validation: int = 5000, seed: int = 0, subset: int
 
 
 def scale(images: np.ndarray, out: np.ndarray | None = None, scale: float = SCALE,
-          offset: float = OFFSET) -> np.ndarray:
+          offset: float = OFFSET, rows: np.ndarray | None = None) -> np.ndarray:
     """uint8 pixels (n, 784) -> float32 inputs ``pixel * scale + offset``, into ``out`` if given.
 
-    The defaults standardise; a checkpoint records the pair it was trained with
+    With ``rows``, only ``images[rows]``: a batch gathered and scaled in one go. The defaults
+    standardise; a checkpoint records the pair it was trained with
     (:attr:`mnist_mlp.checkpoint.Checkpoint.scaling`).
     """
     if out is None:
-        out = np.empty(images.shape, np.float32)
+        out = np.empty((len(images) if rows is None else len(rows), images.shape[1]), np.float32)
+    if kernels.fits(out) and images.dtype == np.uint8 and images.flags.c_contiguous:
+        return kernels.scale_pixels(images, out, scale, offset, rows)  # one pass instead of three
+    if rows is not None:
+        images = images[rows]
     np.multiply(images, np.float32(scale), out=out, casting="unsafe")
     out += np.float32(offset)
     return out

@@ -238,8 +238,8 @@ def _loop(config, data, state, on_epoch, stop, progress, augment) -> State:
         batches = _Batches(train, order, batch_size, augment, t.seed, epoch)
         with bar, batches:
             for b in range(state.batch, n_batches):
-                idx, images = batches.get(b)
-                xb = data_mod.scale(images, x_buffer[:len(idx)], *data.scaling)
+                idx, images, rows = batches.get(b)
+                xb = data_mod.scale(images, x_buffer[:len(idx)], *data.scaling, rows=rows)
                 yb = train.labels[idx].astype(np.intp)
                 lr = optim.learning_rate(epoch + b / n_batches, t.lr, t.epochs, t.schedule,
                                          t.warmup_epochs, t.step_every, t.step_gamma)
@@ -297,15 +297,15 @@ class _Batches:
 
             self.pool = ThreadPoolExecutor(1, thread_name_prefix="mnist_mlp-batches")
 
-    def _make(self, b: int) -> tuple[np.ndarray, np.ndarray]:
+    def _make(self, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         idx = self.order[b * self.size:(b + 1) * self.size]
-        images = self.split.images[idx]
-        if self.augment is not None:
-            images = self.augment(images, data_mod.rng_for(self.seed, data_mod.AUGMENT, self.epoch, b))
-        return idx, images
+        if self.augment is None:
+            return idx, self.split.images, idx  # gathered while scaled (data.scale)
+        rng = data_mod.rng_for(self.seed, data_mod.AUGMENT, self.epoch, b)
+        return idx, self.augment(self.split.images[idx], rng), None
 
-    def get(self, b: int) -> tuple[np.ndarray, np.ndarray]:
-        """(indices, uint8 images of shape (B, 784)) of batch ``b``."""
+    def get(self, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Batch ``b``: (indices, uint8 images, rows), its images being ``images[rows]`` (all if None)."""
         if self.pool is None:
             return self._make(b)
         result = self.pending.result() if self.pending_b == b else self._make(b)

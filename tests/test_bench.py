@@ -23,7 +23,7 @@ def test_epoch_flops_of_the_design_card_net():
 def _result():
     per = {b: {"gemm_gflops": 150.0, "epoch_s": 1.5, "floor_s": 1.2, "ratio_to_floor": 1.25,
                "samples_per_s": 36000.0} for b in bench.BATCHES}
-    return {"n_train": 55000, "quick": False, "threads": 2, "epoch_gflop": 180.0, "per_batch": per,
+    return {"n_train": 55000, "quick": False, "threads": 2, "kernels": True, "epoch_gflop": 180.0, "per_batch": per,
             "gemm_gflops": 150.0, "epoch_s": 1.5, "ratio_to_floor": 1.25, "eval_s": 0.1, "load_s": None,
             "help_s": 0.1, "peak_rss_mb": 190.0}
 
@@ -33,6 +33,8 @@ def test_table_names_every_figure_and_target():
     for text in ("GEMM GFLOP/s", "<= 1.25", "<= 1.6", "evaluate 10,000 images", "<= 0.15 s",
                  "load MNIST from cache", "not cached", "mlp --help", "peak RSS", "190 MB"):
         assert text in table
+    assert "compiled kernels" in table
+    assert "NumPy only" in bench.format_table({**_result(), "kernels": False})
 
 
 def test_cli_json_is_the_result_alone(monkeypatch):

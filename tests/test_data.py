@@ -38,6 +38,12 @@ def test_scale_standardises():
     assert data.scale(np.zeros((1, 3), np.uint8), out) is out
 
 
+def test_scale_gathers_the_rows_asked_for():
+    images = np.arange(12, dtype=np.uint8).reshape(4, 3)
+    np.testing.assert_array_equal(data.scale(images, scale=1.0, offset=0.5, rows=np.array([2, 0, 2])),
+                                  images[[2, 0, 2]] + 0.5)
+
+
 def test_random_streams_are_independent_of_each_other():
     a = data.rng_for(0, data.EPOCH, 3).random(4)
     data.rng_for(0, data.EPOCH, 2).random(1000)  # drawing from another stream changes nothing

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import StopAfter, make_tiny_arrays
 from mnist_mlp import data as data_mod
-from mnist_mlp import optim, train
+from mnist_mlp import kernels, optim, train
 from mnist_mlp.config import load_config
 
 
@@ -36,6 +36,24 @@ def test_learns_the_synthetic_task():
     assert rows[-1]["val_acc"] >= 0.9
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
     assert train.evaluate(state.params, "relu", data.test).accuracy >= 0.9
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_the_compiled_kernels_change_nothing_but_the_time(monkeypatch, augment):
+    if not kernels.AVAILABLE:
+        pytest.skip("the compiled kernels are not built")
+    from mnist_mlp.augment import Augmenter
+
+    data = tiny_data()
+    config = small_config("training.epochs=1", "data.augment.translate=2")
+    distort = Augmenter(config.data.augment) if augment else None
+    fast = train.fit(config, data, progress=False, augment=distort)
+    monkeypatch.setattr(kernels, "AVAILABLE", False)
+    plain = train.fit(config, data, progress=False, augment=distort)
+    assert fast.step == plain.step == 15
+    for key in plain.params:
+        np.testing.assert_allclose(fast.params[key], plain.params[key], rtol=1e-4, atol=1e-6, err_msg=key)
+    assert fast.history[0]["train_loss"] == pytest.approx(plain.history[0]["train_loss"], rel=1e-5)
 
 
 @pytest.mark.parametrize("stop_at", [7, 15, 31])  # mid-epoch, at an epoch's end, mid-epoch later

@@ -1,0 +1,10 @@
+"""The one thing pyproject.toml cannot say yet: the optional C extension (mnist_mlp/kernels.py).
+
+``optional=True``: where no C compiler is at hand the build warns and goes on without it, and
+mnist_mlp runs its NumPy code instead.
+"""
+
+from setuptools import Extension, setup
+
+setup(ext_modules=[Extension("mnist_mlp._kernels", ["mnist_mlp/_kernels.c"], optional=True,
+                             extra_compile_args=["-O3", "-Wno-psabi"])])

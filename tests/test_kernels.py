@@ -1,0 +1,141 @@
+"""The compiled kernels against the NumPy code they stand in for, and their argument checks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mnist_mlp import data, kernels, model
+
+
+@pytest.fixture(autouse=True)
+def built():
+    if kernels.AVAILABLE:
+        return
+    if os.environ.get("MNIST_MLP_NO_KERNELS"):
+        pytest.skip("MNIST_MLP_NO_KERNELS is set")
+    if shutil.which("cc") or shutil.which("gcc"):
+        pytest.fail("a C compiler is here but mnist_mlp._kernels was not built: see the output of "
+                    "`pip install -e .` (or `make install`)")
+    pytest.skip("no C compiler, so the kernels were not built: mnist_mlp runs its NumPy code")
+
+
+@pytest.fixture
+def numpy_only(monkeypatch):
+    """Run the NumPy code the kernels stand in for."""
+    def off():
+        monkeypatch.setattr(kernels, "AVAILABLE", False)
+        return monkeypatch
+    return off
+
+
+def _rng(*seed):
+    return np.random.default_rng(list(seed))
+
+
+@pytest.mark.parametrize("rows, cols", [(128, 1024), (3, 5), (1, 1), (2, 37)])
+def test_bias_relu_equals_numpy(rows, cols):
+    rng = _rng(rows, cols)
+    z, b = rng.standard_normal((rows, cols), dtype=np.float32), rng.standard_normal(cols, dtype=np.float32)
+    expected = np.maximum(z + b, 0)
+    assert kernels.bias_relu(z, b) is z
+    np.testing.assert_array_equal(z, expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.integers(1, 70), n=st.integers(1, 300), k=st.integers(1, 70), seed=st.integers(0, 2**16))
+def test_backprop_relu_equals_the_product_and_the_mask(rows, n, k, seed):
+    rng = _rng(seed)
+    dz = rng.standard_normal((rows, k), dtype=np.float32)
+    w = rng.standard_normal((n, k), dtype=np.float32)
+    a = np.maximum(rng.standard_normal((rows, n), dtype=np.float32), 0)  # about half exactly 0
+    got = kernels.backprop_relu(dz, w, a)
+    expected = (dz.astype(np.float64) @ w.T) * (a > 0)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.sqrt(k))
+    assert np.all(got[a == 0] == 0)
+
+
+def test_backprop_relu_at_the_training_shape_matches_numpy_float32():
+    rng = _rng(1)
+    dz, w = rng.standard_normal((128, 10), dtype=np.float32), rng.standard_normal((1024, 10), dtype=np.float32)
+    a = np.maximum(rng.standard_normal((128, 1024), dtype=np.float32), 0)
+    expected = dz @ w.T
+    model.relu_backward(a, expected)
+    np.testing.assert_allclose(kernels.backprop_relu(dz, w, a), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e4])  # 1e4: logits far beyond exp's float32 range
+def test_softmax_cross_entropy_equals_numpy(numpy_only, scale):
+    rng = _rng(2)
+    logits = rng.standard_normal((64, 10), dtype=np.float32) * np.float32(scale)
+    y = rng.integers(0, 10, 64).astype(np.uint8)  # any integer type will do
+    loss, grad = kernels.softmax_cross_entropy(logits.copy(), y)
+    numpy_only()
+    expected_loss, expected_grad = model.softmax_cross_entropy(logits.copy(), y)
+    assert np.isfinite(loss)
+    assert loss == pytest.approx(expected_loss, rel=1e-6)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("with_rows", [True, False])
+def test_scale_pixels_equals_numpy(numpy_only, with_rows):
+    rng = _rng(3)
+    images = rng.integers(0, 256, (50, 784), dtype=np.uint8)
+    rows = rng.permutation(50)[:17] if with_rows else None
+    out = np.empty((17 if with_rows else 50, 784), np.float32)
+    got = data.scale(images, out, 0.02, -0.4, rows=rows)
+    assert got is out
+    numpy_only()
+    expected = data.scale(images, None, 0.02, -0.4, rows=rows)
+    # C may fuse pixel * scale + offset into one rounding where NumPy rounds twice
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_wrong_arrays_raise_instead_of_corrupting_memory():
+    z, b = np.zeros((4, 8), np.float32), np.zeros(8, np.float32)
+    with pytest.raises(ValueError, match="z: expected 32 items of format 'f'"):
+        kernels.bias_relu(z.astype(np.float64), b)
+    with pytest.raises(ValueError, match="b: expected 8 items"):
+        kernels.bias_relu(z, b[:4])
+    with pytest.raises((ValueError, BufferError)):
+        kernels.bias_relu(np.zeros((4, 16), np.float32)[:, ::2], b)  # not contiguous
+    frozen = z.copy()
+    frozen.flags.writeable = False
+    with pytest.raises((ValueError, BufferError)):
+        kernels.bias_relu(frozen, b)
+    with pytest.raises(ValueError, match="shapes do not fit"):
+        kernels.backprop_relu(np.zeros((4, 10), np.float32), np.zeros((8, 3), np.float32), z)
+
+
+def test_labels_and_rows_out_of_range_are_refused():
+    with pytest.raises(ValueError, match=r"y\[1\] = 10 is not a class in 0..9"):
+        kernels.softmax_cross_entropy(np.zeros((2, 10), np.float32), np.array([3, 10]))
+    images, out = np.zeros((5, 4), np.uint8), np.zeros((2, 4), np.float32)
+    with pytest.raises(IndexError, match="image 5, not one of 0..4"):
+        kernels.scale_pixels(images, out, 1.0, 0.0, rows=np.array([0, 5]))
+    with pytest.raises(IndexError, match="image -1"):
+        kernels.scale_pixels(images, out, 1.0, 0.0, rows=np.array([-1, 0]))
+
+
+@pytest.mark.parametrize("hidden, dropout", [([64], 0.0), ([48, 40], 0.0), ([33], 0.5)])
+def test_a_training_step_is_the_same_with_and_without_them(numpy_only, hidden, dropout):
+    rng = _rng(4)
+    params = model.init_params(model.layer_sizes(hidden), "relu", rng)
+    x, y = rng.random((16, 784), dtype=np.float32), rng.integers(0, 10, 16)
+
+    def step():
+        loss, grads, predictions = model.loss_and_grads(params, x.copy(), y, "relu", 1e-3, dropout, _rng(5))
+        return loss, grads, predictions
+
+    fast = step()
+    numpy_only()
+    plain = step()
+    assert fast[0] == pytest.approx(plain[0], rel=1e-6)
+    np.testing.assert_array_equal(fast[2], plain[2])
+    for key in params:
+        np.testing.assert_allclose(fast[1][key], plain[1][key], rtol=1e-5, atol=1e-7, err_msg=key)
