@@ -1,4 +1,5 @@
-"""The one thing pyproject.toml cannot say yet: the optional C extension (mnist_mlp/kernels.py).
+"""The optional C extension (see mnist_mlp/kernels.py), which pyproject.toml can declare only
+experimentally (setuptools 74.1 and later).
 
 ``optional=True``: where no C compiler is at hand the build warns and goes on without it, and
 mnist_mlp runs its NumPy code instead.

@@ -101,7 +101,7 @@ INLINE f32x8 where_positive(f32x8 a, f32x8 x) { return (f32x8)((i32x8)x & (a > 0
 
 /* w is first repacked as w.T in panels of 32 columns: panel p holds w.T[:, 32p : 32p + 32] as
  * k x 32 contiguous floats. (In w.T itself the k rows a block reads lie 4 KB apart, which maps
- * them to the same few L1 cache sets: they evicted one another and made the loop 5x slower.) */
+ * them to the same few L1 cache sets: they evicted one another, and the loop was 4x slower.) */
 static void pack_panels(float *panels, const float *w, Py_ssize_t n, Py_ssize_t k) {
     for (Py_ssize_t j = 0; j < n - n % 32; j++)
         for (Py_ssize_t c = 0; c < k; c++)
@@ -202,10 +202,16 @@ static PyObject *softmax_cross_entropy(PyObject *self, PyObject *args) {
     if (get_array(logits, &views[held++], 1, "f", rows * k, "logits") < 0 ||
         get_array(labels, &views[held++], 0, "q", rows, "y") < 0)
         return release(views, held - 1, NULL);
+    if (rows < 1 || k < 1) {
+        PyErr_Format(PyExc_ValueError, "logits of shape (%zd, %zd): need a row and a class at least",
+                     rows, k);
+        return release(views, held, NULL);
+    }
     const int64_t *y = views[1].buf;
     for (Py_ssize_t i = 0; i < rows; i++)
         if (y[i] < 0 || y[i] >= k) {
-            PyErr_Format(PyExc_ValueError, "y[%zd] = %lld is not a class in 0..%zd", i, (long long)y[i], k - 1);
+            PyErr_Format(PyExc_ValueError, "y[%zd] = %lld is not a class in 0..%zd", i, (long long)y[i],
+                         k - 1);
             return release(views, held, NULL);
         }
     double loss = 0.0;
@@ -215,7 +221,8 @@ static PyObject *softmax_cross_entropy(PyObject *self, PyObject *args) {
         float top = z[0];
         for (Py_ssize_t c = 1; c < k; c++)
             top = z[c] > top ? z[c] : top;
-        const float true_logit = z[y[i]] - top; /* shifted so that the largest is 0: exp cannot overflow */
+        /* shifted so that the largest logit is 0: exp cannot overflow */
+        const float true_logit = z[y[i]] - top;
         float total = 0.0f;
         for (Py_ssize_t c = 0; c < k; c++) {
             z[c] = expf(z[c] - top);
@@ -256,7 +263,8 @@ static PyObject *scale_pixels(PyObject *self, PyObject *args) {
     PyObject *out, *images, *rows_obj;
     Py_ssize_t n_out, n_images, d;
     float scale, offset;
-    if (!PyArg_ParseTuple(args, "OOOnnnff", &out, &images, &rows_obj, &n_out, &n_images, &d, &scale, &offset))
+    if (!PyArg_ParseTuple(args, "OOOnnnff", &out, &images, &rows_obj, &n_out, &n_images, &d, &scale,
+                          &offset))
         return NULL;
     Py_buffer views[3];
     int held = 0;
@@ -288,11 +296,12 @@ static PyMethodDef methods[] = {
     {"softmax_cross_entropy", softmax_cross_entropy, METH_VARARGS,
      "softmax_cross_entropy(logits, y, rows, k) -> mean loss; logits become its gradient."},
     {"scale_pixels", scale_pixels, METH_VARARGS,
-     "scale_pixels(out, images, rows, n_out, n_images, d, scale, offset): out = images[rows] * scale + offset."},
+     "scale_pixels(out, images, rows, n_out, n_images, d, scale, offset): "
+     "out = images[rows] * scale + offset."},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels", "Compiled kernels of mnist_mlp.", -1,
-                                    methods, NULL, NULL, NULL, NULL};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels", "Compiled kernels of mnist_mlp.",
+                                    -1, methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }

@@ -111,8 +111,8 @@ def scale(images: np.ndarray, out: np.ndarray | None = None, scale: float = SCAL
     (:attr:`mnist_mlp.checkpoint.Checkpoint.scaling`).
     """
     if out is None:
-        out = np.empty((len(images) if rows is None else len(rows), images.shape[1]), np.float32)
-    if kernels.fits(out) and images.dtype == np.uint8 and images.flags.c_contiguous:
+        out = np.empty(images.shape if rows is None else (len(rows), *images.shape[1:]), np.float32)
+    if out.ndim == 2 and kernels.fits(out) and images.dtype == np.uint8 and images.flags.c_contiguous:
         return kernels.scale_pixels(images, out, scale, offset, rows)  # one pass instead of three
     if rows is not None:
         images = images[rows]

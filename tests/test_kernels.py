@@ -113,6 +113,8 @@ def test_wrong_arrays_raise_instead_of_corrupting_memory():
 
 
 def test_labels_and_rows_out_of_range_are_refused():
+    with pytest.raises(ValueError, match="need a row and a class"):
+        kernels.softmax_cross_entropy(np.zeros((0, 10), np.float32), np.zeros(0, np.int64))
     with pytest.raises(ValueError, match=r"y\[1\] = 10 is not a class in 0..9"):
         kernels.softmax_cross_entropy(np.zeros((2, 10), np.float32), np.array([3, 10]))
     images, out = np.zeros((5, 4), np.uint8), np.zeros((2, 4), np.float32)

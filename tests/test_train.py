@@ -41,7 +41,7 @@ def test_learns_the_synthetic_task():
 @pytest.mark.parametrize("augment", [False, True])
 def test_the_compiled_kernels_change_nothing_but_the_time(monkeypatch, augment):
     if not kernels.AVAILABLE:
-        pytest.skip("the compiled kernels are not built")
+        pytest.skip("the compiled kernels are off or not built")
     from mnist_mlp.augment import Augmenter
 
     data = tiny_data()
