@@ -50,6 +50,8 @@ def fits(*arrays: np.ndarray) -> bool:
 def bias_relu(z: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``z = max(z + b, 0)`` in place, for z (B, n) and b (n,); returns z."""
     rows, cols = z.shape
+    if b.shape != (cols,):
+        raise ValueError(f"bias_relu shapes do not fit: z {z.shape}, b {b.shape}")
     _c.bias_relu(z, b, rows, cols)
     return z
 

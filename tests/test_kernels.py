@@ -27,11 +27,8 @@ def built():
 
 @pytest.fixture
 def numpy_only(monkeypatch):
-    """Run the NumPy code the kernels stand in for."""
-    def off():
-        monkeypatch.setattr(kernels, "AVAILABLE", False)
-        return monkeypatch
-    return off
+    """A switch: after calling it, the NumPy code the kernels stand in for runs."""
+    return lambda: monkeypatch.setattr(kernels, "AVAILABLE", False)
 
 
 def _rng(*seed):
@@ -101,7 +98,9 @@ def test_wrong_arrays_raise_instead_of_corrupting_memory():
     with pytest.raises(ValueError, match="z: expected 32 items of format 'f'"):
         kernels.bias_relu(z.astype(np.float64), b)
     with pytest.raises(ValueError, match="b: expected 8 items"):
-        kernels.bias_relu(z, b[:4])
+        kernels._c.bias_relu(z, b[:4], 4, 8)  # past the wrapper's shape check: C checks too
+    with pytest.raises(ValueError, match="shapes do not fit"):
+        kernels.bias_relu(z, b.reshape(2, 4))
     with pytest.raises((ValueError, BufferError)):
         kernels.bias_relu(np.zeros((4, 16), np.float32)[:, ::2], b)  # not contiguous
     frozen = z.copy()
