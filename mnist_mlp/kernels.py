@@ -8,7 +8,8 @@ training step on the two-core development machine, NumPy -> compiled):
 
 - :func:`bias_relu`: ``max(z + b, 0)``, two passes in one (67 -> 22);
 - :func:`backprop_relu`: ``(dz @ w.T) * (a > 0)`` for a thin ``w`` (the output layer's 10
-  columns, where BLAS is slow), masked before the result leaves the registers (130 -> 70);
+  columns, where BLAS is slow), masked before the result leaves the registers (130 -> 70;
+  used only on x86-64 CPUs with AVX2 and FMA, see :data:`WIDE`);
 - :func:`softmax_cross_entropy`: the loss and its gradient in one pass over the logits,
   where NumPy makes ten small calls (55 -> 15);
 - :func:`scale_pixels`: a batch's uint8 pixels gathered from the training set and
@@ -38,13 +39,20 @@ if os.environ.get("MNIST_MLP_NO_KERNELS"):
 AVAILABLE = _c is not None
 
 # backprop_relu beats BLAS for a thin w only (against NumPy at batch 128, 1024 rows): 2x faster
-# at 10 columns inside a training step (7x alone), 3x alone at 32, slower at 128.
+# at 10 columns inside a training step (7x alone), 3x alone at 32, slower at 128. And only where
+# its 8-float vectors are native (x86-64 with AVX2 and FMA): elsewhere it is many times slower.
 THIN = 32
+WIDE = AVAILABLE and bool(_c.WIDE_VECTORS)
 
 
 def fits(*arrays: np.ndarray) -> bool:
     """Whether the kernels are built and can take these arrays (C-ordered float32)."""
     return AVAILABLE and all(a.dtype == np.float32 and a.flags.c_contiguous for a in arrays)
+
+
+def backprop_fits(dz: np.ndarray, w: np.ndarray, a: np.ndarray) -> bool:
+    """Whether :func:`backprop_relu` is the faster way for these arrays, here."""
+    return WIDE and w.shape[1] <= THIN and fits(dz, w, a)
 
 
 def bias_relu(z: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -307,7 +307,7 @@ def backward(params: Params, activations: list[np.ndarray], masks: list, dz: np.
             np.sum(dz, axis=0, out=grads[f"b{l}"])  # (n_l,)
         if l == 1:
             break  # no gradient with respect to the pixels is needed
-        if activation == "relu" and w.shape[1] <= kernels.THIN and kernels.fits(dz, w, a_prev):
+        if activation == "relu" and kernels.backprop_fits(dz, w, a_prev):
             dz = kernels.backprop_relu(dz, w, a_prev)  # the two lines below, in one pass
         else:
             dz = dz @ w.T  # chain rule through the weights: dloss/dA_{l-1}, (B, n_{l-1})

@@ -66,6 +66,15 @@ def test_backprop_relu_at_the_training_shape_matches_numpy_float32():
     np.testing.assert_allclose(kernels.backprop_relu(dz, w, a), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_the_backprop_kernel_is_chosen_only_where_it_is_the_faster(monkeypatch):
+    dz, w, a = np.zeros((4, 10), np.float32), np.zeros((64, 10), np.float32), np.zeros((4, 64), np.float32)
+    assert kernels.backprop_fits(dz, w, a) == kernels.WIDE
+    assert not kernels.backprop_fits(np.zeros((4, 64), np.float32), np.zeros((64, 64), np.float32), a)
+    assert not kernels.backprop_fits(dz.astype(np.float64), w, a)
+    monkeypatch.setattr(kernels, "WIDE", False)  # a CPU without AVX2: NumPy is faster there
+    assert not kernels.backprop_fits(dz, w, a)
+
+
 @pytest.mark.parametrize("scale", [1.0, 1e4])  # 1e4: logits far beyond exp's float32 range
 def test_softmax_cross_entropy_equals_numpy(numpy_only, scale):
     rng = _rng(2)
