@@ -14,10 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* GCC compiles each hot loop twice, for AVX2 with FMA (x86-64-v3) and for any x86-64, and the
- * loader picks the one this CPU can run: the build stays portable and still gets 8-wide
- * arithmetic. Elsewhere the compiler's default target is used. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+/* GCC (12 or later, which knows the x86-64-v3 level) compiles each hot loop twice, for AVX2 with
+ * FMA and for any x86-64, and the loader picks the one this CPU can run: the build stays
+ * portable and still gets 8-wide arithmetic. Elsewhere the compiler's default target is used. */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && \
+    defined(__linux__)
 #define CLONES 1
 #define HOT __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
