@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import sysconfig
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,10 +21,12 @@ def built():
         return
     if os.environ.get("MNIST_MLP_NO_KERNELS"):
         pytest.skip("MNIST_MLP_NO_KERNELS is set")
-    if shutil.which("cc") or shutil.which("gcc"):
-        pytest.fail("a C compiler is here but mnist_mlp._kernels was not built: see the output of "
-                    "`pip install -e .` (or `make install`)")
-    pytest.skip("no C compiler, so the kernels were not built: mnist_mlp runs its NumPy code")
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    if (shutil.which("cc") or shutil.which("gcc")) and headers.exists():
+        pytest.fail("a C compiler and Python's headers are here but mnist_mlp._kernels was not "
+                    "built: see the output of `pip install -e .` (or `make install`)")
+    pytest.skip("no C compiler or no Python headers, so the kernels were not built: mnist_mlp "
+                "runs its NumPy code")
 
 
 @pytest.fixture
