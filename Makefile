@@ -3,20 +3,27 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= configs/default.yaml
+EXTRAS := dev,plot,export,serve
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast train smoke eval bench download clean
+.PHONY: help install test test-fast train smoke eval bench download serve clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(BIN)/mlp: pyproject.toml setup.py mnist_mlp/_kernels.c
+# Two stamps: training needs only the package and its core dependencies; the tests need
+# every extra (plots, export, serving) and the dev tools.
+$(VENV)/.core: pyproject.toml setup.py mnist_mlp/_kernels.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,plot]'
+	$(BIN)/python -m pip install --quiet -e .
 	@touch $@
 
-install: $(BIN)/mlp  ## create .venv with the package, the dev tools and the plot extra
+$(VENV)/.full: $(VENV)/.core
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	@touch $@
+
+install: $(VENV)/.full  ## create .venv with the package, every extra and the dev tools
 
 test: install  ## run the whole test suite (real-data tests need MNIST_MLP_MIRROR)
 	$(BIN)/python -m pytest
@@ -24,16 +31,16 @@ test: install  ## run the whole test suite (real-data tests need MNIST_MLP_MIRRO
 test-fast: install  ## the tests that need no real data
 	$(BIN)/python -m pytest -m "not realdata"
 
-download: install  ## fetch and verify MNIST and Fashion-MNIST into the cache
+download: $(VENV)/.core  ## fetch and verify MNIST and Fashion-MNIST into the cache
 	$(BIN)/mlp download --dataset all
 
-train: install  ## download MNIST if needed and train $(CONFIG) (default: configs/default.yaml)
+train: $(VENV)/.core  ## download MNIST if needed and train $(CONFIG) (default: configs/default.yaml)
 	$(BIN)/mlp train --config $(CONFIG)
 
-smoke: install  ## a training run of a few seconds, for first contact
+smoke: $(VENV)/.core  ## a training run of a few seconds, for first contact
 	$(BIN)/mlp train --config configs/smoke.yaml
 
-eval: install  ## evaluate the newest run's best checkpoint on the test set
+eval: $(VENV)/.core  ## evaluate the newest run's best checkpoint on the test set
 	$(BIN)/mlp eval runs/latest/checkpoint.npz
 
 bench: install  ## measure speed and memory on this machine

@@ -251,3 +251,26 @@ def report(target, out):
     result = report_mod.make(target, out)
     for path in result["paths"].values():
         click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(), default="runs/latest/checkpoint.npz")
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
+@click.option("--out", "-o", type=click.Path(dir_okay=False), help="[default: CHECKPOINT with .onnx]")
+@click.option("--opset", type=int, default=17, show_default=True,
+              help="ONNX operator set version (13 or later).")
+@click.option("--input-shape", type=click.Choice(["28x28", "784"]), default="28x28", show_default=True,
+              help="Declare the input as (N, 28, 28) images or (N, 784) rows.")
+def export(checkpoint, fmt, out, opset, input_shape):
+    """Write a checkpoint's network as an ONNX model any ONNX runtime can load.
+
+    Input 'pixels': float32 (N, 28, 28) (or (N, 784) with --input-shape 784), values 0..255
+    as in MNIST (the input scaling is in the graph); outputs 'probabilities' (N, 10) and
+    'label' (N,) int64. Needs the export extra: pip install 'mnist-mlp[export]'.
+    """
+    from mnist_mlp import export as export_mod
+
+    done = export_mod.export(checkpoint, out, fmt, opset, input_shape)
+    click.echo(f"wrote {done.path} ({done.architecture} net, input pixels {done.input_shape}, "
+               f"ONNX opset {done.opset}, IR version "
+               f"{done.ir_version}, {done.bytes / 1e6:.1f} MB)")

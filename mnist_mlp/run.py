@@ -143,6 +143,10 @@ def train_run(config: config_mod.Config, folder: Path, *, resume: str | os.PathL
     best = ckpt_mod.load(folder / "checkpoint.npz")
     test = train.evaluate(best.params, config.model.activation, data.test,
                           scaling=best.scaling)
+    # Recorded in the checkpoint, so that what serves or exports it can say how good it is
+    # without the test set at hand.
+    best.meta["test"] = {"accuracy": test.accuracy, "loss": test.loss, "n": len(data.test)}
+    ckpt_mod.save(folder / "checkpoint.npz", best)
     which = f"best epoch {best.meta['epoch']}" if len(data.val) else \
         f"last epoch {best.meta['epoch']} (no validation split)"
     echo(f"{which}: test accuracy {100 * test.accuracy:.2f}% "

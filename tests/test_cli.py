@@ -102,6 +102,26 @@ def test_bad_config_file(tiny_as_mnist, tmp_path):
                           "model.activation must be one of relu, sigmoid, tanh, got 'gelu'")
 
 
+def test_export_writes_onnx_and_says_what(tiny_as_mnist):
+    pytest.importorskip("onnx", reason="the export extra (onnx) is not installed")
+    invoke("train", "--quiet", "--out", "runs/t", *TINY)
+    result = invoke("export", "runs/t/checkpoint.npz", "--opset", "13")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("wrote runs/t/checkpoint.onnx (784-32-10 net, input pixels (N, 28, 28), "
+                                    "ONNX opset 13, IR version 7,")
+    assert Path("runs/t/checkpoint.onnx").stat().st_size > 784 * 32 * 4
+    assert_one_line_error(CliRunner().invoke(main, ["export", "runs/t/checkpoint.npz", "--opset", "5"]),
+                          "--opset must be in [13,")
+
+
+def test_export_without_the_extra_says_how_to_install_it(tiny_as_mnist, monkeypatch):
+    invoke("train", "--quiet", "--out", "runs/t", *TINY)
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if not installed: import raises ImportError
+    assert_one_line_error(CliRunner().invoke(main, ["export", "runs/t/checkpoint.npz"]),
+                          "pip install 'mnist-mlp[export]'")
+    assert not Path("runs/t/checkpoint.onnx").exists()
+
+
 # --- on the real data --------------------------------------------------------------------------
 
 
