@@ -181,7 +181,10 @@ def bench(as_json, quick, config_path):
               help="How many of the likeliest digits to list.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON array on stdout, nothing else.")
 @click.option("--show", is_flag=True, help="Draw the 28x28 input the network saw.")
-def predict(images, checkpoint, top_k, as_json, show):
+@click.option("--explain", type=click.Path(dir_okay=False), metavar="OUT.png",
+              help="Write the input beside its sensitivity map: which pixels push the prediction "
+                   "up (red) or down (blue). Several images: OUT-<image>.png each.")
+def predict(images, checkpoint, top_k, as_json, show, explain):
     """Classify your own digit images (files or folders of them).
 
     Each image is prepared the way MNIST was made: ink made white on black, noise and uneven
@@ -190,7 +193,7 @@ def predict(images, checkpoint, top_k, as_json, show):
     """
     from mnist_mlp import predict as predict_mod
 
-    results = predict_mod.predict_files(list(images), checkpoint, top_k)
+    results = predict_mod.predict_files(list(images), checkpoint, top_k, explain_to=explain)
     if as_json:
         _echo_json([r.as_dict() for r in results])
     else:
@@ -206,6 +209,9 @@ def predict(images, checkpoint, top_k, as_json, show):
                        + (f"   then {others}" if others else ""))
             if show:
                 click.echo(render(r.pixels))
+    for r in results:
+        if r.explanation is not None:
+            click.echo(f"wrote {r.explanation}", err=as_json)
     if any(r.error is not None for r in results):
         sys.exit(1)
 
@@ -274,3 +280,29 @@ def export(checkpoint, fmt, out, opset, input_shape):
     click.echo(f"wrote {done.path} ({done.architecture} net, input pixels {done.input_shape}, "
                f"ONNX opset {done.opset}, IR version "
                f"{done.ir_version}, {done.bytes / 1e6:.1f} MB)")
+
+
+@main.command()
+@click.option("--checkpoint", "-c", type=click.Path(), help="[default: runs/latest/checkpoint.npz]")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0: every network this machine is on).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="Port to listen on (0: any free one).")
+def serve(checkpoint, host, port):
+    """A page to draw digits on and watch the network decide, and a JSON API.
+
+    \b
+    GET  /              the page: draw or drop a photo; the answer, the ten
+                        probabilities, the input the net saw, its sensitivity map
+    POST /api/predict   one image (raw bytes or a multipart upload), ?top_k=1..10
+    GET  /api/model     the checkpoint's dataset, test accuracy and architecture
+    GET  /healthz       liveness
+    GET  /docs          the API's OpenAPI description, browsable
+
+    Request bodies over 10 MiB are refused with 413, as are images over 40 megapixels.
+    Ctrl-C stops the server. Needs the serve extra: pip install 'mnist-mlp[serve]'.
+    """
+    from mnist_mlp import serve as serve_mod
+
+    _setup_logging(False)
+    serve_mod.serve(checkpoint, host, port, echo=click.echo)

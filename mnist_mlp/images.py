@@ -21,6 +21,7 @@ Everything here works on small images with NumPy and Pillow; there is no per-pix
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from dataclasses import dataclass
@@ -48,6 +49,10 @@ class ImageError(MlpError):
     """The file cannot be read as an image, or holds no digit."""
 
 
+class ImageTooLarge(ImageError):
+    """The image has more pixels than is safe to decode."""
+
+
 @dataclass
 class Prepared:
     """A digit ready for the network.
@@ -72,37 +77,59 @@ def list_images(paths: list[str | os.PathLike]) -> list[Path]:
     return out
 
 
-def load_gray(path: str | os.PathLike) -> np.ndarray:
+def load_gray(source: str | os.PathLike | bytes, name: str | None = None,
+              max_pixels: int | None = None) -> np.ndarray:
     """Read an image as grayscale float32 in [0, 1], of shape (H, W), long side <= WORK_SIZE.
 
     Transparent pixels become paper: the image is composited onto a background of the
     opposite brightness to its opaque pixels.
+
+    Parameters
+    ----------
+    source : path-like or bytes
+        A file, or the bytes of one (an upload).
+    name : str, optional
+        What messages call the image [default: the path, or "image" for bytes].
+    max_pixels : int, optional
+        Refuse images with more pixels than this before decoding them (a server's bound on
+        memory); Pillow's own decompression-bomb limit (about 89 million) applies anyway.
 
     Raises
     ------
     ImageError
         For a missing, empty, truncated or non-image file, or an image too large to be safe.
     """
-    path = Path(path)
-    if not path.exists():
-        raise ImageError(f"{path}: no such file")
-    if path.is_dir():
-        raise ImageError(f"{path}: is a folder")
-    if path.stat().st_size == 0:
-        raise ImageError(f"{path}: empty file")
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        name = name or "image"
+        if not len(source):
+            raise ImageError(f"{name}: empty file")
+        opened = io.BytesIO(source)
+    else:
+        path = Path(source)
+        name = name or str(path)
+        if not path.exists():
+            raise ImageError(f"{name}: no such file")
+        if path.is_dir():
+            raise ImageError(f"{name}: is a folder")
+        if path.stat().st_size == 0:
+            raise ImageError(f"{name}: empty file")
+        opened = path
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(opened) as im:
+                if max_pixels is not None and im.width * im.height > max_pixels:  # from the header alone
+                    raise ImageTooLarge(f"{name}: {im.width}x{im.height} is too many pixels (the limit is "
+                                     f"{max_pixels / 1e6:g} million); send a smaller image")
                 im = ImageOps.exif_transpose(im)
                 im.load()
                 return _to_gray(im)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{path}: too many pixels to be safe (Pillow's decompression-bomb limit)") from None
+        raise ImageTooLarge(f"{name}: too many pixels to be safe (Pillow's decompression-bomb limit)") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image Pillow can read") from None
+        raise ImageError(f"{name}: not an image Pillow can read") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise ImageError(f"{path}: unreadable image ({exc})") from None
+        raise ImageError(f"{name}: unreadable image ({exc})") from None
 
 
 def _to_gray(im: Image.Image) -> np.ndarray:
@@ -369,20 +396,24 @@ def to_field(ink: np.ndarray) -> np.ndarray:
     return field
 
 
-def prepare(path: str | os.PathLike) -> Prepared:
-    """Read one image file and bring it to MNIST's form (see the module docstring).
+def prepare(source: str | os.PathLike | bytes, name: str | None = None,
+            max_pixels: int | None = None) -> Prepared:
+    """Read one image (a file or its bytes) and bring it to MNIST's form (see the module docstring).
+
+    ``name`` and ``max_pixels`` are as for :func:`load_gray`.
 
     Raises
     ------
     ImageError
-        If the file cannot be read, or holds no ink (blank or uniform).
+        If the image cannot be read, or holds no ink (blank or uniform).
     """
-    gray = load_gray(path)
+    name = name or ("image" if isinstance(source, (bytes, bytearray, memoryview)) else str(source))
+    gray = load_gray(source, name, max_pixels)
     if min(gray.shape) < 4 or float(gray.max() - gray.min()) < 0.04:
-        raise ImageError(f"{path}: blank image, no digit found")
+        raise ImageError(f"{name}: blank image, no digit found")
     ink = ink_map(gray)
     if not (ink > 0.2).any():
-        raise ImageError(f"{path}: no ink stands out from the background; no digit found")
+        raise ImageError(f"{name}: no ink stands out from the background; no digit found")
     # Strokes first: a thin pen line must be thickened before specks are told from strokes.
     ink = keep_digit(normalise_stroke(ink))
     return Prepared(to_field(ink))

@@ -317,6 +317,40 @@ def backward(params: Params, activations: list[np.ndarray], masks: list, dz: np.
     return grads
 
 
+def input_gradient(params: Params, x: np.ndarray, activation: str, classes: np.ndarray) -> np.ndarray:
+    """Sensitivity: how much each input moves the logit of a chosen class.
+
+    The same backward sweep as :func:`backward`, started from the logit of ``classes[i]``
+    alone (dZ = onehot) instead of the loss, and carried one step further than training
+    needs: through the first layer's weights back to the pixels, dX = dZ1 @ W1.T.
+
+    Parameters
+    ----------
+    params : dict of arrays
+    x : ndarray of shape (B, 784)
+        Inputs as the network sees them (scaled).
+    activation : {"relu", "sigmoid", "tanh"}
+    classes : ndarray of shape (B,), int
+        The class whose logit to differentiate, per row.
+
+    Returns
+    -------
+    ndarray of shape (B, 784), dtype of ``x``
+        d logit[i, classes[i]] / d x[i]. A pixel's raw value p enters as x = p * scale + offset,
+        so d logit / d p is this times ``scale``: the offset does not change it.
+    """
+    activations, _ = forward(params, x.copy(), activation)  # forward works in place on its layers
+    dz = np.zeros_like(activations[-1])  # (B, 10)
+    dz[np.arange(len(x)), classes] = 1
+    for l in range(n_layers(params), 0, -1):
+        da = dz @ params[f"W{l}"].T  # (B, n_{l-1})
+        if l == 1:
+            return da
+        DERIVATIVES[activation](activations[l - 1], da)
+        dz = da
+    raise AssertionError("unreachable: a network has at least one layer")
+
+
 def loss_and_grads(params: Params, x: np.ndarray, y: np.ndarray, activation: str,
                    l2: float = 0.0, dropout: float = 0.0, rng: np.random.Generator | None = None,
                    out: Params | None = None) -> tuple[float, Params, np.ndarray]:

@@ -1,7 +1,8 @@
 """Pictures of digits, drawn with Pillow alone: grids of 28x28 images with captions.
 
-Used by ``mlp report`` (the most confidently wrong test digits) and ``mlp augment-preview``
-(originals beside their distortions).
+Used by ``mlp report`` (the most confidently wrong test digits, the first layer's weights),
+``mlp augment-preview`` (originals beside their distortions) and ``mlp predict --explain``
+(the input beside its sensitivity map).
 """
 
 from __future__ import annotations
@@ -75,3 +76,91 @@ def save_png(image: Image.Image, path: str | os.PathLike) -> None:
     from mnist_mlp.fsutil import atomic_write
 
     atomic_write(path, lambda f: image.save(f, format="PNG", optimize=True))
+
+
+RED = np.array([214, 39, 40], np.float32)  # more ink here: a higher score for the class
+BLUE = np.array([31, 119, 180], np.float32)  # more ink here: a lower score
+
+
+def sensitivity_rgb(pixels: np.ndarray, sensitivity: np.ndarray) -> np.ndarray:
+    """The sensitivity map drawn over the input: uint8 RGB of shape (28, 28, 3).
+
+    The input shows as light grey ink on white; each pixel is tinted red where its gradient
+    is positive and blue where negative, the more strongly the larger its magnitude
+    (relative to the largest in the map). The page draws the same colours in JavaScript.
+
+    Parameters
+    ----------
+    pixels : ndarray of shape (28, 28)
+        Ink in [0, 1].
+    sensitivity : ndarray of shape (28, 28)
+    """
+    base = 255 - 130 * np.clip(pixels, 0, 1)[..., None] * np.ones(3, np.float32)  # (28, 28, 3)
+    peak = float(np.abs(sensitivity).max())
+    strength = (np.abs(sensitivity) / peak) ** 0.7 if peak > 0 else np.zeros_like(sensitivity)
+    colour = np.where((sensitivity > 0)[..., None], RED, BLUE)
+    alpha = (0.9 * strength)[..., None]
+    return (base * (1 - alpha) + colour * alpha).round().astype(np.uint8)
+
+
+def explanation(pixels: np.ndarray, sensitivity: np.ndarray, prediction: str, probability: float,
+                scale: int = 10) -> Image.Image:
+    """The 28x28 input the network saw beside its sensitivity map, with a sentence on the colours."""
+    cell, pad = 28 * scale, 12
+    font, small = _font(16), _font(13)
+    width, height = 2 * cell + 3 * pad, cell + 2 * pad + 30 + 44
+    image = Image.new("RGB", (width, height), PAPER)
+    draw = ImageDraw.Draw(image)
+    draw.text((pad, pad), "the network's input", fill=INK, font=small)
+    draw.text((2 * pad + cell, pad), f"sensitivity of '{prediction}' ({100 * probability:.1f}%)", fill=INK,
+              font=small)
+    top = pad + 24
+    seen = Image.fromarray((255 * (1 - np.clip(pixels, 0, 1))).astype(np.uint8), "L").convert("RGB")
+    image.paste(seen.resize((cell, cell), Image.Resampling.NEAREST), (pad, top))
+    tinted = Image.fromarray(sensitivity_rgb(pixels, sensitivity), "RGB")
+    image.paste(tinted.resize((cell, cell), Image.Resampling.NEAREST), (2 * pad + cell, top))
+    for left in (pad, 2 * pad + cell):
+        draw.rectangle([left - 1, top - 1, left + cell, top + cell], outline=(200, 200, 200))
+    draw.multiline_text((pad, top + cell + 8), SENTENCE.format(digit=prediction), fill=INK, font=font, spacing=4)
+    return image
+
+
+SENTENCE = ("Red: ink there would make the network more sure of '{digit}'.\n"
+            "Blue: ink there speaks against '{digit}'. The stronger the colour, the larger the effect.")
+
+
+def weight_grid(weights: np.ndarray, captions: list[str], per_row: int = 8, scale: int = 3,
+                title: str | None = None) -> Image.Image:
+    """First-layer weight images: one 28x28 tile per hidden unit, red positive, blue negative.
+
+    Each tile is scaled to its own largest magnitude (white is zero), so a unit's pattern shows
+    whatever its overall size.
+
+    Parameters
+    ----------
+    weights : ndarray of shape (k, 784)
+        The incoming weights of k units.
+    captions : list of str
+        One per unit.
+    """
+    cell, pad = 28 * scale, 8
+    font, small = _font(15), _font(11)
+    rows = -(-len(weights) // per_row)
+    title_h = 28 if title else 0
+    caption_h = 15
+    image = Image.new("RGB", (pad + per_row * (cell + pad), title_h + pad + rows * (cell + caption_h + pad)), PAPER)
+    draw = ImageDraw.Draw(image)
+    if title:
+        draw.text((pad, 6), title, fill=INK, font=font)
+    for i, (w, caption) in enumerate(zip(weights, captions)):
+        w = w.reshape(28, 28).astype(np.float32)
+        peak = float(np.abs(w).max()) or 1.0
+        strength = (np.abs(w) / peak)[..., None]
+        colour = np.where((w > 0)[..., None], RED, BLUE)
+        rgb = (255 * (1 - strength) + colour * strength).round().astype(np.uint8)
+        left = pad + (i % per_row) * (cell + pad)
+        top = title_h + pad + (i // per_row) * (cell + caption_h + pad)
+        image.paste(Image.fromarray(rgb, "RGB").resize((cell, cell), Image.Resampling.NEAREST), (left, top))
+        draw.rectangle([left - 1, top - 1, left + cell, top + cell], outline=(200, 200, 200))
+        draw.text((left + cell // 2, top + cell + 2), caption, fill=INK, font=small, anchor="ma")
+    return image

@@ -1,4 +1,8 @@
-"""Predict the digits in users' image files with a trained checkpoint."""
+"""Predict the digits in users' images with a trained checkpoint, and say why (sensitivity).
+
+:class:`Predictor` holds one loaded checkpoint; ``mlp predict`` and ``mlp serve`` both use it,
+so an image gets the same answer from the command line and from the page.
+"""
 
 from __future__ import annotations
 
@@ -17,13 +21,15 @@ LATEST = Path("runs") / "latest" / "checkpoint.npz"
 
 @dataclass
 class Prediction:
-    """One file's result: a prediction, or the error that prevented it."""
+    """One image's result: a prediction, or the error that prevented it."""
 
     file: str
     prediction: int | None = None
     probability: float | None = None
     top_k: list | None = None
-    pixels: np.ndarray | None = None  # the 28x28 input the network saw
+    pixels: np.ndarray | None = None  # (28, 28) in [0, 1]: the input the network saw
+    sensitivity: np.ndarray | None = None  # (28, 28): d logit[prediction] / d pixel, if asked for
+    explanation: Path | None = None  # the PNG of the input and its sensitivity, if written
     error: str | None = None
 
     def as_dict(self) -> dict:
@@ -41,35 +47,112 @@ def default_checkpoint() -> Path:
                    f"(mlp train --config configs/default.yaml) or pass --checkpoint PATH")
 
 
-def predict_files(paths: list[str | os.PathLike], checkpoint: str | os.PathLike | None = None,
-                  top_k: int = 3) -> list[Prediction]:
-    """Prepare every image as MNIST was made and classify them in one batch.
+class Predictor:
+    """A checkpoint loaded once, applied to prepared 28x28 digits.
 
-    A file that cannot be read, or holds no digit, gets a :class:`Prediction` with ``error``
-    set; the others are still predicted.
+    Parameters
+    ----------
+    checkpoint : path-like, optional
+        [default: :func:`default_checkpoint`]
     """
-    ckpt = ckpt_mod.load(checkpoint or default_checkpoint())
-    files = images.list_images(paths)
-    if not files:
-        raise MlpError("no image files given (a folder counts its .png, .jpg, .bmp, .gif, .tif, .webp files)")
-    results, ready = [], []
-    for f in files:
-        try:
-            prepared = images.prepare(f)
-        except images.ImageError as exc:
-            results.append(Prediction(str(f), error=str(exc).split(": ", 1)[-1]))
-            continue
-        results.append(Prediction(str(f), pixels=prepared.pixels))
-        ready.append(results[-1])
-    if ready:
-        # Prepared pixels are MNIST's pixel values / 255; apply the checkpoint's own scaling.
-        scale, offset = ckpt.scaling
-        x = np.stack([r.pixels.reshape(-1) for r in ready]).astype(np.float32) * np.float32(255 * scale)
-        x += np.float32(offset)
-        probs = model.predict_proba(ckpt.params, x, ckpt.activation)
+
+    def __init__(self, checkpoint: str | os.PathLike | None = None):
+        self.path = Path(checkpoint or default_checkpoint())
+        self.ckpt = ckpt_mod.load(self.path)
+        scale, offset = self.ckpt.scaling
+        # Prepared pixels are MNIST's pixel values / 255; the checkpoint's scaling maps 0..255.
+        self.scale, self.offset = np.float32(255 * scale), np.float32(offset)
+
+    def inputs(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, 28, 28) pixels in [0, 1] -> (N, 784) float32 network inputs."""
+        x = pixels.reshape(len(pixels), -1).astype(np.float32) * self.scale
+        x += self.offset
+        return x
+
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        """Class probabilities, ndarray of shape (N, 10), for ``pixels`` (N, 28, 28) in [0, 1]."""
+        return model.predict_proba(self.ckpt.params, self.inputs(pixels), self.ckpt.activation)
+
+    def sensitivity(self, pixels: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        """d logit[classes[i]] / d pixel for each of the 784 pixels, per unit of ink (0..1).
+
+        Returns
+        -------
+        ndarray of shape (N, 28, 28), float32
+            Positive where more ink would raise the class's score, negative where it would
+            lower it. Taken with respect to the raw pixel, so the scaling's offset drops out.
+        """
+        grad = model.input_gradient(self.ckpt.params, self.inputs(pixels), self.ckpt.activation, classes)
+        return (grad * self.scale).reshape(-1, 28, 28)
+
+    def fill(self, results: list[Prediction], top_k: int = 3, explain: bool = False) -> None:
+        """Predict, in one batch, every result that has pixels and no error."""
+        ready = [r for r in results if r.error is None and r.pixels is not None]
+        if not ready:
+            return
+        pixels = np.stack([r.pixels for r in ready])
+        probs = self.probabilities(pixels)
         k = max(1, min(top_k, probs.shape[1]))
         for r, p in zip(ready, probs):
             order = np.argsort(-p, kind="stable")[:k]
             r.prediction, r.probability = int(order[0]), float(p[order[0]])
             r.top_k = [[int(c), float(p[c])] for c in order]
+        if explain:
+            maps = self.sensitivity(pixels, np.array([r.prediction for r in ready]))
+            for r, m in zip(ready, maps):
+                r.sensitivity = m
+
+    def predict_image(self, source: str | os.PathLike | bytes, name: str, top_k: int = 3,
+                      explain: bool = False, max_pixels: int | None = None) -> Prediction:
+        """Prepare one image (a file or its bytes) as MNIST was made, and classify it.
+
+        Raises
+        ------
+        ImageError
+            If it cannot be read or holds no digit.
+        """
+        result = Prediction(name, pixels=images.prepare(source, name, max_pixels).pixels)
+        self.fill([result], top_k, explain)
+        return result
+
+
+def predict_files(paths: list[str | os.PathLike], checkpoint: str | os.PathLike | None = None,
+                  top_k: int = 3, explain_to: str | os.PathLike | None = None) -> list[Prediction]:
+    """Prepare every image as MNIST was made and classify them in one batch.
+
+    A file that cannot be read, or holds no digit, gets a :class:`Prediction` with ``error``
+    set; the others are still predicted. With ``explain_to``, each prediction's sensitivity
+    map is computed and drawn (see :func:`write_explanations`).
+    """
+    predictor = Predictor(checkpoint)
+    files = images.list_images(paths)
+    if not files:
+        raise MlpError("no image files given (a folder counts its .png, .jpg, .bmp, .gif, .tif, .webp files)")
+    results = []
+    for f in files:
+        try:
+            results.append(Prediction(str(f), pixels=images.prepare(f).pixels))
+        except images.ImageError as exc:
+            results.append(Prediction(str(f), error=str(exc).split(": ", 1)[-1]))
+    predictor.fill(results, top_k, explain=explain_to is not None)
+    if explain_to is not None:
+        write_explanations(results, explain_to, predictor.ckpt.classes)
     return results
+
+
+def write_explanations(results: list[Prediction], out: str | os.PathLike, classes: list[str]) -> None:
+    """Save each predicted image's input and sensitivity map as a PNG (``result.explanation``).
+
+    One image: ``out`` itself. Several: ``out``'s name with each image's name added
+    (``why.png`` -> ``why-digit.png``), so no picture overwrites another.
+    """
+    from mnist_mlp.pictures import explanation, save_png
+
+    out = Path(out)
+    for r in results:
+        if r.sensitivity is None:
+            continue
+        path = out if len(results) == 1 else out.with_name(f"{out.stem}-{Path(r.file).stem}{out.suffix or '.png'}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_png(explanation(r.pixels, r.sensitivity, classes[r.prediction], r.probability), path)
+        r.explanation = path

@@ -1,7 +1,7 @@
 """Pictures of a training run: learning curves, confusion matrix, the most confident mistakes.
 
-``mlp report`` writes ``curves.png``, ``confusion.png``, ``mistakes.png`` and a
-self-contained ``report.html`` (images embedded) into the run folder. The plots use
+``mlp report`` writes ``curves.png``, ``confusion.png``, ``mistakes.png``, ``units.png`` (what
+the first layer's most-used hidden units respond to) and a self-contained ``report.html`` (images embedded) into the run folder. The plots use
 matplotlib, an optional extra (``pip install mnist-mlp[plot]``); the digit grid uses Pillow.
 """
 
@@ -18,7 +18,8 @@ import numpy as np
 from mnist_mlp import run
 from mnist_mlp.errors import MlpError
 from mnist_mlp.fsutil import atomic_write
-from mnist_mlp.pictures import digit_grid, save_png
+from mnist_mlp import model
+from mnist_mlp.pictures import digit_grid, save_png, weight_grid
 
 INSTALL_HINT = "the plots need matplotlib: pip install 'mnist-mlp[plot]' (or pip install matplotlib)"
 
@@ -154,6 +155,30 @@ def mistakes_grid(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, cla
                                             f"(true -> predicted, probability)")
 
 
+def hidden_units(ckpt, images: np.ndarray, count: int = 64):
+    """What the first layer's most-used hidden units respond to: their 28x28 weight images.
+
+    A unit's use is how much it passes on: its mean activation over ``images`` times the size
+    (L2 norm) of its outgoing weights. A red pixel excites the unit, a blue one inhibits it.
+
+    Parameters
+    ----------
+    ckpt : Checkpoint
+    images : ndarray of shape (n, 784), uint8
+        Digits to measure the activations on (a few thousand test digits).
+    """
+    from mnist_mlp import data as data_mod
+
+    x = data_mod.scale(images, scale=ckpt.scaling[0], offset=ckpt.scaling[1])
+    w1, b1 = ckpt.params["W1"], ckpt.params["b1"]
+    hidden = model.add_bias_activate(x @ w1, b1, ckpt.activation)  # (n, n1)
+    use = np.abs(hidden).mean(axis=0) * np.linalg.norm(ckpt.params["W2"], axis=1)  # (n1,)
+    top = np.argsort(-use, kind="stable")[:count]
+    return weight_grid(w1[:, top].T, [f"unit {i}" for i in top],
+                       title=f"What the {len(top)} most-used of the {w1.shape[1]} first-layer units respond to "
+                             f"(red excites, blue inhibits)")
+
+
 def make(target: str | os.PathLike, out: str | os.PathLike | None = None, progress: bool = True) -> dict:
     """Write the report of a run (folder or checkpoint) into ``out`` (default: the run folder).
 
@@ -182,6 +207,8 @@ def make(target: str | os.PathLike, out: str | os.PathLike | None = None, progre
     written["mistakes"] = out / "mistakes.png"
     save_png(mistakes_grid(test.images, test.labels, metrics.probabilities, classes),
              written["mistakes"])
+    written["units"] = out / "units.png"
+    save_png(hidden_units(ckpt, test.images[:2000]), written["units"])
     per_class = run.per_class(cm, classes)
     written["html"] = out / "report.html"
     page = _html(name, ckpt, metrics, per_class, rows, written)
@@ -224,8 +251,8 @@ def _html(name, ckpt, metrics, per_class, rows, written) -> str:
              ("final training accuracy", _pct(last.get("train_acc")))]
     facts_html = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
     config_text = yaml.safe_dump(config_mod.to_dict(ckpt.config), sort_keys=False)
-    figures = "".join(f"<figure>{_img(written[k])}</figure>" for k in ("curves", "confusion", "mistakes")
-                      if k in written)
+    figures = "".join(f"<figure>{_img(written[k])}</figure>" for k in ("curves", "confusion", "mistakes",
+                                                                        "units") if k in written)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>mlp report: {esc(name)}</title>

@@ -44,6 +44,33 @@ def test_gradients_match_finite_differences(activation, hidden):
         np.testing.assert_allclose(grads[key], numeric, rtol=1e-5, atol=1e-8, err_msg=key)
 
 
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("hidden", [[7], [6, 5]])
+def test_input_gradient_matches_finite_differences(activation, hidden):
+    rng = np.random.default_rng(3)
+    params = _as64(model.init_params([12, *hidden, 4], activation, rng))
+    for k in params:
+        if k.startswith("b"):
+            params[k] = rng.normal(0, 0.1, params[k].shape)
+    x = rng.normal(size=(6, 12))
+    classes = np.array([0, 1, 2, 3, 1, 2])
+    original = x.copy()
+    grad = model.input_gradient(params, x, activation, classes)
+    np.testing.assert_array_equal(x, original)  # the caller's inputs are left alone
+    assert grad.shape == x.shape
+
+    def logit(row, values):
+        return model.forward(params, values[None].copy(), activation)[0][-1][0, classes[row]]
+
+    numeric = np.zeros_like(x)
+    for r, c in np.ndindex(x.shape):
+        up, down = x[r].copy(), x[r].copy()
+        up[c] += 1e-6
+        down[c] -= 1e-6
+        numeric[r, c] = (logit(r, up) - logit(r, down)) / 2e-6
+    np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-8)
+
+
 def test_dropout_gradients_match_finite_differences_for_a_fixed_mask():
     rng = np.random.default_rng(2)
     params = _as64(model.init_params([10, 8, 3], "relu", rng))

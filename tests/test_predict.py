@@ -15,17 +15,6 @@ from mnist_mlp.cli import main
 from mnist_mlp.config import load_config
 
 
-@pytest.fixture
-def random_checkpoint(tmp_path):
-    """An untrained but valid checkpoint: enough to test everything but accuracy."""
-    config = load_config(overrides=["model.hidden=[16]"])
-    params = model.init_params(model.layer_sizes([16]), "relu", np.random.default_rng(0))
-    path = tmp_path / "c.npz"
-    checkpoint.save(path, checkpoint.Checkpoint(params, config, {"input": {"scale": data.SCALE,
-                                                                           "offset": data.OFFSET}}))
-    return path
-
-
 def write_digits(folder, n=3):
     folder.mkdir(exist_ok=True)
     for d in range(n):
