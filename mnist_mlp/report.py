@@ -155,25 +155,28 @@ def mistakes_grid(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, cla
                                             f"(true -> predicted, probability)")
 
 
-def hidden_units(ckpt, images: np.ndarray, count: int = 64):
-    """What the first layer's most-used hidden units respond to: their 28x28 weight images.
+def most_used_units(ckpt, images: np.ndarray, count: int = 64) -> np.ndarray:
+    """Indices of the first layer's ``count`` most-used hidden units, most used first.
 
-    A unit's use is how much it passes on: its mean activation over ``images`` times the size
-    (L2 norm) of its outgoing weights. A red pixel excites the unit, a blue one inhibits it.
-
-    Parameters
-    ----------
-    ckpt : Checkpoint
-    images : ndarray of shape (n, 784), uint8
-        Digits to measure the activations on (a few thousand test digits).
+    A unit's use is how much it passes on: its mean activation over ``images`` (n, 784)
+    uint8 times the size (L2 norm) of its outgoing weights.
     """
     from mnist_mlp import data as data_mod
 
     x = data_mod.scale(images, scale=ckpt.scaling[0], offset=ckpt.scaling[1])
-    w1, b1 = ckpt.params["W1"], ckpt.params["b1"]
-    hidden = model.add_bias_activate(x @ w1, b1, ckpt.activation)  # (n, n1)
+    hidden = model.add_bias_activate(x @ ckpt.params["W1"], ckpt.params["b1"], ckpt.activation)  # (n, n1)
     use = np.abs(hidden).mean(axis=0) * np.linalg.norm(ckpt.params["W2"], axis=1)  # (n1,)
-    top = np.argsort(-use, kind="stable")[:count]
+    return np.argsort(-use, kind="stable")[:count]
+
+
+def hidden_units(ckpt, images: np.ndarray, count: int = 64):
+    """What the first layer's most-used hidden units respond to: their 28x28 weight images.
+
+    A red pixel excites the unit, a blue one inhibits it (see :func:`most_used_units` for
+    which units, measured on ``images`` (n, 784) uint8: a few thousand test digits).
+    """
+    w1 = ckpt.params["W1"]
+    top = most_used_units(ckpt, images, count)
     return weight_grid(w1[:, top].T, [f"unit {i}" for i in top],
                        title=f"What the {len(top)} most-used of the {w1.shape[1]} first-layer units respond to "
                              f"(red excites, blue inhibits)")

@@ -42,12 +42,13 @@ def test_training_leaves_a_curves_picture(tiny_run):
 def test_report_writes_every_picture_and_the_page(tiny_run):
     result = CliRunner().invoke(main, ["report", str(tiny_run)])
     assert result.exit_code == 0, result.output
-    for name, size in (("curves.png", (800, 300)), ("confusion.png", (500, 500)), ("mistakes.png", (300, 100))):
+    for name, size in (("curves.png", (800, 300)), ("confusion.png", (500, 500)), ("mistakes.png", (300, 100)),
+                       ("units.png", (700, 300))):
         assert_picture(tiny_run / name, size)
         assert f"wrote {tiny_run / name}" in result.stdout
     page = (tiny_run / "report.html").read_text()
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-    assert len(images) == 3  # self-contained: every picture inside the page
+    assert len(images) == 4  # self-contained: every picture inside the page
     assert all(base64.b64decode(data).startswith(b"\x89PNG") for data in images)
     accuracy = run.evaluate_checkpoint(tiny_run / "checkpoint.npz", progress=False)["accuracy"]
     assert f"{100 * accuracy:.2f}%" in page
@@ -57,7 +58,7 @@ def test_report_writes_every_picture_and_the_page(tiny_run):
 def test_report_into_another_folder_from_a_checkpoint(tiny_run, tmp_path):
     out = tmp_path / "elsewhere"
     paths = report.make(tiny_run / "checkpoint.npz", out, progress=False)["paths"]
-    assert set(paths) == {"curves", "confusion", "mistakes", "html"}
+    assert set(paths) == {"curves", "confusion", "mistakes", "units", "html"}
     assert all(p.startswith(str(out)) for p in paths.values())
 
 
@@ -86,3 +87,18 @@ def test_without_matplotlib_the_message_says_how_to_install(tiny_run, monkeypatc
 def test_not_a_run(tmp_path):
     result = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert result.exit_code == 1 and "holds no checkpoint.npz" in result.stderr
+
+
+def test_hidden_units_shows_the_most_used_first_layer_units(tiny_run):
+    from mnist_mlp import checkpoint
+
+    ckpt = checkpoint.load(tiny_run / "checkpoint.npz")
+    ckpt.params["W2"][5] = 0  # unit 5 passes nothing on: never among the most used
+    ckpt.params["W2"][7] *= 100  # unit 7 passes on the most (if it is ever active)
+    images = np.random.default_rng(0).integers(0, 256, (50, 784)).astype(np.uint8)
+    grid = report.hidden_units(ckpt, images, count=8)
+    assert grid.size == (8 + 8 * (84 + 8), 28 + 8 + 84 + 15 + 8)  # one row of 8 tiles under a title
+    rgb = np.asarray(grid, np.float32)
+    assert (rgb[..., 0] - rgb[..., 2] > 100).any() and (rgb[..., 2] - rgb[..., 0] > 100).any()  # red and blue
+    units = report.most_used_units(ckpt, images, count=31)
+    assert 5 not in units and units[0] == 7 and len(set(units.tolist())) == 31
