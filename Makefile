@@ -43,6 +43,9 @@ smoke: $(VENV)/.core  ## a training run of a few seconds, for first contact
 eval: $(VENV)/.core  ## evaluate the newest run's best checkpoint on the test set
 	$(BIN)/mlp eval runs/latest/checkpoint.npz
 
+serve: $(VENV)/.full  ## serve the newest run's model: a page to draw digits on, and a JSON API
+	$(BIN)/mlp serve
+
 bench: install  ## measure speed and memory on this machine
 	$(BIN)/mlp bench
 

@@ -19,8 +19,11 @@ once, and a body sent without one is counted as it arrives.
 """
 
 
+import asyncio
+import contextlib
 import os
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -146,15 +149,24 @@ def create_app(predictor: Predictor, max_bytes: int = MAX_BYTES):
     """The FastAPI application serving ``predictor`` (already loaded, so it is loaded once)."""
     _imports()
     from fastapi import FastAPI, Query, Request
-    from fastapi.concurrency import run_in_threadpool
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, Response
     from starlette.exceptions import HTTPException
 
+    # The CPU work of a request runs on as many threads as there are cores, not on the 40 of
+    # the default pool: more threads only contend for the GIL and each makes BLAS allocate
+    # buffers of its own (measured: 32 clients on 40 threads, 8 requests/s and a growing RSS).
+    workers = ThreadPoolExecutor(max(1, os.cpu_count() or 1), thread_name_prefix="mnist_mlp-predict")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        workers.shutdown(wait=False, cancel_futures=True)
+
     info = model_info(predictor)
     page = (WEB / "index.html").read_text()
     assets = {name: (WEB / name).read_bytes() for name in ASSETS}
-    app = FastAPI(title="mnist_mlp", version=__version__,
+    app = FastAPI(title="mnist_mlp", version=__version__, lifespan=lifespan,
                   description="Classify images of handwritten digits with a NumPy MLP, and see which pixels "
                               "drive each decision (the gradient of the predicted class's score).")
     app.state.predictor = predictor
@@ -211,7 +223,7 @@ def create_app(predictor: Predictor, max_bytes: int = MAX_BYTES):
     async def api_predict(request: Request, top_k: int = Query(3, ge=1, le=10, description="how many classes")):
         body = await _image_bytes(request)
         try:
-            result = await run_in_threadpool(answer, predictor, body, top_k)
+            result = await asyncio.get_running_loop().run_in_executor(workers, answer, predictor, body, top_k)
         except ImageTooLarge as exc:
             return error(413, str(exc))
         except ImageError as exc:

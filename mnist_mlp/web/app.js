@@ -204,11 +204,14 @@
     drawSensitivity(a.input, a.sensitivity);
     $("sentence").textContent = `Red pixels are where more ink would make the network more sure it is ` +
       `"${a.label}"; blue ones are where ink speaks against "${a.label}". The stronger the colour, the larger the effect.`;
+    $("mini").innerHTML = "";
+    $("mini").append(a.label, Object.assign(document.createElement("small"), {textContent: `${(100 * a.probability).toFixed(0)}%`}));
     document.body.dataset.prediction = String(a.prediction);
     document.body.dataset.state = "ready";
   }
 
   function showError(message) {
+    $("mini").textContent = "?";
     $("digit").textContent = "?";
     $("digit").classList.remove("long");
     $("verdict").textContent = "No answer";
@@ -219,6 +222,7 @@
   }
 
   function reset() {
+    $("mini").textContent = "";
     $("digit").textContent = "?";
     $("digit").classList.remove("long");
     $("verdict").textContent = "Waiting for a digit";
@@ -261,8 +265,9 @@
       buildBars();
       const accuracy = m.test_accuracy == null ? "" :
         `, ${(100 * m.test_accuracy).toFixed(2)}% right on its ${m.test_images.toLocaleString("en")} test images`;
-      $("model").textContent = `Serving ${m.checkpoint}: a ${m.layers.join("-")} ${m.activation} network ` +
-        `trained on ${m.dataset}${accuracy}.`;
+      const names = {mnist: "MNIST", "fashion-mnist": "Fashion-MNIST", relu: "ReLU"};
+      $("model").textContent = `Serving ${m.checkpoint}: a ${m.layers.join("-")} ${names[m.activation] || m.activation} ` +
+        `network trained on ${names[m.dataset] || m.dataset}${accuracy}.`;
     } catch (err) {
       $("model").textContent = "The model's description could not be loaded.";
     }
