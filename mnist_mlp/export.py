@@ -124,10 +124,10 @@ def build(ckpt: ckpt_mod.Checkpoint, opset: int = DEFAULT_OPSET, input_shape: st
     dataset = ckpt.meta.get("dataset", {})
     graph = helper.make_graph(nodes, f"mnist_mlp_{arch}", [pixels], outputs, inits)
     opsets = [helper.make_opsetid("", opset)]
-    proto = helper.make_model(graph, opset_imports=opsets, producer_name="mnist_mlp",
-                              producer_version=__version__, ir_version=helper.find_min_ir_version_for(opsets),
-                              doc_string=DOC.format(shape=_shape_text(input_shape), arch=arch, activation=activation, version=__version__,
-                                                    dataset=dataset.get("name", "unknown data")))
+    doc = DOC.format(shape=_shape_text(input_shape), arch=arch, activation=activation, version=__version__,
+                     dataset=dataset.get("name", "unknown data"))
+    proto = helper.make_model(graph, opset_imports=opsets, producer_name="mnist_mlp", producer_version=__version__,
+                              ir_version=helper.find_min_ir_version_for(opsets), doc_string=doc)
     helper.set_model_props(proto, metadata(ckpt))
     onnx.checker.check_model(proto, full_check=True)
     return proto

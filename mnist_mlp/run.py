@@ -162,19 +162,19 @@ class _Curves:
     """
 
     def __init__(self, folder: Path, every: float = 15.0):
-        from mnist_mlp import report
+        from mnist_mlp import plots
 
         self.path, self.every = folder / "curves.png", every
-        self.enabled, self.last = report.have_matplotlib(), float("-inf")
+        self.enabled, self.last = plots.have_matplotlib(), float("-inf")
         self.title = f"{folder.name}: learning curves"
 
     def update(self, history: list[dict], final: bool = False) -> None:
         now = time.monotonic()
         if not self.enabled or not history or (not final and now - self.last < self.every):
             return
-        from mnist_mlp import report
+        from mnist_mlp import plots
 
-        report.plot_curves(history, self.path, self.title)
+        plots.plot_curves(history, self.path, self.title)
         self.last = now
 
 

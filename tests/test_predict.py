@@ -10,9 +10,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 import imagegen
-from mnist_mlp import checkpoint, data, model, predict, run, train
+from mnist_mlp import checkpoint, data, predict, run, train
 from mnist_mlp.cli import main
-from mnist_mlp.config import load_config
 
 
 def write_digits(folder, n=3):
