@@ -1,4 +1,4 @@
-/* Compiled versions of four small passes of a training step; see mnist_mlp/kernels.py.
+/* Compiled versions of six small passes of a training step; see mnist_mlp/kernels.py.
  *
  * Each function fuses what NumPy does in several passes into one, with the same arithmetic;
  * the NumPy code in model.py and data.py stays the definition, and tests check that the two
@@ -302,6 +302,135 @@ static PyObject *scale_pixels(PyObject *self, PyObject *args) {
     return release(views, held, Py_None);
 }
 
+/* ---- a batch's inked columns: cols = columns non-zero in some row, values = pixels * scale --- */
+
+/* OR of the batch's rows finds the inked columns; then each row's inked pixels are gathered
+ * and scaled. Returns K, the number of inked columns; when K > max_k nothing is gathered (the
+ * caller then takes the dense path, and the OR pass is all this cost). */
+HOT static Py_ssize_t gather_inked_loop(float *values, int64_t *cols, uint8_t *any, const uint8_t *images,
+                                        const int64_t *rows, Py_ssize_t n_out, Py_ssize_t d, float scale,
+                                        Py_ssize_t max_k) {
+    memset(any, 0, (size_t)d);
+    for (Py_ssize_t i = 0; i < n_out; i++) {
+        const uint8_t *src = images + (rows ? rows[i] : i) * d;
+        for (Py_ssize_t j = 0; j < d; j++)
+            any[j] |= src[j];
+    }
+    Py_ssize_t k = 0;
+    for (Py_ssize_t j = 0; j < d; j++)
+        if (any[j])
+            cols[k++] = j;
+    if (k > max_k)
+        return k;
+    for (Py_ssize_t i = 0; i < n_out; i++) {
+        const uint8_t *src = images + (rows ? rows[i] : i) * d;
+        float *dst = values + i * k;
+        for (Py_ssize_t c = 0; c < k; c++)
+            dst[c] = (float)src[cols[c]] * scale;
+    }
+    return k;
+}
+
+static PyObject *gather_inked(PyObject *self, PyObject *args) {
+    PyObject *values, *cols, *images, *rows_obj;
+    Py_ssize_t n_out, n_images, d, max_k;
+    float scale;
+    if (!PyArg_ParseTuple(args, "OOOOnnnfn", &values, &cols, &images, &rows_obj, &n_out, &n_images, &d, &scale,
+                          &max_k))
+        return NULL;
+    Py_buffer views[4];
+    int held = 0;
+    if (get_array(values, &views[held++], 1, "f", n_out * d, "values") < 0 ||
+        get_array(cols, &views[held++], 1, "q", d, "cols") < 0 ||
+        get_array(images, &views[held++], 0, "B", n_images * d, "images") < 0 ||
+        (rows_obj != Py_None && get_array(rows_obj, &views[held++], 0, "q", n_out, "rows") < 0))
+        return release(views, held - 1, NULL);
+    const int64_t *rows = rows_obj != Py_None ? views[3].buf : NULL;
+    for (Py_ssize_t i = 0; i < n_out; i++) {
+        const Py_ssize_t r = rows ? rows[i] : i;
+        if (r < 0 || r >= n_images) {
+            PyErr_Format(PyExc_IndexError, "row %zd of the batch would be image %zd, not one of 0..%zd", i, r,
+                         n_images - 1);
+            return release(views, held, NULL);
+        }
+    }
+    uint8_t *any = malloc((size_t)d);
+    if (any == NULL) {
+        PyErr_NoMemory();
+        return release(views, held, NULL);
+    }
+    Py_ssize_t k;
+    Py_BEGIN_ALLOW_THREADS
+    k = gather_inked_loop(views[0].buf, views[1].buf, any, views[2].buf, rows, n_out, d, scale, max_k);
+    Py_END_ALLOW_THREADS
+    free(any);
+    PyObject *result = PyLong_FromSsize_t(k);
+    release(views, held, NULL);
+    return result;
+}
+
+/* ---- the first layer's momentum step with the blank rows' gradient as one vector ------------ */
+
+/* p = decay * w - mu * p + v (+ g[k] on the k-th inked row), and s = the column sums of the new
+ * p, summed row by row in order as NumPy's p.sum(axis=0) does: one pass over p and w where
+ * NumPy needs five (see FusedSGD in optim.py). (Splitting it between two threads was slower
+ * inside a training step: the helper thread competes with OpenBLAS's, which wait spinning.) */
+HOT static void update_inked_loop(float *restrict p, const float *restrict w, const float *restrict g,
+                                  const int64_t *cols, const float *restrict v, float *restrict s, Py_ssize_t n_in,
+                                  Py_ssize_t n, Py_ssize_t k, float decay, float mu) {
+    for (Py_ssize_t j = 0; j < n; j++)
+        s[j] = 0.0f;
+    Py_ssize_t c = 0;
+    for (Py_ssize_t i = 0; i < n_in; i++) {
+        float *restrict pi = p + i * n;
+        const float *restrict wi = w + i * n;
+        if (c < k && cols[c] == i) {
+            const float *restrict gi = g + (c++) * n;
+            for (Py_ssize_t j = 0; j < n; j++) {
+                const float value = decay * wi[j] - mu * pi[j] + v[j] + gi[j];
+                pi[j] = value;
+                s[j] += value;
+            }
+        } else {
+            for (Py_ssize_t j = 0; j < n; j++) {
+                const float value = decay * wi[j] - mu * pi[j] + v[j];
+                pi[j] = value;
+                s[j] += value;
+            }
+        }
+    }
+}
+
+static PyObject *update_inked(PyObject *self, PyObject *args) {
+    PyObject *p, *w, *g, *cols_obj, *v, *s;
+    Py_ssize_t n_in, n, k;
+    float decay, mu;
+    if (!PyArg_ParseTuple(args, "OOOOOOnnnff", &p, &w, &g, &cols_obj, &v, &s, &n_in, &n, &k, &decay, &mu))
+        return NULL;
+    Py_buffer views[6];
+    int held = 0;
+    if (get_array(p, &views[held++], 1, "f", n_in * n, "p") < 0 ||
+        get_array(w, &views[held++], 0, "f", n_in * n, "w") < 0 ||
+        get_array(g, &views[held++], 0, "f", k * n, "g") < 0 ||
+        get_array(cols_obj, &views[held++], 0, "q", k, "cols") < 0 ||
+        get_array(v, &views[held++], 0, "f", n, "v") < 0 ||
+        get_array(s, &views[held++], 1, "f", n, "s") < 0)
+        return release(views, held - 1, NULL);
+    const int64_t *cols = views[3].buf;
+    for (Py_ssize_t c = 0; c < k; c++) {
+        if (cols[c] < 0 || cols[c] >= n_in || (c > 0 && cols[c] <= cols[c - 1])) {
+            PyErr_Format(PyExc_ValueError, "cols must be ascending rows in 0..%zd; cols[%zd] is %lld", n_in - 1, c,
+                         (long long)cols[c]);
+            return release(views, held, NULL);
+        }
+    }
+    Py_BEGIN_ALLOW_THREADS
+    update_inked_loop(views[0].buf, views[1].buf, views[2].buf, cols, views[4].buf, views[5].buf, n_in, n, k,
+                      decay, mu);
+    Py_END_ALLOW_THREADS
+    return release(views, held, Py_None);
+}
+
 /* ---- the module -------------------------------------------------------------------------- */
 
 static PyMethodDef methods[] = {
@@ -313,6 +442,12 @@ static PyMethodDef methods[] = {
     {"scale_pixels", scale_pixels, METH_VARARGS,
      "scale_pixels(out, images, rows, n_out, n_images, d, scale, offset): "
      "out = images[rows] * scale + offset."},
+    {"gather_inked", gather_inked, METH_VARARGS,
+     "gather_inked(values, cols, images, rows, n_out, n_images, d, scale, max_k) -> K: the batch's inked "
+     "columns and their pixels * scale (gathered only when K <= max_k)."},
+    {"update_inked", update_inked, METH_VARARGS,
+     "update_inked(p, w, g, cols, v, s, n_in, n, k, decay, mu): p = decay * w - mu * p + v (+ g on the "
+     "inked rows); s = p.sum(axis=0)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -79,6 +79,9 @@ def gemm_tn(c: np.ndarray, a: np.ndarray, b: np.ndarray, alpha: float, beta: flo
     if b.shape[0] != k or c.shape != (m, b.shape[1]):
         raise ValueError(f"gemm_tn shapes do not fit: c {c.shape}, a.T {a.shape[::-1]}, b {b.shape}")
     if not AVAILABLE:
+        if beta == 0:  # as BLAS: c's old contents are not read (they may be uninitialised)
+            np.multiply(a.T @ b, np.float32(alpha), out=c)
+            return
         c *= np.float32(beta)
         c += np.float32(alpha) * (a.T @ b)
         return

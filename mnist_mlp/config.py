@@ -104,6 +104,9 @@ class TrainingConfig:
     step_gamma: float = field(default=0.1, metadata=_rule(lambda v: 0 < v <= 1, "be in (0, 1]"))
     warmup_epochs: float = field(default=0.0, metadata=non_negative())
     patience: int = field(default=0, metadata=non_negative())  # epochs; 0 = no early stopping
+    # Leave out of the first layer's products the pixels blank in every image of a batch (the
+    # same math; see model.InkedColumns). Classical momentum only; Nesterov's runs dense.
+    skip_blank_pixels: bool = True
     seed: int = field(default=0, metadata=non_negative())
 
 

@@ -13,7 +13,11 @@ training step on the two-core development machine, NumPy -> compiled):
 - :func:`softmax_cross_entropy`: the loss and its gradient in one pass over the logits,
   where NumPy makes ten small calls (55 -> 15);
 - :func:`scale_pixels`: a batch's uint8 pixels gathered from the training set and
-  standardised to float32 in one pass, fetching rows from memory ahead (90 -> 44).
+  standardised to float32 in one pass, fetching rows from memory ahead (90 -> 44);
+- :func:`gather_inked`: the columns inked somewhere in a batch and their scaled pixels, for
+  the step that leaves blank pixels out (:class:`mnist_mlp.model.InkedColumns`);
+- :func:`update_inked`: that step's first-layer update, the blank rows' gradient added as
+  one vector, and the new weights' column sums, in one pass over the weights.
 
 The NumPy code in :mod:`mnist_mlp.model` and :mod:`mnist_mlp.data` stays the definition (and
 is what runs on float64, in the gradient checks); tests check that both agree.
@@ -123,3 +127,48 @@ def scale_pixels(images: np.ndarray, out: np.ndarray, scale: float, offset: floa
         raise ValueError(f"{len(images)} images for {n_out} rows of out")
     _c.scale_pixels(out, images, rows, n_out, len(images), d, scale, offset)
     return out
+
+
+def gather_inked(images: np.ndarray, values: np.ndarray, cols: np.ndarray, scale: float,
+                 rows: np.ndarray | None = None, max_k: int | None = None) -> int:
+    """The columns inked in some image of a batch, and those pixels * scale.
+
+    Parameters
+    ----------
+    images : ndarray of shape (N, d), uint8
+    values : ndarray of shape (B * d,), float32
+        Receives the (B, K) values, row-major, in its first B * K items.
+    cols : ndarray of shape (d,), int64
+        Receives the K inked columns, ascending, in its first K items.
+    rows : ndarray of shape (B,), int, optional
+        The batch's rows of ``images`` (all of ``images`` if None).
+    max_k : int, optional
+        When more than this many columns are inked, only K is found (nothing gathered).
+
+    Returns
+    -------
+    int
+        K.
+    """
+    d = images.shape[1]
+    n_out = len(images) if rows is None else len(rows)
+    if rows is not None:
+        rows = np.ascontiguousarray(rows, np.int64)
+    return _c.gather_inked(values[:n_out * d], cols, images, rows, n_out, len(images), d, scale,
+                           d if max_k is None else max_k)
+
+
+def update_inked(p: np.ndarray, w: np.ndarray, g: np.ndarray, cols: np.ndarray, v: np.ndarray,
+                 s: np.ndarray, decay: float, mu: float) -> None:
+    """``p = decay * w - mu * p + v``, plus ``g[c]`` on row ``cols[c]``; ``s = p.sum(axis=0)``.
+
+    Parameters
+    ----------
+    p, w : ndarray of shape (n_in, n), float32
+    g : ndarray of shape (K, n), float32
+    cols : ndarray of shape (K,), int64, ascending
+    v, s : ndarray of shape (n,), float32
+    """
+    n_in, n = p.shape
+    _c.update_inked(p, w, g, np.ascontiguousarray(cols, np.int64), v, s, n_in, n, len(g), decay, mu)
+

@@ -17,8 +17,21 @@ the output back to the input, applying the chain rule once per layer:
     dA_prev = dZ @ W.T                      the chain rule: pass the error back through W ...
     dZ_prev = dA_prev * f'(Z_prev)          ... and back through the activation
 
-The first layer's dA_prev (the gradient with respect to the pixels) is never needed, so it
-is never computed: it would cost as much as the first layer's forward pass.
+The first layer's dA_prev (the gradient with respect to the pixels) is not needed to train,
+so training never computes it: it would cost as much as the first layer's forward pass.
+(:func:`input_gradient` does, to show which pixels drive a decision.)
+
+Blank pixels: a third of the 784 pixel columns are 0 in every image of a batch of MNIST
+digits, and the two large products of a step, ``X @ W1`` and ``X.T @ dZ1``, do work for them
+that adds nothing but a constant. The input is x = pixel * scale + offset, so with P the
+scaled pixels (0 where blank) both products split exactly::
+
+    X @ W1    = P[:, inked] @ W1[inked]   + offset * (column sums of W1)      a vector
+    X.T @ dZ1 = scatter(P[:, inked].T @ dZ1 into the inked rows)
+                                          + offset * (column sums of dZ1)     the same for every row
+
+:class:`InkedColumns` is a batch in that form; :func:`forward` and :func:`backward` take it
+in place of X, and the dense X stays the reference.
 
 Parameters live in a dict of float32 arrays: ``W1, b1, W2, b2, ...`` with ``W`` of shape
 (fan_in, fan_out), so a batch multiplies from the left. The activation functions work in
@@ -33,6 +46,7 @@ pass; they run on float32 when built. The NumPy code here is the definition.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -104,6 +118,64 @@ def add_bias_activate(z: np.ndarray, b: np.ndarray, activation: str) -> np.ndarr
 # --- parameters -------------------------------------------------------------------------------
 
 
+@dataclass
+class InkedColumns:
+    """A batch's inputs with the pixel columns that are blank in every image left out.
+
+    Stands for the dense inputs ``X = pixels * scale + offset`` of shape (B, n_inputs), whose
+    blank columns all equal ``offset`` (see the module docstring).
+
+    Attributes
+    ----------
+    values : ndarray of shape (B, K), float32
+        ``pixels * scale`` of the K columns inked in some image of the batch.
+    cols : ndarray of shape (K,), intp
+        Those columns, ascending.
+    offset : float
+    n_inputs : int
+        The dense width, 784.
+    w_colsum : ndarray of shape (n_1,), optional
+        The column sums of W1, ``W1.sum(axis=0)``, when the caller keeps them (the optimiser
+        does, as it writes W1); computed when None.
+    """
+
+    values: np.ndarray
+    cols: np.ndarray
+    offset: float
+    n_inputs: int = N_INPUTS
+    w_colsum: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def dense(self) -> np.ndarray:
+        """The dense inputs X, ndarray of shape (B, n_inputs): the reference this form stands for."""
+        x = np.full((len(self.values), self.n_inputs), self.offset, self.values.dtype)
+        x[:, self.cols] += self.values
+        return x
+
+    def column_sums(self, w: np.ndarray) -> np.ndarray:
+        """``w.sum(axis=0)``, row by row in order (so a kept copy and a fresh one are equal)."""
+        return self.w_colsum if self.w_colsum is not None else w.sum(axis=0)
+
+    def matmul(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``X @ w`` as (the product over the inked rows (B, n), the blank terms (n,)).
+
+        The blank terms are the same for every row of the batch: a vector to add like a bias.
+        """
+        z = self.values @ w[self.cols]  # (B, K) @ (K, n): W's inked rows (fancy indexing: 3x np.take's speed)
+        return z, np.float32(self.offset) * self.column_sums(w)
+
+    def t_matmul(self, dz: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """``X.T @ dz``, ndarray of shape (n_inputs, n): every row gets offset * the column sums
+        of dz, and the inked rows their product besides."""
+        if out is None:
+            out = np.empty((self.n_inputs, dz.shape[1]), dz.dtype)
+        out[:] = np.float32(self.offset) * dz.sum(axis=0)
+        out[self.cols] += self.values.T @ dz
+        return out
+
+
 def layer_sizes(hidden: list[int]) -> list[int]:
     """[784, *hidden, 10]."""
     return [N_INPUTS, *hidden, N_CLASSES]
@@ -157,7 +229,8 @@ def forward(params: Params, x: np.ndarray, activation: str, dropout: float = 0.0
     Parameters
     ----------
     params : dict of float32 arrays
-    x : ndarray of shape (B, 784), float32
+    x : ndarray of shape (B, 784), float32, or InkedColumns
+        The inputs, dense or with the batch's blank columns left out (the same result).
     activation : {"relu", "sigmoid", "tanh"}
     dropout : float
         Probability of zeroing each hidden unit (inverted dropout: survivors are scaled by
@@ -176,12 +249,17 @@ def forward(params: Params, x: np.ndarray, activation: str, dropout: float = 0.0
     a = x
     last = n_layers(params)
     for l in range(1, last + 1):
-        z = a @ params[f"W{l}"]  # (B, n_l)
+        b = params[f"b{l}"]
+        if isinstance(a, InkedColumns):
+            z, blank = a.matmul(params[f"W{l}"])  # the product over inked pixels, and a vector
+            b = b + blank  # the blank pixels' terms, added with the bias
+        else:
+            z = a @ params[f"W{l}"]  # (B, n_l)
         if l == last:
-            z += params[f"b{l}"]
+            z += b
             activations.append(z)  # logits: softmax is applied by the loss
             break
-        a = add_bias_activate(z, params[f"b{l}"], activation)  # in place: z is not needed again
+        a = add_bias_activate(z, b, activation)  # in place: z is not needed again
         mask = None
         if dropout > 0:
             mask = (rng.random(a.shape, dtype=np.float32) >= dropout) * np.float32(1 / (1 - dropout))
@@ -280,7 +358,8 @@ def backward(params: Params, activations: list[np.ndarray], masks: list, dz: np.
         Buffers shaped like ``params`` to write the gradients into.
     sink : callable, optional
         Instead of computing the gradients, hand each one over as the factors of its
-        matrix product: ``sink("W2", a_prev, dz)`` for ``a_prev.T @ dz`` and
+        matrix product: ``sink("W2", a_prev, dz)`` for ``a_prev.T @ dz`` (``a_prev`` may be
+        :class:`InkedColumns` for W1) and
         ``sink("b2", None, dz)`` for ``dz.sum(axis=0)``, so that an optimiser can fold the
         product straight into its update (see :class:`mnist_mlp.optim.FusedSGD`). ``l2``
         is then the optimiser's business.
@@ -301,7 +380,10 @@ def backward(params: Params, activations: list[np.ndarray], masks: list, dz: np.
             sink(f"W{l}", a_prev, dz)
             sink(f"b{l}", None, dz)
         else:
-            dw = np.matmul(a_prev.T, dz, out=grads[f"W{l}"])  # (n_{l-1}, n_l)
+            if isinstance(a_prev, InkedColumns):
+                dw = a_prev.t_matmul(dz, out=grads[f"W{l}"])
+            else:
+                dw = np.matmul(a_prev.T, dz, out=grads[f"W{l}"])  # (n_{l-1}, n_l)
             if l2:
                 dw += l2 * w
             np.sum(dz, axis=0, out=grads[f"b{l}"])  # (n_l,)

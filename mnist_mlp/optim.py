@@ -24,8 +24,8 @@ import math
 
 import numpy as np
 
-from mnist_mlp import blas
-from mnist_mlp.model import Params
+from mnist_mlp import blas, kernels
+from mnist_mlp.model import InkedColumns, Params
 
 
 def init_state(params: Params) -> Params:
@@ -96,29 +96,64 @@ class FusedSGD:
         self.previous, self.momentum, self.l2 = previous, float(momentum), float(l2)
         self.lr = 0.0
         self._ones = np.ones(0, np.float32)
+        self._inked: dict[str, tuple] = {}  # steps begun from InkedColumns, finished by apply()
+        self._scratch: dict[str, np.ndarray] = {}
+        # W1.sum(axis=0) of the weights in params, where the last step wrote them (for the next
+        # InkedColumns); absent where unknown.
+        self.column_sums: dict[str, np.ndarray] = {}
 
-    def __call__(self, key: str, a_prev: np.ndarray | None, dz: np.ndarray) -> None:
+    def __call__(self, key: str, a_prev: np.ndarray | InkedColumns | None, dz: np.ndarray) -> None:
         """Start one parameter's step: ``w_prev = -mu * w_prev - lr * a_prev.T @ dz``.
 
-        For a bias, ``a_prev`` is None and the gradient is ``dz.sum(axis=0)``.
+        For a bias, ``a_prev`` is None and the gradient is ``dz.sum(axis=0)``. For
+        :class:`~mnist_mlp.model.InkedColumns`, only the inked rows' product is taken here
+        (into scratch space); :meth:`apply` does the rest in its pass over the weights.
         """
         p = self.previous[key]
         if a_prev is None:
-            if len(self._ones) != len(dz):
-                self._ones = np.ones(len(dz), np.float32)
-            g = self._ones @ dz  # the column sum as a matrix-vector product: a third faster
+            g = self._column_sums(dz)
             g *= np.float32(-self.lr)
             p *= np.float32(-self.momentum)
             p += g
+        elif isinstance(a_prev, InkedColumns):
+            # X.T @ dz = the inked rows' product, plus offset * colsum(dz) on every row
+            k, n = len(a_prev.cols), dz.shape[1]
+            if self._scratch.get(key) is None or self._scratch[key].size < p.size:
+                self._scratch[key] = np.zeros(p.size, np.float32)
+            g = self._scratch[key][:k * n].reshape(k, n)
+            blas.gemm_tn(g, a_prev.values, dz, alpha=-self.lr, beta=0.0)
+            v = self._column_sums(dz)
+            v *= np.float32(-self.lr * a_prev.offset)
+            self._inked[key] = (a_prev.cols, g, v)
         else:
             blas.gemm_tn(p, a_prev, dz, alpha=-self.lr, beta=-self.momentum)
+
+    def _column_sums(self, dz: np.ndarray) -> np.ndarray:
+        if len(self._ones) != len(dz):
+            self._ones = np.ones(len(dz), np.float32)
+        return self._ones @ dz  # the column sum as a matrix-vector product: a third faster
 
     def apply(self, params: Params) -> None:
         """Finish every step: add ``(1 + mu - lr * l2) * w``, then swap weights and buffer."""
         for key, w in params.items():
             p = self.previous[key]
             decay = self.lr * self.l2 if key.startswith("W") else 0.0  # biases are not penalised
-            blas.axpy(p, w, 1.0 + self.momentum - decay)  # p is now w_{t+1}
+            keep = 1.0 + self.momentum - decay
+            inked = self._inked.pop(key, None)
+            self.column_sums.pop(key, None)
+            if inked is None:
+                blas.axpy(p, w, keep)  # p is now w_{t+1}
+            elif kernels.fits(p, w, inked[1], inked[2]):
+                cols, g, v = inked
+                sums = np.empty(p.shape[1], np.float32)
+                kernels.update_inked(p, w, g, cols, v, sums, keep, self.momentum)  # the lines below, and sums
+                self.column_sums[key] = sums
+            else:
+                cols, g, v = inked
+                p *= np.float32(-self.momentum)
+                p += v  # the gradient of every row, blank or not
+                p[cols] += g  # the inked rows' own
+                blas.axpy(p, w, keep)
             params[key], self.previous[key] = p, w
 
 

@@ -221,8 +221,7 @@ def _loop(config, data, state, on_epoch, stop, progress, augment) -> State:
     train, act = data.train, config.model.activation
     n, batch_size = len(train), t.batch_size
     n_batches = math.ceil(n / batch_size)
-    x_buffer = np.empty((min(batch_size, n), model.N_INPUTS), np.float32)
-    step = _Stepper(config, state)
+    step = _Stepper(config, state, min(batch_size, n))
     while state.epoch < t.epochs:
         epoch = state.epoch
         rng = data_mod.rng_for(t.seed, data_mod.EPOCH, epoch)
@@ -239,7 +238,7 @@ def _loop(config, data, state, on_epoch, stop, progress, augment) -> State:
         with bar, batches:
             for b in range(state.batch, n_batches):
                 idx, images, rows = batches.get(b)
-                xb = data_mod.scale(images, x_buffer[:len(idx)], *data.scaling, rows=rows)
+                xb = step.inputs(images, rows, len(idx), data.scaling)
                 yb = train.labels[idx].astype(np.intp)
                 lr = optim.learning_rate(epoch + b / n_batches, t.lr, t.epochs, t.schedule,
                                          t.warmup_epochs, t.step_every, t.step_gamma)
@@ -321,6 +320,11 @@ class _Batches:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+# Above this share of inked columns a batch goes through the dense products: gathering the
+# inked columns and W1's rows costs more than the products save (measured with mlp bench).
+INKED_MAX = 0.8
+
+
 class _Stepper:
     """One SGD step on a batch: forward, loss, backward and update.
 
@@ -328,15 +332,38 @@ class _Stepper:
     is the previous weights; Nesterov momentum uses the plain gradients, velocities and
     :func:`~mnist_mlp.optim.sgd_step`. A state in the other form is converted once. The
     update is skipped when the loss is not finite, so the weights stay as they were.
+
+    With ``training.skip_blank_pixels`` (and classical momentum), a batch with enough blank
+    pixel columns goes in as :class:`~mnist_mlp.model.InkedColumns` (see :meth:`inputs`).
     """
 
-    def __init__(self, config: Config, state: State):
+    def __init__(self, config: Config, state: State, max_batch: int):
         self.t, self.m, self.state = config.training, config.model, state
         form = "velocity" if self.t.nesterov else "previous"
         if state.momentum_form != form:
             state.momentum, state.momentum_form = optim.other_form(state.params, state.momentum), form
         self.fused = None if self.t.nesterov else optim.FusedSGD(state.momentum, self.t.momentum, self.t.l2)
         self.grads = None if self.fused else {k: np.empty_like(v) for k, v in state.params.items()}
+        self.x = np.empty((max_batch, model.N_INPUTS), np.float32)
+        self.skip_blank = self.t.skip_blank_pixels and self.fused is not None
+        self.inked_values = np.empty(max_batch * model.N_INPUTS, np.float32)
+        self.inked_cols = np.empty(model.N_INPUTS, np.int64)
+        self.counts = [0, 0, 0]  # batches that skipped blank columns, columns skipped, all batches
+
+    def inputs(self, images: np.ndarray, rows: np.ndarray | None, n: int,
+               scaling: tuple[float, float]) -> np.ndarray | model.InkedColumns:
+        """The batch ``images[rows]`` (all of ``images`` if None) as the network's inputs:
+        its inked columns where enough are blank, else dense (n, 784) float32."""
+        self.counts[2] += 1
+        if self.skip_blank:
+            x = data_mod.inked_columns(images, *scaling, rows=rows, max_share=INKED_MAX,
+                                       values=self.inked_values, cols=self.inked_cols)
+            if x is not None:
+                x.w_colsum = self.fused.column_sums.get("W1")
+                self.counts[0] += 1
+                self.counts[1] += x.n_inputs - len(x.cols)
+                return x
+        return data_mod.scale(images, self.x[:n], *scaling, rows=rows)
 
     def __call__(self, x: np.ndarray, y: np.ndarray, lr: float, rng: np.random.Generator):
         params, act = self.state.params, self.m.activation
@@ -354,6 +381,8 @@ class _Stepper:
             optim.sgd_step(params, grads, self.state.momentum, lr, self.t.momentum, nesterov=True)
         if self.t.max_norm:
             optim.clip_norms(params, self.t.max_norm, self.fused.previous if self.fused else None)
+            if self.fused:
+                self.fused.column_sums.clear()  # the weights moved
         return loss, predictions
 
 

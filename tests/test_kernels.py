@@ -106,6 +106,49 @@ def test_scale_pixels_equals_numpy(numpy_only, with_rows):
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("with_rows", [True, False])
+@pytest.mark.parametrize("blank", [0, 300, 784])
+def test_gather_inked_equals_numpy(numpy_only, with_rows, blank):
+    rng = _rng(4, blank)
+    images = rng.integers(0, 256, (40, 784), dtype=np.uint8) * (rng.random((40, 784)) < 0.3)
+    images = images.astype(np.uint8)
+    images[:, rng.permutation(784)[:blank]] = 0
+    images[0, np.flatnonzero(images.any(axis=0) == 0)[blank:]] = 7  # the others inked somewhere
+    rows = rng.permutation(40)[:13] if with_rows else None
+    got = data.inked_columns(images, 0.02, -0.4, rows=rows)
+    numpy_only()
+    expected = data.inked_columns(images, 0.02, -0.4, rows=rows)
+    batch = images if rows is None else images[rows]
+    np.testing.assert_array_equal(got.cols, np.flatnonzero(batch.any(axis=0)))
+    np.testing.assert_array_equal(got.cols, expected.cols)
+    np.testing.assert_array_equal(got.values, expected.values)  # the same float32 product
+    assert got.values.flags.c_contiguous and got.values.shape == (len(batch), len(got.cols))
+    if rows is None:
+        assert len(got.cols) == 784 - blank
+
+
+def test_gather_inked_finds_k_but_gathers_nothing_past_max_k():
+    images = np.zeros((4, 784), np.uint8)
+    images[1, :500] = 3
+    values, cols = np.full(4 * 784, -1.0, np.float32), np.zeros(784, np.int64)
+    assert kernels.gather_inked(images, values, cols, 1.0, max_k=499) == 500
+    assert (values == -1).all()  # nothing written
+    assert data.inked_columns(images, max_share=499 / 784) is None
+
+
+def test_update_inked_equals_numpy_and_sums_like_numpy():
+    rng = _rng(5)
+    p, w = rng.standard_normal((784, 96), dtype=np.float32), rng.standard_normal((784, 96), dtype=np.float32)
+    cols = np.sort(rng.permutation(784)[:300])
+    g, v = rng.standard_normal((300, 96), dtype=np.float32), rng.standard_normal(96, dtype=np.float32)
+    expected = 0.99 * w - 0.9 * p + v
+    expected[cols] += g
+    s = np.empty(96, np.float32)
+    kernels.update_inked(p, w, g, cols, v, s, 0.99, 0.9)
+    np.testing.assert_allclose(p, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(s, p.sum(axis=0))  # row by row, in order, as NumPy sums axis 0
+
+
 def test_wrong_arrays_raise_instead_of_corrupting_memory():
     z, b = np.zeros((4, 8), np.float32), np.zeros(8, np.float32)
     with pytest.raises(ValueError, match="z: expected 32 items of format 'f'"):

@@ -163,3 +163,55 @@ def test_float32_stays_float32():
     _, grads, _ = model.loss_and_grads(params, x, np.arange(4), "tanh", l2=1e-3, dropout=0.1,
                                        rng=np.random.default_rng(2))
     assert all(g.dtype == np.float32 for g in grads.values())
+
+
+# --- leaving the batch's blank pixel columns out (InkedColumns) ------------------------------------
+
+
+def mnist_like(rng, n, blank_share):
+    """uint8 images (n, 784) in which about ``blank_share`` of the columns are 0 in every image."""
+    images = np.zeros((n, 784), np.uint8)
+    inked = rng.choice(784, int(round((1 - blank_share) * 784)), replace=False)
+    ink = rng.integers(1, 256, (n, len(inked))) * (rng.random((n, len(inked))) < 0.4)
+    ink[0] = rng.integers(1, 256, len(inked))  # every chosen column inked in some image
+    images[:, inked] = ink
+    return images
+
+
+@pytest.mark.parametrize("blank_share", [0.0, 0.35, 0.9, 1.0])
+@pytest.mark.parametrize("hidden, activation, dropout", [([32], "relu", 0.0), ([24, 16], "tanh", 0.0),
+                                                         ([32], "relu", 0.3), ([24, 16], "relu", 0.3)])
+def test_inked_columns_give_the_dense_forward_and_gradients(blank_share, hidden, activation, dropout):
+    from mnist_mlp import data
+
+    rng = np.random.default_rng(4)
+    params = model.init_params(model.layer_sizes(hidden), activation, rng)
+    for k in params:
+        if k.startswith("b"):
+            params[k] = rng.normal(0, 0.1, params[k].shape).astype(np.float32)
+    images = mnist_like(rng, 16, blank_share)
+    dense = data.scale(images)
+    inked = data.inked_columns(images)
+    assert len(inked.cols) == 784 - round(blank_share * 784)
+    np.testing.assert_allclose(inked.dense(), dense, rtol=1e-6, atol=1e-6)
+    y = rng.integers(0, 10, 16)
+    loss_d, grads_d, _ = model.loss_and_grads(params, dense, y, activation, 1e-3, dropout, np.random.default_rng(1))
+    loss_i, grads_i, _ = model.loss_and_grads(params, inked, y, activation, 1e-3, dropout, np.random.default_rng(1))
+    assert loss_i == pytest.approx(loss_d, rel=1e-5)
+    for key in params:
+        np.testing.assert_allclose(grads_i[key], grads_d[key], rtol=1e-4, atol=2e-6, err_msg=key)
+
+
+def test_inked_columns_keep_a_given_column_sum_and_refuse_a_busy_batch():
+    from mnist_mlp import data
+
+    rng = np.random.default_rng(5)
+    images = mnist_like(rng, 8, 0.5)
+    w = rng.random((784, 12), dtype=np.float32)
+    inked = data.inked_columns(images)
+    z, blank = inked.matmul(w)
+    np.testing.assert_array_equal(blank, np.float32(inked.offset) * w.sum(axis=0))
+    inked.w_colsum = np.zeros(12, np.float32)  # a kept sum is used as it is, not recomputed
+    assert not inked.matmul(w)[1].any()
+    assert data.inked_columns(images, max_share=0.49) is None  # half the columns are inked
+    assert data.inked_columns(images, max_share=0.5) is not None

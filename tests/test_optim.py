@@ -97,3 +97,39 @@ def test_step_and_constant_and_warmup():
     assert optim.learning_rate(7, 0.3, 10, "constant") == 0.3
     assert optim.learning_rate(0.5, 1.0, 10, "cosine", warmup_epochs=2) == pytest.approx(0.25)
     assert optim.learning_rate(2, 1.0, 10, "cosine", warmup_epochs=2) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize("blank_share", [0.35, 0.0, 1.0])
+def test_a_fused_step_from_inked_columns_equals_the_dense_step(compiled, blank_share, monkeypatch):
+    from test_model import mnist_like
+
+    from mnist_mlp import data
+
+    if compiled and not kernels.AVAILABLE:
+        pytest.skip("the compiled kernels are off or not built")
+    if not compiled:
+        monkeypatch.setattr(kernels, "AVAILABLE", False)
+    rng = np.random.default_rng(6)
+    dense_params = model.init_params(model.layer_sizes([48, 32]), "relu", rng)
+    sparse_params = {k: v.copy() for k, v in dense_params.items()}
+    dense = optim.FusedSGD({k: w.copy() for k, w in dense_params.items()}, momentum=0.9, l2=1e-3)
+    sparse = optim.FusedSGD({k: w.copy() for k, w in sparse_params.items()}, momentum=0.9, l2=1e-3)
+    for step in range(4):
+        images = mnist_like(rng, 16, blank_share)
+        y = rng.integers(0, 10, 16)
+        for params, sgd, x in ((dense_params, dense, data.scale(images)),
+                               (sparse_params, sparse, data.inked_columns(images))):
+            if isinstance(x, model.InkedColumns):
+                x.w_colsum = sgd.column_sums.get("W1")
+            acts, masks = model.forward(params, x, "relu", 0.2, np.random.default_rng(step))
+            _, dz = model.softmax_cross_entropy(acts[-1], y)
+            sgd.lr = 0.05
+            model.backward(params, acts, masks, dz, "relu", sink=sgd)
+            sgd.apply(params)
+        if compiled:  # the kept column sums are exactly those NumPy gives for the new weights
+            np.testing.assert_array_equal(sparse.column_sums["W1"], sparse_params["W1"].sum(axis=0))
+    for k in dense_params:  # momentum and L2 reached every row of W1, blank or not
+        np.testing.assert_allclose(sparse_params[k], dense_params[k], rtol=1e-5, atol=1e-6, err_msg=k)
+        np.testing.assert_allclose(sparse.previous[k], dense.previous[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    assert np.abs(sparse_params["W1"] - sparse.previous["W1"]).max() > 1e-4  # the steps moved the weights

@@ -180,3 +180,57 @@ def test_evaluate_metrics():
     expected = -np.mean(np.log(m.probabilities[np.arange(60), data.val.labels]))
     assert m.loss == pytest.approx(expected, rel=1e-5)
     assert math.isclose(m.accuracy, np.mean(m.predictions == data.val.labels))
+
+
+def sparse_data():
+    """tiny_data with the noise cleared from the outer columns of every image: about 60% of the
+    pixel columns are blank in every batch, as a third are in MNIST's."""
+    data = tiny_data()
+    for split in (data.train, data.val, data.test):
+        images = split.images.reshape(-1, 28, 28)
+        images[:, :, :9] = 0
+        images[:, :, 20:] = 0
+    return data
+
+
+def _counting(monkeypatch):
+    calls = {"inked": 0, "dense": 0}
+    original = data_mod.inked_columns
+
+    def counted(*args, **kwargs):
+        result = original(*args, **kwargs)
+        calls["inked" if result is not None else "dense"] += 1
+        return result
+
+    monkeypatch.setattr(data_mod, "inked_columns", counted)
+    return calls
+
+
+@pytest.mark.parametrize("hidden, dropout", [("[64]", 0.2), ("[48,32]", 0.0)])
+def test_skipping_blank_pixels_changes_nothing_but_the_time(monkeypatch, hidden, dropout):
+    data = sparse_data()
+    config = small_config("training.epochs=2", f"model.hidden={hidden}", f"model.dropout={dropout}")
+    calls = _counting(monkeypatch)
+    skipped = train.fit(config, data, progress=False)
+    assert calls == {"inked": 30, "dense": 0}  # every batch went in without its blank columns
+    dense = train.fit(small_config("training.epochs=2", f"model.hidden={hidden}", f"model.dropout={dropout}",
+                                   "training.skip_blank_pixels=false"), data, progress=False)
+    assert calls["inked"] == 30  # the switch turns it off
+    for key in dense.params:
+        np.testing.assert_allclose(skipped.params[key], dense.params[key], rtol=1e-4, atol=1e-5, err_msg=key)
+    assert skipped.history[-1]["val_acc"] == pytest.approx(dense.history[-1]["val_acc"], abs=0.02)
+
+
+def test_batches_without_blank_columns_go_the_dense_way(monkeypatch):
+    calls = _counting(monkeypatch)
+    train.fit(small_config("training.epochs=1"), tiny_data(), progress=False)  # noise in every pixel
+    assert calls == {"inked": 0, "dense": 15}
+
+
+def test_resume_is_exact_when_skipping_blank_pixels():
+    data, config = sparse_data(), small_config("training.epochs=2", "training.max_norm=3")
+    whole = train.fit(config, data, progress=False)
+    part = train.fit(config, data, stop=StopAfter(11), progress=False)
+    resumed = train.fit(config, data, part, progress=False)
+    for key in whole.params:
+        np.testing.assert_array_equal(resumed.params[key], whole.params[key])
