@@ -312,6 +312,11 @@ HOT static Py_ssize_t gather_inked_loop(float *values, int64_t *cols, uint8_t *a
                                         Py_ssize_t max_k) {
     memset(any, 0, (size_t)d);
     for (Py_ssize_t i = 0; i < n_out; i++) {
+        if (rows && i + AHEAD < n_out) { /* as in scale_pixels: random rows, asked for early */
+            const uint8_t *next = images + rows[i + AHEAD] * d;
+            for (Py_ssize_t j = 0; j < d; j += 64)
+                __builtin_prefetch(next + j);
+        }
         const uint8_t *src = images + (rows ? rows[i] : i) * d;
         for (Py_ssize_t j = 0; j < d; j++)
             any[j] |= src[j];
