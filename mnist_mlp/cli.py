@@ -306,3 +306,37 @@ def serve(checkpoint, host, port):
 
     _setup_logging(False)
     serve_mod.serve(checkpoint, host, port, echo=click.echo)
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--run-cap", type=click.IntRange(1), help="Trials in the whole study [default: the file's run_cap].")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Trials at once on this machine, each with its share of the cores.")
+@click.option("--storage", metavar="URL", help="An Optuna storage shared by several machines, e.g. "
+              "postgresql://user:pass@host/db [default: a journal file in the sweep folder].")
+@click.option("--out", type=click.Path(file_okay=False), help="Sweep folder [default: runs/sweep-<name>].")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout: the summary and every trial.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress line.")
+def sweep(spec, run_cap, workers, storage, out, as_json, quiet):
+    """Search settings with Optuna: trials of a base config, chosen on validation.
+
+    SPEC is a W&B-style sweep file (see configs/sweep.yaml). Each trial is a run folder under
+    trials/; results.csv lists them, best.yaml is the best trial's complete config, and the
+    best trial is tested once at the end. Ctrl-C stops; the same command continues. Needs the
+    sweep extra: pip install 'mnist-mlp[sweep]'.
+    """
+    from mnist_mlp import sweep as sweep_mod
+
+    _setup_logging(quiet or as_json)
+    try:
+        summary = sweep_mod.sweep(spec, run_cap=run_cap, workers=workers, storage=storage, out=out,
+                                  progress=not quiet and not as_json,
+                                  log=lambda line: click.echo(line, err=True))
+    except sweep_mod.SweepInterrupted as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(exc.exit_code)
+    if as_json:
+        _echo_json(summary)
+        return
+    click.echo(sweep_mod.format_summary(summary))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -58,7 +59,9 @@ def load_data(config: config_mod.Config, progress: bool = True) -> data_mod.Data
 
 def train_run(config: config_mod.Config, folder: Path, *, resume: str | os.PathLike | None = None,
               overrides: tuple[str, ...] = (), force: bool = False, progress: bool = True,
-              echo: Callable[[str], None] = print, stop: train.StopFlag | None = None) -> RunResult:
+              echo: Callable[[str], None] = print, stop: train.StopFlag | None = None,
+              data: data_mod.Data | None = None, trial: bool = False,
+              epoch_hook: Callable[[dict], None] | None = None) -> RunResult:
     """Train into ``folder`` (or continue the run saved in ``resume``) and test the best epoch.
 
     Parameters
@@ -77,6 +80,15 @@ def train_run(config: config_mod.Config, folder: Path, *, resume: str | os.PathL
         Receives one line per epoch and the final result.
     stop : StopFlag, optional
         A flag that ends the run between two steps (Ctrl-C sets it when this is None).
+    data : Data, optional
+        The dataset, already loaded for this config (a sweep's trials share it).
+    trial : bool
+        A sweep's trial: no test at the end (trials are chosen on validation only, and the
+        winner tested once), no ``last.npz`` (a cut-off trial is rerun, not resumed), no
+        ``runs/latest`` link and no ``curves.png`` (``mlp report`` draws the best trials').
+    epoch_hook : callable, optional
+        ``epoch_hook(row)`` after each epoch's files are written; an exception it raises (a
+        pruned trial) ends the run there.
 
     Raises
     ------
@@ -97,7 +109,8 @@ def train_run(config: config_mod.Config, folder: Path, *, resume: str | os.PathL
         raise MlpError(f"{folder} already holds a run; continue it with --resume {folder / 'last.npz'}, "
                        f"train into another folder with --out DIR, or replace it with --force")
 
-    data = load_data(config, progress)
+    train.check_memory(config)
+    data = data or load_data(config, progress)
     dataset = {"name": data.name, "digest": data.digest}
     if resume is not None:
         _check_same_data(resume, saved, data)
@@ -105,7 +118,8 @@ def train_run(config: config_mod.Config, folder: Path, *, resume: str | os.PathL
     atomic_write(folder / "config.yaml", lambda f: f.write(_yaml(config).encode()))
     metrics_path = folder / "metrics.csv"
     _write_metrics(metrics_path, state.history if state else [])
-    _link_latest(config, folder)
+    if not trial:
+        _link_latest(config, folder)
 
     meta = {"dataset": dataset, "classes": list(data.classes),
             "input": {"scale": data.scaling[0], "offset": data.scaling[1], "shape": [28, 28]}}
@@ -114,15 +128,18 @@ def train_run(config: config_mod.Config, folder: Path, *, resume: str | os.PathL
         ckpt_mod.save(path, ckpt_mod.Checkpoint(state.params, config, {**meta, **state.meta()},
                                                 state.momentum))
 
-    curves = _Curves(folder)
+    curves = _Curves(folder, enabled=not trial)
 
     def on_epoch(state: train.State, row: dict, is_best: bool) -> None:
         _append_metrics(metrics_path, row)
-        save(folder / "last.npz", state)
+        if not trial:
+            save(folder / "last.npz", state)
         if is_best:
             save(folder / "checkpoint.npz", state)
         echo(_epoch_line(row, config.training.epochs, is_best))
         curves.update(state.history)
+        if epoch_hook is not None:
+            epoch_hook(row)
 
     if state is not None:
         echo(f"resuming {resume} at epoch {state.epoch + 1}, step {state.step}")
@@ -140,6 +157,8 @@ def train_run(config: config_mod.Config, folder: Path, *, resume: str | os.PathL
         echo(f"early stop: validation loss has not improved for {config.training.patience} epochs")
 
     curves.update(state.history, final=True)
+    if trial:
+        return RunResult(folder, state, math.nan, math.nan)
     best = ckpt_mod.load(folder / "checkpoint.npz")
     test = train.evaluate(best.params, config.model.activation, data.test,
                           scaling=best.scaling)
@@ -161,11 +180,11 @@ class _Curves:
     ``every`` seconds, and once more at the end.
     """
 
-    def __init__(self, folder: Path, every: float = 15.0):
+    def __init__(self, folder: Path, every: float = 15.0, enabled: bool = True):
         from mnist_mlp import plots
 
         self.path, self.every = folder / "curves.png", every
-        self.enabled, self.last = plots.have_matplotlib(), float("-inf")
+        self.enabled, self.last = enabled and plots.have_matplotlib(), float("-inf")
         self.title = f"{folder.name}: learning curves"
 
     def update(self, history: list[dict], final: bool = False) -> None:
