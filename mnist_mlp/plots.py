@@ -108,3 +108,88 @@ def _save(fig, out, plt) -> None:
     fig.savefig(buf, format="png")
     plt.close(fig)
     atomic_write(out, lambda f: f.write(buf.getvalue()))
+
+
+STATE_STYLE = {"complete": ("o", "#1f77b4"), "pruned": ("x", "#ff7f0e"), "fail": ("s", "#d62728"),
+               "running": ("^", "#7f7f7f")}
+
+
+def plot_sweep_trials(rows: list[dict], metric: str, goal: str, out: str | os.PathLike, title: str = "") -> None:
+    """The metric of each trial in the order they were asked, by state, with the best so far."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 4), dpi=110)
+    for state, (marker, colour) in STATE_STYLE.items():
+        pts = [(r["number"], r["value"]) for r in rows if r["state"] == state and r["value"] is not None]
+        if pts:
+            ax.scatter(*zip(*pts), marker=marker, color=colour, label=state, s=28)
+    done = sorted((r["number"], r["value"]) for r in rows if r["state"] == "complete" and r["value"] is not None)
+    if done:
+        pick = max if goal == "maximize" else min
+        best, xs, ys = None, [], []
+        for n, v in done:
+            best = v if best is None else pick(best, v)
+            xs.append(n)
+            ys.append(best)
+        ax.step(xs, ys, where="post", color="#2ca02c", label="best so far")
+    ax.set(xlabel="trial", ylabel=f"{metric} (best epoch; pruned: best before pruning)",
+           title=title or "Trials")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, out, plt)
+
+
+def plot_sweep_params(rows: list[dict], params: dict[str, str], metric: str, out: str | os.PathLike) -> None:
+    """The metric against each searched parameter (log axis for log-uniform ones), one panel each."""
+    plt = _pyplot()
+    n = max(1, len(params))
+    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.4), dpi=110, squeeze=False)
+    for ax, (key, dist) in zip(axes[0], params.items()):
+        for state, (marker, colour) in STATE_STYLE.items():
+            pts = [(r[key], r["value"]) for r in rows if r["state"] == state and r["value"] is not None
+                   and r.get(key) is not None]
+            if not pts:
+                continue
+            xs, ys = zip(*pts)
+            if dist == "categorical":
+                labels = sorted({str(x) for r in rows if (x := r.get(key)) is not None})
+                xs = [labels.index(str(x)) for x in xs]
+                ax.set_xticks(range(len(labels)), labels, fontsize=8)
+            ax.scatter(xs, ys, marker=marker, color=colour, s=22, label=state)
+        if dist == "log_uniform_values":
+            ax.set_xscale("log")
+        ax.set(xlabel=key, ylabel=metric)
+        ax.grid(alpha=0.3)
+    if axes[0][0].get_legend_handles_labels()[0]:
+        axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, out, plt)
+
+
+def plot_importances(importances: dict[str, float], out: str | os.PathLike) -> None:
+    """Parameter importances (Optuna's PED-ANOVA), largest first, as horizontal bars."""
+    plt = _pyplot()
+    items = sorted(importances.items(), key=lambda kv: kv[1])
+    fig, ax = plt.subplots(figsize=(6, 0.5 + 0.45 * max(1, len(items))), dpi=110)
+    if items:
+        ax.barh([k for k, _ in items], [v for _, v in items], color="#1f77b4")
+    ax.set(xlabel="importance (share of the metric's variation)", title="Which settings mattered")
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    _save(fig, out, plt)
+
+
+def plot_runs_curves(curves: dict[str, list[dict]], metric: str, out: str | os.PathLike) -> None:
+    """Validation curves of several runs on one set of axes (a sweep's best trials)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4), dpi=110)
+    for label, rows in curves.items():
+        ys = [r[metric] for r in rows]
+        ax.plot([r["epoch"] for r in rows], [100 * y for y in ys] if metric == "val_acc" else ys, "-o", ms=3,
+                label=label)
+    ax.set(xlabel="epoch", ylabel="validation accuracy (%)" if metric == "val_acc" else metric,
+           title="The best trials' learning curves")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, out, plt)

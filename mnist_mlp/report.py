@@ -19,7 +19,8 @@ from mnist_mlp import model, run
 from mnist_mlp.errors import MlpError
 from mnist_mlp.fsutil import atomic_write
 from mnist_mlp.pictures import digit_grid, save_png, weight_grid
-from mnist_mlp.plots import INSTALL_HINT, have_matplotlib, plot_confusion, plot_curves
+from mnist_mlp.plots import (INSTALL_HINT, have_matplotlib, plot_confusion, plot_curves, plot_importances,
+                             plot_runs_curves, plot_sweep_params, plot_sweep_trials)
 
 
 def resolve(target: str | os.PathLike) -> tuple[Path, Path]:
@@ -98,6 +99,8 @@ def make(target: str | os.PathLike, out: str | os.PathLike | None = None, progre
     """
     if not have_matplotlib():
         raise MlpError(INSTALL_HINT)
+    if is_sweep(target):
+        return make_sweep(Path(target), out)
     folder, ckpt_path = resolve(target)
     e = run.evaluate_on(ckpt_path, "test", progress)
     ckpt, test, metrics, cm = e.checkpoint, e.split, e.metrics, e.confusion
@@ -124,6 +127,104 @@ def make(target: str | os.PathLike, out: str | os.PathLike | None = None, progre
     atomic_write(written["html"], lambda f: f.write(page.encode()))
     return {"paths": {k: str(v) for k, v in written.items()}, "accuracy": metrics.accuracy,
             "loss": metrics.loss, "n": int(len(test))}
+
+
+# --- a sweep's report ------------------------------------------------------------------------------
+
+
+def is_sweep(target: str | os.PathLike) -> bool:
+    """Whether ``target`` is a sweep folder (``mlp sweep``'s results.csv and summary.json)."""
+    target = Path(target)
+    return target.is_dir() and (target / "summary.json").exists() and (target / "results.csv").exists()
+
+
+def read_sweep(folder: Path) -> tuple[dict, list[dict]]:
+    """(summary, rows of results.csv with numbers and lists parsed)."""
+    import csv
+    import json
+
+    summary = json.loads((folder / "summary.json").read_text())
+    rows = []
+    with open(folder / "results.csv", newline="") as f:
+        for raw in csv.DictReader(f):
+            row = {}
+            for key, text in raw.items():
+                if text in ("", None):
+                    row[key] = None
+                elif key in ("state", "host"):
+                    row[key] = text
+                else:
+                    try:
+                        row[key] = json.loads(text)
+                    except ValueError:
+                        row[key] = text
+            rows.append(row)
+    return summary, rows
+
+
+def make_sweep(folder: Path, out: str | os.PathLike | None = None, best_curves: int = 5) -> dict:
+    """The pictures of a sweep: its trials, the metric against each parameter, the parameters'
+    importances and the best trials' learning curves, and ``sweep.html`` with all of them."""
+    summary, rows = read_sweep(folder)
+    out = Path(out) if out else folder
+    out.mkdir(parents=True, exist_ok=True)
+    metric, goal, name = summary["metric"], summary["goal"], summary["name"]
+    written = {"trials": out / "trials.png", "parameters": out / "parameters.png"}
+    plot_sweep_trials(rows, metric, goal, written["trials"], f"sweep {name}: {metric} of each trial")
+    plot_sweep_params(rows, summary.get("parameters", {}), metric, written["parameters"])
+    if summary.get("importances"):
+        written["importances"] = out / "importances.png"
+        plot_importances(summary["importances"], written["importances"])
+    done = sorted((r for r in rows if r["state"] == "complete" and r["value"] is not None),
+                  key=lambda r: r["value"], reverse=goal == "maximize")[:best_curves]
+    curves = {}
+    for r in done:
+        path = folder / "trials" / str(r["number"]) / "metrics.csv"
+        if path.exists():
+            curves[f"trial {r['number']} ({metric} {r['value']:.4f})"] = run.read_metrics(path)
+    if curves:
+        written["curves"] = out / "best_curves.png"
+        plot_runs_curves(curves, metric, written["curves"])
+    written["html"] = out / "sweep.html"
+    page = _sweep_html(summary, rows, done, written)
+    atomic_write(written["html"], lambda f: f.write(page.encode()))
+    return {"paths": {k: str(v) for k, v in written.items()}, "best": summary.get("best")}
+
+
+def _sweep_html(summary: dict, rows: list[dict], best_rows: list[dict], written: dict) -> str:
+    esc = html.escape
+    params = list(summary.get("parameters", {}))
+    best = summary.get("best") or {}
+    t = summary["trials"]
+    facts = [("trials", f"{t['complete']} complete, {t['pruned']} pruned, {t['fail']} failed"),
+             ("epochs run", str(summary.get("epochs_run"))),
+             ("wall time", f"{summary.get('wall_seconds', 0):.0f} s (this session)"),
+             ("best trial", str(best.get("number", "-"))),
+             (f"best {summary['metric']}", "-" if best.get("value") is None else f"{best['value']:.4f}"),
+             ("its test accuracy", "-" if best.get("test_accuracy") is None else f"{100 * best['test_accuracy']:.2f}%")]
+    facts_html = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
+    head = "".join(f"<th>{esc(c)}</th>" for c in ["trial", "state", summary["metric"], *params, "epochs", "host"])
+    body = "".join("<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in [
+        r["number"], r["state"], "-" if r["value"] is None else f"{r['value']:.4f}",
+        *(r.get(p) for p in params), r.get("epochs"), r.get("host")]) + "</tr>" for r in best_rows)
+    figures = "".join(f"<figure>{_img(written[k])}</figure>" for k in ("trials", "parameters", "importances",
+                                                                        "curves") if k in written)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>mlp report: sweep {esc(summary['name'])}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }}
+table {{ border-collapse: collapse; }} td, th {{ padding: 0.25em 0.8em; border-bottom: 1px solid #ddd; text-align: right; }}
+th {{ text-align: left; }} figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; }}
+</style></head><body>
+<h1>Sweep <code>{esc(summary['name'])}</code> ({esc(summary['method'])}, {esc(summary['goal'])} {esc(summary['metric'])})</h1>
+<table>{facts_html}</table>
+<h2>The best trials</h2>
+<table><tr>{head}</tr>{body}</table>
+<h2>Pictures</h2>
+{figures}
+</body></html>
+"""
 
 
 def _history(folder: Path, ckpt) -> list[dict]:

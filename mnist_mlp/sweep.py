@@ -39,6 +39,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -306,9 +307,18 @@ def open_storage(url: str):
     if url.startswith("sqlite"):
         raise MlpError("--storage sqlite:// locks up with several workers writing at once (Optuna's FAQ); "
                        "leave --storage out for the journal file on one machine, or use postgresql://")
+    tries = 8
     try:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=int(HEARTBEAT_S),
-                                          grace_period=int(STALE_AFTER_S))
+        for attempt in range(tries):
+            try:
+                with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.9
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return optuna.storages.RDBStorage(url, heartbeat_interval=int(HEARTBEAT_S),
+                                                      grace_period=int(STALE_AFTER_S))
+            except Exception as exc:  # workers creating the tables at the same moment: all but one lose
+                if attempt == tries - 1 or not _is_creation_race(exc):
+                    raise
+                time.sleep(0.2 * (attempt + 1))
     except ImportError as exc:
         raise MlpError(f"--storage {_redact(url)}: a database driver is missing ({exc}); "
                        f"pip install 'mnist-mlp[sweep]'") from None
@@ -322,7 +332,8 @@ def _redact(url: str) -> str:
     if not sep:
         return url
     scheme, _, credentials = head.partition("://")
-    return f"{scheme}://{credentials.split(':')[0]}:***@{tail}"
+    user, colon, _ = credentials.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{tail}"
 
 
 def create_study(spec: Spec, storage, sampler_seed: int | None = None, tries: int = 8):
@@ -396,8 +407,10 @@ def fail_dead_trials(study, now: float | None = None) -> list[int]:
     dead = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         attrs = t.user_attrs
-        if attrs.get("host") == host and attrs.get("pid") is not None:
-            gone = not _alive(int(attrs["pid"])) or attrs.get("boot") != _boot_id()
+        if attrs.get("host") == host:
+            if attrs.get("pid") is None:  # just asked: its worker is still writing who it is
+                continue
+            gone = not _alive(int(attrs["pid"])) or attrs.get("boot", _boot_id()) != _boot_id()
         else:
             gone = now - float(attrs.get("heartbeat", t.datetime_start.timestamp())) > STALE_AFTER_S
         if gone:
@@ -483,8 +496,9 @@ class Worker:
 
     def _run_trial(self, study, trial, stop) -> None:
         optuna = _optuna()
-        for key, value in (("host", socket.gethostname()), ("pid", os.getpid()), ("boot", _boot_id()),
-                           ("sampler_seed", self.seed), ("heartbeat", time.time())):
+        # pid last: a trial of this host counts as identified (and so checkable) once it is there
+        for key, value in (("host", socket.gethostname()), ("boot", _boot_id()), ("sampler_seed", self.seed),
+                           ("heartbeat", time.time()), ("pid", os.getpid())):
             trial.set_user_attr(key, value)
         values = {p.key: p.suggest(trial) for p in self.spec.parameters}
         config = self.spec.config_for(values)
@@ -501,7 +515,8 @@ class Worker:
                 best["value"] = value
             trial.set_user_attr("epochs", best["epochs"])
             trial.report(value, int(row["epoch"]))
-            if trial.should_prune():
+            # After the last epoch there is nothing left to save: the trial completes.
+            if int(row["epoch"]) < config.training.epochs and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {row['epoch']}")
 
         started = time.perf_counter()
@@ -609,6 +624,7 @@ def finish(study, spec: Spec, folder: Path, wall_s: float, test: bool = True) ->
     counts = _counts(study)
     summary: dict = {"name": spec.name, "metric": spec.metric, "goal": spec.goal, "method": spec.method,
                      "run_cap": spec.run_cap, "trials": counts, "wall_seconds": wall_s,
+                     "parameters": {p.key: p.distribution for p in spec.parameters},
                      "epochs_run": sum(int(r["epochs"] or 0) for r in rows), "best": None}
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"
                 and not t.user_attrs.get("discarded")]
@@ -653,12 +669,13 @@ def default_folder(spec: Spec) -> Path:
 
 def sweep(spec_path: str | os.PathLike, *, run_cap: int | None = None, workers: int = 1,
           storage: str | None = None, out: str | os.PathLike | None = None, progress: bool = True,
-          log: Callable[[str], None] = print) -> dict:
+          log: Callable[[str], None] = print, seed: int | None = None) -> dict:
     """Run (or continue) a sweep until its study holds ``run_cap`` finished trials; return the summary.
 
     With ``workers`` > 1, that many worker processes share the study, each with its share of
     the cores for BLAS. Ctrl-C stops every worker after cutting its trial off (the trial is
-    marked failed, its budget free); rerunning the same command continues the study.
+    marked failed, its budget free); rerunning the same command continues the study. Each
+    worker's sampler seed is drawn from the operating system, or is ``seed + i`` for worker i.
 
     Raises
     ------
@@ -678,13 +695,13 @@ def sweep(spec_path: str | os.PathLike, *, run_cap: int | None = None, workers: 
     try:
         if workers <= 1:
             flag = train.StopFlag()
-            worker = Worker(spec, folder, url, _new_seed(), on_trial=lambda t: bar.update())
+            worker = Worker(spec, folder, url, _new_seed() if seed is None else seed, on_trial=lambda t: bar.update())
             with train.stop_on_sigint(flag):
                 worker.run(flag)
             if flag.requested:
                 raise KeyboardInterrupt
         else:
-            _run_processes(spec_path, spec, folder, storage, workers, bar)
+            _run_processes(spec_path, spec, folder, storage, workers, bar, seed)
     except (KeyboardInterrupt, run.TrainingInterrupted):
         bar.close()
         write_results(study, spec, folder)
@@ -703,14 +720,15 @@ def _new_seed() -> int:
     return int.from_bytes(os.urandom(4), "little")
 
 
-def _run_processes(spec_path, spec: Spec, folder: Path, storage: str | None, workers: int, bar) -> None:
+def _run_processes(spec_path, spec: Spec, folder: Path, storage: str | None, workers: int, bar,
+                   seed: int | None = None) -> None:
     """Start ``workers`` worker processes, each with its share of the cores, and wait for them."""
     cores = os.cpu_count() or 1
     threads = str(max(1, cores // workers))
     env = {**os.environ, "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-    cmd = [sys.executable, "-m", "mnist_mlp.sweep", str(spec_path), str(folder), storage or "",
-           str(spec.run_cap)]
-    procs = [subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL) for _ in range(workers)]
+    cmd = [sys.executable, "-m", "mnist_mlp.sweep", str(spec_path), str(folder), storage or "", str(spec.run_cap)]
+    procs = [subprocess.Popen([*cmd, "" if seed is None else str(seed + i)], env=env, stdin=subprocess.DEVNULL)
+             for i in range(workers)]
     try:
         while any(p.poll() is None for p in procs):
             bar.update()
@@ -756,14 +774,14 @@ class _Progress:
 
 
 def _worker_main(argv: list[str]) -> int:
-    """A worker process of :func:`sweep` (``python -m mnist_mlp.sweep SPEC FOLDER STORAGE RUN_CAP``)."""
-    spec_path, folder, storage, cap = argv
+    """A worker process of :func:`sweep` (``python -m mnist_mlp.sweep SPEC FOLDER STORAGE RUN_CAP SEED``)."""
+    spec_path, folder, storage, cap, seed = argv
     spec = load_spec(spec_path, int(cap))
     folder = Path(folder)
     flag = train.StopFlag()
     try:
         with train.stop_on_sigint(flag):
-            Worker(spec, folder, storage_url(storage or None, folder), _new_seed()).run(flag)
+            Worker(spec, folder, storage_url(storage or None, folder), int(seed) if seed else _new_seed()).run(flag)
     except (KeyboardInterrupt, run.TrainingInterrupted):
         return 130
     except MlpError as exc:

@@ -1,0 +1,433 @@
+"""mlp sweep: the sweep file's checks, trials as run folders, the study's cap over workers,
+dead workers' trials, pruning, Ctrl-C and kill -9, and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import require
+from mnist_mlp import train
+from mnist_mlp.errors import ConfigError
+
+optuna = pytest.importorskip("optuna", reason="the sweep extra (optuna) is not installed")
+from mnist_mlp import sweep  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_BASE = {"data": {"validation": 16}, "model": {"hidden": [16]},
+             "training": {"epochs": 3, "batch_size": 16, "lr": 0.05}}
+
+
+def write_spec(folder: Path, base_config: dict | None = TINY_BASE, **spec) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    if base_config is not None:
+        (folder / "base.yaml").write_text(yaml.safe_dump(base_config))
+        spec.setdefault("base", "base.yaml")
+    spec.setdefault("method", "random")
+    spec.setdefault("run_cap", 4)
+    spec.setdefault("parameters", {"training.lr": {"distribution": "log_uniform_values", "min": 0.01, "max": 0.3},
+                                   "model.hidden": {"values": [[8], [16]]}})
+    path = folder / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+# --- the sweep file -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"methd": "grid"}, "unknown key 'methd' (did you mean 'method'?)"),
+    ({"method": "bayesian"}, "method must be one of grid, random, bayes, got 'bayesian'"),
+    ({"metric": {"name": "accuracy"}}, "metric.name must be one of val_acc, val_loss, got 'accuracy'"),
+    ({"parameters": {"training.lrr": {"values": [0.1]}}},
+     "parameters.training.lrr: 'training.lrr' is not a config key (did you mean 'training.lr'?)"),
+    ({"parameters": {"lr": {"values": [0.1]}}}, "(did you mean 'training.lr'?)"),
+    ({"parameters": {"training.lr": {"distribution": "log_uniform", "min": 0.1, "max": 1}}},
+     "parameters.training.lr.distribution must be one of constant, categorical, uniform"),
+    ({"parameters": {"training.lr": {"distribution": "uniform", "min": 0.5, "max": 0.1}}}, "min must be < max"),
+    ({"parameters": {"training.lr": {"distribution": "log_uniform_values", "min": 0, "max": 0.1}}},
+     "log_uniform_values needs min > 0"),
+    ({"parameters": {"training.lr": {"distribution": "uniform", "min": -0.1, "max": 0.1}}},
+     "parameters.training.lr: -0.1 would not be a valid config: training.lr must be > 0, got -0.1"),
+    ({"parameters": {"model.activation": {"values": ["relu", "gelu"]}}},
+     "model.activation must be one of relu, sigmoid, tanh, got 'gelu'"),
+    ({"method": "grid", "parameters": {"training.lr": {"min": 0.1, "max": 0.2}}},
+     "method grid needs a list of values for every parameter"),
+    ({"run_cap": 0}, "run_cap must be a whole number >= 1"),
+    ({"early_terminate": {"type": "hyperband", "min_itr": 2}}, "(did you mean 'min_iter'?)"),
+    ({"early_terminate": {"type": "median"}}, "early_terminate.type must be hyperband"),
+    ({"base": "nope.yaml"}, "base 'nope.yaml' not found"),
+    ({"parameters": {"model.hidden": {"values": [[16], [100000000]]}}},
+     "model.hidden=[100000000]: training would need about"),
+])
+def test_a_bad_sweep_file_is_one_error_naming_the_key(tmp_path, change, message):
+    with pytest.raises(ConfigError) as info:
+        sweep.load_spec(write_spec(tmp_path, **change))
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_good_sweep_file(tmp_path):
+    spec = sweep.load_spec(write_spec(tmp_path, method="grid", run_cap=None,
+                                      parameters={"training.lr": {"values": [0.01, 0.1]},
+                                                  "model.hidden": {"values": [[8], [16], [8, 8]]}}))
+    assert spec.run_cap == 6 and spec.metric == "val_acc" and spec.goal == "maximize"  # a grid's size
+    assert spec.base.training.epochs == 3 and spec.name == "sweep"
+    assert spec.config_for({"model.hidden": [8, 8]}).model.hidden == [8, 8]
+
+
+def test_the_shipped_sweep_file_is_valid():
+    spec = sweep.load_spec(ROOT / "configs" / "sweep.yaml")
+    assert spec.base.model.dropout == 0 and not spec.base.data.augment.enabled  # the plain net
+    assert spec.hyperband == {"min_iter": 3, "eta": 3} and spec.run_cap == 24
+
+
+def test_too_much_memory_is_one_line_for_train_too(tiny_as_mnist):
+    from click.testing import CliRunner
+
+    from mnist_mlp.cli import main
+
+    result = CliRunner().invoke(main, ["train", "--set", "model.hidden=[100000000]"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "model.hidden=[100000000]: training would need about" in result.stderr
+    assert "is available; choose a smaller model.hidden" in result.stderr
+    from mnist_mlp.config import load_config
+
+    big_batch = load_config(overrides=["training.batch_size=100000"])
+    with pytest.raises(ConfigError, match=r"training.batch_size=100000: .* but 1.0 GB is available"):
+        train.check_memory(big_batch, available=10**9)  # 1024 units fit; a batch of 100,000 does not
+    train.check_memory(load_config(), available=10**9)
+
+
+# --- sweeps on the tiny dataset, in this process ------------------------------------------------------
+
+
+def test_a_sweep_writes_trials_results_and_a_best_config_that_reproduces(tiny_as_mnist, tmp_path):
+    spec_path = write_spec(tmp_path / "spec", run_cap=5)
+    summary = sweep.sweep(spec_path, out=tmp_path / "sw", progress=False, log=lambda s: None, seed=1)
+    folder = tmp_path / "sw"
+    rows = sweep.write_results(sweep.create_study(sweep.load_spec(spec_path),
+                                                  sweep.open_storage(sweep.storage_url(None, folder))),
+                               sweep.load_spec(spec_path), folder)
+    assert summary["trials"]["complete"] == 5 and len(rows) == 5
+    assert {r["state"] for r in rows} == {"complete"} and all(r["epochs"] == 3 for r in rows)
+    assert all((folder / "trials" / str(r["number"]) / "metrics.csv").exists() for r in rows)
+    kept = sorted(p.parent.name for p in folder.glob("trials/*/checkpoint.npz"))
+    assert len(kept) == sweep.KEEP_CHECKPOINTS  # the best few keep their checkpoint
+    assert not list(folder.glob("trials/*/last.npz"))
+    best = summary["best"]
+    assert str(best["number"]) in kept and best["value"] == max(r["value"] for r in rows)
+    assert 0 <= best["test_accuracy"] <= 1  # tested once, at the end
+    assert set(summary["importances"]) <= {"training.lr", "model.hidden"}
+    # best.yaml is complete, seed included: training it again gives the same validation accuracy.
+    from mnist_mlp import run
+    from mnist_mlp.config import load_config
+
+    again = run.train_run(load_config(folder / "best.yaml"), tmp_path / "again", progress=False,
+                          echo=lambda s: None)
+    assert again.state.best["val_acc"] == best["value"]
+    assert not (tmp_path / "runs" / "latest").resolve().is_relative_to(folder)  # trials left runs/latest alone
+    header = (folder / "results.csv").read_text().splitlines()[0]
+    assert header == "number,state,value,model.hidden,training.lr,epochs,seconds,host,sampler_seed"  # file order
+
+
+def test_rerunning_continues_and_never_reruns_a_finished_trial(tiny_as_mnist, tmp_path):
+    spec_path = write_spec(tmp_path / "spec", run_cap=3)
+    sweep.sweep(spec_path, out=tmp_path / "sw", progress=False, log=lambda s: None, seed=2)
+    first = (tmp_path / "sw" / "results.csv").read_text().splitlines()
+    summary = sweep.sweep(spec_path, out=tmp_path / "sw", run_cap=5, progress=False, log=lambda s: None, seed=3)
+    lines = (tmp_path / "sw" / "results.csv").read_text().splitlines()
+    assert lines[:4] == first and len(lines) == 6  # the first three unchanged, two more
+    assert summary["trials"]["complete"] == 5
+    assert sweep.sweep(spec_path, out=tmp_path / "sw", run_cap=5, progress=False,
+                       log=lambda s: None)["trials"]["complete"] == 5  # at its cap: nothing more runs
+
+
+def test_the_cap_holds_over_workers_racing_for_the_last_places(tiny_as_mnist, tmp_path):
+    spec_path = write_spec(tmp_path / "spec", run_cap=6)
+    spec, folder = sweep.load_spec(spec_path), tmp_path / "sw"
+    url = sweep.storage_url(None, folder)
+    folder.mkdir()
+    study = sweep.create_study(spec, sweep.open_storage(url))
+    workers = [sweep.Worker(spec, folder, url, seed) for seed in (10, 11, 12)]
+    threads = [threading.Thread(target=w.run) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    counts = sweep._counts(study)
+    assert counts["complete"] + counts["pruned"] == 6 and counts["running"] == 0
+    seeds = {t.user_attrs["sampler_seed"] for t in study.get_trials() if not t.user_attrs.get("discarded")}
+    assert seeds <= {10, 11, 12} and len(seeds) >= 2  # each worker its own seed, recorded
+    params = [tuple(sorted(t.params.items())) for t in study.get_trials() if t.state.name == "COMPLETE"]
+    assert len(set(params)) == len(params)  # different seeds: no trial suggested twice
+
+
+def test_workers_with_one_seed_would_suggest_the_same_trials(tiny_as_mnist, tmp_path):
+    # The pitfall the per-worker seeds avoid, shown with Optuna itself.
+    spec = sweep.load_spec(write_spec(tmp_path / "spec"))
+    a = sweep.create_study(spec, optuna.storages.InMemoryStorage(), sampler_seed=7)
+    b = sweep.create_study(spec, optuna.storages.InMemoryStorage(), sampler_seed=7)
+    assert a.ask().suggest_float("x", 0, 1) == b.ask().suggest_float("x", 0, 1)
+
+
+def test_a_dead_workers_trial_is_failed_and_its_budget_given_to_a_new_one(tiny_as_mnist, tmp_path):
+    spec_path = write_spec(tmp_path / "spec", run_cap=3)
+    spec, folder = sweep.load_spec(spec_path), tmp_path / "sw"
+    folder.mkdir()
+    study = sweep.create_study(spec, sweep.open_storage(sweep.storage_url(None, folder)))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    trial = study.ask()  # as a worker left it when kill -9 ended it: RUNNING, its process gone
+    trial.suggest_float("training.lr", 0.01, 0.3, log=True)
+    for key, value in (("host", sweep.socket.gethostname()), ("pid", int(gone.stdout)), ("boot", sweep._boot_id())):
+        trial.set_user_attr(key, value)
+    other = study.ask()  # a trial of another machine whose heartbeat stopped two minutes ago
+    other.set_user_attr("host", "elsewhere")
+    other.set_user_attr("heartbeat", time.time() - 120)
+    logged = []
+    summary = sweep.sweep(spec_path, out=folder, progress=False, log=logged.append, seed=4)
+    assert logged and "marked failed trials 0, 1" in logged[0]
+    assert summary["trials"] == {"complete": 3, "pruned": 0, "fail": 2, "running": 0}
+    failed = [t for t in study.get_trials() if t.state.name == "FAIL"]
+    assert [t.user_attrs["failed_because"] for t in failed] == ["its worker died"] * 2
+
+
+def test_a_live_workers_trial_is_left_alone(tiny_as_mnist, tmp_path):
+    spec = sweep.load_spec(write_spec(tmp_path / "spec"))
+    study = sweep.create_study(spec, optuna.storages.InMemoryStorage())
+    trial = study.ask()
+    for key, value in (("host", sweep.socket.gethostname()), ("pid", os.getpid()), ("boot", sweep._boot_id())):
+        trial.set_user_attr(key, value)
+    away = study.ask()
+    away.set_user_attr("host", "elsewhere")
+    away.set_user_attr("heartbeat", time.time())
+    assert sweep.fail_dead_trials(study) == []
+
+
+def test_hyperband_prunes_trailing_trials_early(tiny_as_mnist, tmp_path):
+    spec_path = write_spec(tmp_path / "spec", run_cap=12, base_config={**TINY_BASE, "training": {
+        **TINY_BASE["training"], "epochs": 9}}, early_terminate={"type": "hyperband", "min_iter": 1, "eta": 3},
+        parameters={"training.lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 0.3}})
+    spec = sweep.load_spec(spec_path)
+    study = sweep.create_study(spec, optuna.storages.InMemoryStorage())
+    assert study.pruner._max_resource == 9  # the epochs, not "auto" (which prunes nothing at first)
+    summary = sweep.sweep(spec_path, out=tmp_path / "sw", progress=False, log=lambda s: None, seed=5)
+    _, rows = _read(tmp_path / "sw")
+    pruned = [r for r in rows if r["state"] == "pruned"]
+    assert pruned and all(r["epochs"] < 9 for r in pruned)
+    assert summary["epochs_run"] < 12 * 9
+    assert all(not (tmp_path / "sw" / "trials" / str(r["number"]) / "checkpoint.npz").exists() for r in pruned)
+
+
+def _read(folder):
+    from mnist_mlp import report
+
+    return report.read_sweep(folder)
+
+
+def test_sweep_report_draws_the_search(tiny_as_mnist, tmp_path):
+    pytest.importorskip("matplotlib")
+    from mnist_mlp import report
+
+    sweep.sweep(write_spec(tmp_path / "spec", run_cap=4), out=tmp_path / "sw", progress=False,
+                log=lambda s: None, seed=6)
+    result = report.make(tmp_path / "sw")
+    for key in ("trials", "parameters", "importances", "curves", "html"):
+        assert Path(result["paths"][key]).stat().st_size > 1000, key
+    page = (tmp_path / "sw" / "sweep.html").read_text()
+    assert page.count("data:image/png;base64,") == 4 and "The best trials" in page
+
+
+def test_cli_json_and_missing_extra(tiny_as_mnist, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from mnist_mlp.cli import main
+
+    spec_path = write_spec(tmp_path / "spec", run_cap=2)
+    result = CliRunner().invoke(main, ["sweep", str(spec_path), "--out", str(tmp_path / "sw"), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["trials"]["complete"] == 2 and summary["best"]["number"] in (0, 1)
+    result = CliRunner().invoke(main, ["sweep", str(spec_path), "--storage", "sqlite:///x.db"])
+    assert result.exit_code == 1 and "locks up with several workers" in result.stderr
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    result = CliRunner().invoke(main, ["sweep", str(spec_path)])
+    assert result.exit_code == 1 and "pip install 'mnist-mlp[sweep]'" in result.stderr
+
+
+# --- as a user runs it: processes, Ctrl-C, kill -9 (real MNIST) ------------------------------------------
+
+
+REAL_BASE = {"data": {"subset": 3000}, "model": {"hidden": [32]}, "training": {"epochs": 3, "lr": 0.1}}
+
+
+def _mlp_sweep(args, env, cwd):
+    return subprocess.Popen([sys.executable, "-m", "mnist_mlp", "sweep", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_rows(folder: Path, n: int, timeout: float = 120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        path = folder / "results.csv"
+        if path.exists() and len(path.read_text().splitlines()) > n:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no {n} finished trials in {timeout} s")
+
+
+def _study(folder: Path, spec_path: Path, url: str | None = None):
+    spec = sweep.load_spec(spec_path)
+    return sweep.create_study(spec, sweep.open_storage(sweep.storage_url(url, folder)))
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("how", ["ctrl-c", "kill -9"])
+def test_a_stopped_sweep_continues_with_the_same_command(real_env, tmp_path, how):
+    spec_path = write_spec(tmp_path / "spec", base_config=REAL_BASE, run_cap=6)
+    folder = tmp_path / "sw"
+    env = {**os.environ, "MNIST_MLP_HOME": str(real_env)}
+    proc = _mlp_sweep([str(spec_path), "--out", str(folder), "--quiet"], env, tmp_path)
+    _wait_for_rows(folder, 2)
+    time.sleep(0.3)  # inside the next trial
+    proc.send_signal(signal.SIGINT if how == "ctrl-c" else signal.SIGKILL)
+    out, err = proc.communicate(timeout=60)
+    if how == "ctrl-c":
+        assert proc.returncode == 130 and "Continue with the same command" in err and "Traceback" not in err
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    before = {t.number: t.state.name for t in _study(folder, spec_path).get_trials()}
+    assert "COMPLETE" in before.values()
+    again = _mlp_sweep([str(spec_path), "--out", str(folder), "--json"], env, tmp_path)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    summary = json.loads(out)
+    trials = _study(folder, spec_path).get_trials()
+    assert summary["trials"]["complete"] + summary["trials"]["pruned"] == 6
+    assert not [t for t in trials if t.state.name == "RUNNING"]  # nothing left RUNNING
+    for number, state in before.items():  # nothing finished was rerun
+        if state in ("COMPLETE", "PRUNED"):
+            assert trials[number].state.name == state
+    assert any(t.state.name == "FAIL" for t in trials)  # the trial cut off, failed and replaced
+
+
+@pytest.mark.realdata
+def test_two_worker_processes_share_the_cores_and_the_cap(real_env, tmp_path):
+    spec_path = write_spec(tmp_path / "spec", base_config=REAL_BASE, run_cap=6)
+    env = {**os.environ, "MNIST_MLP_HOME": str(real_env)}
+    proc = _mlp_sweep([str(spec_path), "--out", str(tmp_path / "sw"), "--workers", "2", "--json"], env, tmp_path)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    _, rows = _read(tmp_path / "sw")
+    assert len(rows) == 6 and len({r["sampler_seed"] for r in rows}) == 2  # two workers, each its own seed
+    assert json.loads(out)["best"]["test_accuracy"] > 0.8
+
+
+# --- a real PostgreSQL server, as machines sharing a study would use it ------------------------------------
+
+
+def _pg_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if found:
+        return found[-1].parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A throwaway PostgreSQL server on 127.0.0.1 (as an unprivileged user when run as root)."""
+    import pwd
+    import socket as sock_mod
+
+    binaries = _pg_bin()
+    require(binaries is not None, "PostgreSQL test: no initdb found (apt-get install postgresql, as .ci/run does)")
+    pytest.importorskip("psycopg", reason="the sweep extra's psycopg is not installed")
+    import tempfile
+
+    # Not under pytest's own folder: its parents are private to root, and the server's user must reach it.
+    root = Path(tempfile.mkdtemp(prefix="mnist-mlp-pg-"))
+    data = root / "data"
+    prefix: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        user = next((u for u in ("postgres", "nobody") if _has_user(u)), None)
+        require(user is not None, "PostgreSQL test: running as root and no unprivileged user to run the server")
+        uid, gid = pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid
+        os.chown(root, uid, gid)
+        os.chmod(root, 0o755)
+        prefix = ["runuser", "-u", user, "--"] if shutil.which("runuser") else ["su", "-s", "/bin/sh", user, "-c"]
+    with sock_mod.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def run_as(*cmd):
+        full = [*prefix, *cmd] if prefix[:1] != ["su"] else [*prefix, " ".join(cmd)]
+        return subprocess.run(full, capture_output=True, text=True, timeout=120)
+
+    init = run_as(str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", "mlp", "--no-sync")
+    assert init.returncode == 0, init.stderr
+    start = run_as(str(binaries / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o",
+                   f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+    assert start.returncode == 0, start.stderr + (root / "log").read_text()
+    try:
+        yield f"postgresql://mlp@127.0.0.1:{port}/postgres"
+    finally:
+        run_as(str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _has_user(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def test_workers_creating_one_study_at_the_same_moment_on_postgresql(postgres, tiny_as_mnist, tmp_path):
+    spec = sweep.load_spec(write_spec(tmp_path / "spec", name="race"))
+    url = sweep.storage_url(postgres, tmp_path)
+    errors, studies = [], []
+
+    def create():
+        try:
+            studies.append(sweep.create_study(spec, sweep.open_storage(url)))
+        except Exception as exc:  # pragma: no cover - the failure this test guards against
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and len(studies) == 4
+    assert len({s._study_id for s in studies}) == 1
+
+
+def test_a_sweep_on_postgresql_from_two_machines(postgres, real_env, tmp_path):
+    spec_path = write_spec(tmp_path / "spec", base_config=REAL_BASE, run_cap=6, name="machines")
+    procs = []
+    for machine in ("a", "b"):  # separate caches and folders, as on two machines; one BLAS thread each
+        env = {**os.environ, "MNIST_MLP_HOME": str(tmp_path / f"cache-{machine}"), "OPENBLAS_NUM_THREADS": "1",
+               "MNIST_MLP_MIRROR": os.environ["MNIST_MLP_MIRROR"]}
+        procs.append(_mlp_sweep([str(spec_path), "--out", str(tmp_path / f"sw-{machine}"), "--storage", postgres,
+                                 "--json", "--quiet"], env, tmp_path))
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e for _, e in outs]
+    study = _study(tmp_path, spec_path, postgres)
+    counted = [t for t in study.get_trials() if not t.user_attrs.get("discarded")]
+    assert len([t for t in counted if t.state.name in ("COMPLETE", "PRUNED")]) == 6
+    folders = [t.user_attrs["folder"] for t in counted]
+    assert len(set(folders)) == len(folders)  # no trial run twice
+    assert {Path(f).parent.parent.name for f in folders} == {"sw-a", "sw-b"}  # both machines ran trials
