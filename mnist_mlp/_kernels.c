@@ -258,14 +258,33 @@ static PyObject *softmax_cross_entropy(PyObject *self, PyObject *args) {
 
 #define AHEAD 4
 
+/* Random rows of the training set come from memory: ask for row i + AHEAD while row i is read. */
+INLINE void prefetch_ahead(const uint8_t *images, const int64_t *rows, Py_ssize_t i, Py_ssize_t n_out,
+                           Py_ssize_t d) {
+    if (rows && i + AHEAD < n_out) {
+        const uint8_t *next = images + rows[i + AHEAD] * d;
+        for (Py_ssize_t j = 0; j < d; j += 64)
+            __builtin_prefetch(next + j);
+    }
+}
+
+/* 0 if every rows[i] (or i, for rows NULL) is an index of one of n_images images; else an IndexError. */
+static int check_rows(const int64_t *rows, Py_ssize_t n_out, Py_ssize_t n_images) {
+    for (Py_ssize_t i = 0; i < n_out; i++) {
+        const Py_ssize_t r = rows ? rows[i] : i;
+        if (r < 0 || r >= n_images) {
+            PyErr_Format(PyExc_IndexError, "row %zd of the batch would be image %zd, not one of 0..%zd", i, r,
+                         n_images - 1);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 HOT static void scale_pixels_loop(float *out, const uint8_t *images, const int64_t *rows,
                                   Py_ssize_t n_out, Py_ssize_t d, float scale, float offset) {
     for (Py_ssize_t i = 0; i < n_out; i++) {
-        if (rows && i + AHEAD < n_out) { /* random rows come from memory: ask for them early */
-            const uint8_t *next = images + rows[i + AHEAD] * d;
-            for (Py_ssize_t j = 0; j < d; j += 64)
-                __builtin_prefetch(next + j);
-        }
+        prefetch_ahead(images, rows, i, n_out, d);
         const uint8_t *src = images + (rows ? rows[i] : i) * d;
         float *dst = out + i * d;
         for (Py_ssize_t j = 0; j < d; j++)
@@ -288,14 +307,8 @@ static PyObject *scale_pixels(PyObject *self, PyObject *args) {
         (rows_obj != Py_None && get_array(rows_obj, &views[held++], 0, "q", n_out, "rows") < 0))
         return release(views, held - 1, NULL);
     const int64_t *rows = rows_obj != Py_None ? views[2].buf : NULL;
-    for (Py_ssize_t i = 0; i < n_out; i++) {
-        const Py_ssize_t r = rows ? rows[i] : i;
-        if (r < 0 || r >= n_images) {
-            PyErr_Format(PyExc_IndexError, "row %zd of out would be image %zd, not one of 0..%zd", i, r,
-                         n_images - 1);
-            return release(views, held, NULL);
-        }
-    }
+    if (check_rows(rows, n_out, n_images) < 0)
+        return release(views, held, NULL);
     Py_BEGIN_ALLOW_THREADS
     scale_pixels_loop(views[0].buf, views[1].buf, rows, n_out, d, scale, offset);
     Py_END_ALLOW_THREADS
@@ -312,11 +325,7 @@ HOT static Py_ssize_t gather_inked_loop(float *values, int64_t *cols, uint8_t *a
                                         Py_ssize_t max_k) {
     memset(any, 0, (size_t)d);
     for (Py_ssize_t i = 0; i < n_out; i++) {
-        if (rows && i + AHEAD < n_out) { /* as in scale_pixels: random rows, asked for early */
-            const uint8_t *next = images + rows[i + AHEAD] * d;
-            for (Py_ssize_t j = 0; j < d; j += 64)
-                __builtin_prefetch(next + j);
-        }
+        prefetch_ahead(images, rows, i, n_out, d);
         const uint8_t *src = images + (rows ? rows[i] : i) * d;
         for (Py_ssize_t j = 0; j < d; j++)
             any[j] |= src[j];
@@ -351,14 +360,8 @@ static PyObject *gather_inked(PyObject *self, PyObject *args) {
         (rows_obj != Py_None && get_array(rows_obj, &views[held++], 0, "q", n_out, "rows") < 0))
         return release(views, held - 1, NULL);
     const int64_t *rows = rows_obj != Py_None ? views[3].buf : NULL;
-    for (Py_ssize_t i = 0; i < n_out; i++) {
-        const Py_ssize_t r = rows ? rows[i] : i;
-        if (r < 0 || r >= n_images) {
-            PyErr_Format(PyExc_IndexError, "row %zd of the batch would be image %zd, not one of 0..%zd", i, r,
-                         n_images - 1);
-            return release(views, held, NULL);
-        }
-    }
+    if (check_rows(rows, n_out, n_images) < 0)
+        return release(views, held, NULL);
     uint8_t *any = malloc((size_t)d);
     if (any == NULL) {
         PyErr_NoMemory();

@@ -46,7 +46,8 @@ def flops_per_example(sizes: list[int]) -> int:
     return forward + weight_grads + input_grads
 
 
-def _median_time(fn, repeat: int) -> float:
+def median_time(fn, repeat: int) -> float:
+    """Median seconds of ``repeat`` calls of ``fn``."""
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -69,7 +70,7 @@ def gemm_gflops(batch: int, hidden: int = 1024, repeat: int = 50) -> float:
 
     for _ in range(5):
         both()
-    return 2 * 2 * batch * model.N_INPUTS * hidden / _median_time(both, repeat) / 1e9
+    return 2 * 2 * batch * model.N_INPUTS * hidden / median_time(both, repeat) / 1e9
 
 
 def synthetic_data(n: int, seed: int = 0) -> data_mod.Data:
@@ -115,7 +116,7 @@ def eval_seconds(data: data_mod.Data, repeat: int = 5) -> float:
     params = train.new_state(config).params
     split = data_mod.Split(data.train.images[:10000], data.train.labels[:10000])
     train.evaluate(params, "relu", split)
-    return _median_time(lambda: train.evaluate(params, "relu", split), repeat)
+    return median_time(lambda: train.evaluate(params, "relu", split), repeat)
 
 
 def load_seconds(repeat: int = 3) -> float | None:
@@ -125,7 +126,7 @@ def load_seconds(repeat: int = 3) -> float | None:
     folder = download.cache_root() / "mnist"
     if not all((folder / f"{r.key}.npy").exists() for r in download.DATASETS["mnist"].resources):
         return None
-    return _median_time(lambda: data_mod.load("mnist", progress=False), repeat)
+    return median_time(lambda: data_mod.load("mnist", progress=False), repeat)
 
 
 def _mlp(*args: str) -> list[str]:
@@ -133,7 +134,7 @@ def _mlp(*args: str) -> list[str]:
 
 
 def help_seconds(repeat: int = 5) -> float:
-    return _median_time(lambda: subprocess.run(_mlp("--help"), capture_output=True, check=True), repeat)
+    return median_time(lambda: subprocess.run(_mlp("--help"), capture_output=True, check=True), repeat)
 
 
 def child_peak_mb(command: list[str]) -> float:

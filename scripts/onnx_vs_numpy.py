@@ -12,23 +12,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 
-def median_time(fn, runs: int = 5) -> float:
+def timed(fn, runs: int = 5) -> float:
+    """Median seconds of ``runs`` calls, after one not counted."""
+    from mnist_mlp.bench import median_time
+
     fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_time(fn, runs)
 
 
 def compare(path: str) -> dict:
@@ -43,9 +39,9 @@ def compare(path: str) -> dict:
         onnx_path = export.export(path, Path(tmp) / "model.onnx").path
         session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
         probs, labels = session.run(["probabilities", "label"], {"pixels": images})
-        ort_s = median_time(lambda: session.run(["probabilities", "label"], {"pixels": images}))
+        ort_s = timed(lambda: session.run(["probabilities", "label"], {"pixels": images}))
     ours = train.evaluate(ckpt.params, ckpt.activation, data.test, scaling=ckpt.scaling)
-    ours_s = median_time(lambda: train.evaluate(ckpt.params, ckpt.activation, data.test, scaling=ckpt.scaling))
+    ours_s = timed(lambda: train.evaluate(ckpt.params, ckpt.activation, data.test, scaling=ckpt.scaling))
     return {"checkpoint": path, "architecture": "-".join(map(str, model.layer_sizes(ckpt.config.model.hidden))),
             "activation": ckpt.activation, "n": int(len(labels)),
             "labels_equal": int(np.sum(labels == ours.predictions)),
