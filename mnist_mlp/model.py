@@ -115,7 +115,7 @@ def add_bias_activate(z: np.ndarray, b: np.ndarray, activation: str) -> np.ndarr
     return ACTIVATIONS[activation](z)
 
 
-# --- parameters -------------------------------------------------------------------------------
+# --- inputs: dense, or with a batch's blank pixel columns left out --------------------------
 
 
 @dataclass
@@ -163,7 +163,7 @@ class InkedColumns:
 
         The blank terms are the same for every row of the batch: a vector to add like a bias.
         """
-        z = self.values @ w[self.cols]  # (B, K) @ (K, n): W's inked rows (fancy indexing: 3x np.take's speed)
+        z = self.values @ w[self.cols]  # (B, K) @ (K, n); fancy indexing copies rows 3x faster than np.take
         return z, np.float32(self.offset) * self.column_sums(w)
 
     def t_matmul(self, dz: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -174,6 +174,9 @@ class InkedColumns:
         out[:] = np.float32(self.offset) * dz.sum(axis=0)
         out[self.cols] += self.values.T @ dz
         return out
+
+
+# --- parameters -------------------------------------------------------------------------------
 
 
 def layer_sizes(hidden: list[int]) -> list[int]:

@@ -212,12 +212,9 @@ def _sweep_html(summary: dict, rows: list[dict], best_rows: list[dict], written:
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>mlp report: sweep {esc(summary['name'])}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }}
-table {{ border-collapse: collapse; }} td, th {{ padding: 0.25em 0.8em; border-bottom: 1px solid #ddd; text-align: right; }}
-th {{ text-align: left; }} figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; }}
-</style></head><body>
-<h1>Sweep <code>{esc(summary['name'])}</code> ({esc(summary['method'])}, {esc(summary['goal'])} {esc(summary['metric'])})</h1>
+<style>{PAGE_STYLE}</style></head><body>
+<h1>Sweep <code>{esc(summary['name'])}</code> ({esc(summary['method'])}, {esc(summary['goal'])}
+{esc(summary['metric'])})</h1>
 <table>{facts_html}</table>
 <h2>The best trials</h2>
 <table><tr>{head}</tr>{body}</table>
@@ -235,6 +232,16 @@ def _history(folder: Path, ckpt) -> list[dict]:
         if rows:
             return rows
     return ckpt.meta.get("history", [])
+
+
+PAGE_STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 2em; }
+table { border-collapse: collapse; }
+td, th { padding: 0.25em 0.8em; border-bottom: 1px solid #ddd; text-align: right; }
+th { text-align: left; } figure { margin: 1.5em 0; } img { max-width: 100%; }
+pre { background: #f6f6f6; padding: 1em; overflow-x: auto; }
+"""
 
 
 def _img(path: Path) -> str:
@@ -266,14 +273,9 @@ def _html(name, ckpt, metrics, per_class, rows, written) -> str:
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>mlp report: {esc(name)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }}
-h1 {{ font-size: 1.6em; }} h2 {{ font-size: 1.2em; margin-top: 2em; }}
-table {{ border-collapse: collapse; }} td, th {{ padding: 0.25em 0.8em; border-bottom: 1px solid #ddd; text-align: right; }}
-th {{ text-align: left; }} figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; }}
-pre {{ background: #f6f6f6; padding: 1em; overflow-x: auto; }}
-</style></head><body>
-<h1>Run <code>{esc(name)}</code>: {100 * metrics.accuracy:.2f}% on the {esc(ckpt.meta.get('dataset', {}).get('name', ''))} test set</h1>
+<style>{PAGE_STYLE}</style></head><body>
+<h1>Run <code>{esc(name)}</code>: {100 * metrics.accuracy:.2f}% on the
+{esc(ckpt.meta.get('dataset', {}).get('name', ''))} test set</h1>
 <table>{facts_html}</table>
 <h2>Pictures</h2>
 {figures}

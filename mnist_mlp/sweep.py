@@ -689,7 +689,8 @@ def sweep(spec_path: str | os.PathLike, *, run_cap: int | None = None, workers: 
     study = create_study(spec, open_storage(url))  # once, before the workers start: no schema race
     dead = fail_dead_trials(study)
     if dead:
-        log(f"marked failed trials {', '.join(map(str, dead))}: their workers had died; their budget goes to new trials")
+        log(f"marked failed trials {', '.join(map(str, dead))}: their workers had died; their budget goes to "
+            f"new trials")
     started = time.perf_counter()
     bar = _Progress(study, spec, progress)
     try:
