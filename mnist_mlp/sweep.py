@@ -39,7 +39,6 @@ import subprocess
 import sys
 import threading
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -298,7 +297,7 @@ def storage_url(url: str | None, folder: Path) -> str:
 
 
 def open_storage(url: str):
-    """An Optuna storage for :func:`storage_url`'s answer (RDB storages with a heartbeat)."""
+    """An Optuna storage for :func:`storage_url`'s answer."""
     optuna = _optuna()
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend
@@ -311,10 +310,8 @@ def open_storage(url: str):
     try:
         for attempt in range(tries):
             try:
-                with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.9
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    return optuna.storages.RDBStorage(url, heartbeat_interval=int(HEARTBEAT_S),
-                                                      grace_period=int(STALE_AFTER_S))
+                # No Optuna heartbeat: it works inside optimize() only; workers here record their own.
+                return optuna.storages.RDBStorage(url)
             except Exception as exc:  # workers creating the tables at the same moment: all but one lose
                 if attempt == tries - 1 or not _is_creation_race(exc):
                     raise
@@ -407,11 +404,9 @@ def fail_dead_trials(study, now: float | None = None) -> list[int]:
     dead = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         attrs = t.user_attrs
-        if attrs.get("host") == host:
-            if attrs.get("pid") is None:  # just asked: its worker is still writing who it is
-                continue
+        if attrs.get("host") == host and attrs.get("pid") is not None:
             gone = not _alive(int(attrs["pid"])) or attrs.get("boot", _boot_id()) != _boot_id()
-        else:
+        else:  # another machine's, or one whose worker died before it said who it is
             gone = now - float(attrs.get("heartbeat", t.datetime_start.timestamp())) > STALE_AFTER_S
         if gone:
             with contextlib.suppress(Exception):  # another worker may have failed it first
@@ -448,11 +443,8 @@ class _Heartbeat:
 
     def _beat(self):
         while not self.done.wait(HEARTBEAT_S):
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # the trial may have just finished
                 self.trial.set_user_attr("heartbeat", time.time())
-                record = getattr(self.study._storage, "record_heartbeat", None)
-                if record is not None:
-                    record(self.trial._trial_id)
 
     def __enter__(self):
         self.thread.start()
@@ -496,9 +488,10 @@ class Worker:
 
     def _run_trial(self, study, trial, stop) -> None:
         optuna = _optuna()
-        # pid last: a trial of this host counts as identified (and so checkable) once it is there
-        for key, value in (("host", socket.gethostname()), ("boot", _boot_id()), ("sampler_seed", self.seed),
-                           ("heartbeat", time.time()), ("pid", os.getpid())):
+        # pid before host: a trial is checked by its process only once both are there, and by
+        # its age (heartbeat, else start) until then
+        for key, value in (("pid", os.getpid()), ("boot", _boot_id()), ("heartbeat", time.time()),
+                           ("host", socket.gethostname()), ("sampler_seed", self.seed)):
             trial.set_user_attr(key, value)
         values = {p.key: p.suggest(trial) for p in self.spec.parameters}
         config = self.spec.config_for(values)
@@ -622,7 +615,8 @@ def finish(study, spec: Spec, folder: Path, wall_s: float, test: bool = True) ->
 
     rows = write_results(study, spec, folder)
     counts = _counts(study)
-    summary: dict = {"name": spec.name, "metric": spec.metric, "goal": spec.goal, "method": spec.method,
+    summary: dict = {"name": spec.name, "folder": str(folder), "metric": spec.metric, "goal": spec.goal,
+                     "method": spec.method,
                      "run_cap": spec.run_cap, "trials": counts, "wall_seconds": wall_s,
                      "parameters": {p.key: p.distribution for p in spec.parameters},
                      "epochs_run": sum(int(r["epochs"] or 0) for r in rows), "best": None}
@@ -653,9 +647,13 @@ def finish(study, spec: Spec, folder: Path, wall_s: float, test: bool = True) ->
 
 
 def _importances(study) -> dict[str, float]:
+    import warnings
+
     optuna = _optuna()
     try:
-        return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+        with warnings.catch_warnings():  # with a handful of trials PED-ANOVA says it cannot tell them apart
+            warnings.simplefilter("ignore", UserWarning)
+            return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
     except (RuntimeError, ValueError, ZeroDivisionError):  # too few trials, or nothing varied
         return {}
 
@@ -685,6 +683,7 @@ def sweep(spec_path: str | os.PathLike, *, run_cap: int | None = None, workers: 
     spec = load_spec(spec_path, run_cap)
     folder = Path(out) if out else default_folder(spec)
     folder.mkdir(parents=True, exist_ok=True)
+    folder = folder.resolve()
     url = storage_url(storage, folder)
     study = create_study(spec, open_storage(url))  # once, before the workers start: no schema race
     dead = fail_dead_trials(study)
@@ -693,16 +692,19 @@ def sweep(spec_path: str | os.PathLike, *, run_cap: int | None = None, workers: 
             f"new trials")
     started = time.perf_counter()
     bar = _Progress(study, spec, progress)
+    flag = train.StopFlag()
     try:
-        if workers <= 1:
-            flag = train.StopFlag()
-            worker = Worker(spec, folder, url, _new_seed() if seed is None else seed, on_trial=lambda t: bar.update())
-            with train.stop_on_sigint(flag):
-                worker.run(flag)
-            if flag.requested:
-                raise KeyboardInterrupt
-        else:
-            _run_processes(spec_path, spec, folder, storage, workers, bar, seed)
+        with train.stop_on_sigint(flag):
+            while True:
+                if workers <= 1:
+                    Worker(spec, folder, url, _new_seed() if seed is None else seed,
+                           on_trial=lambda t: bar.update()).run(flag)
+                else:
+                    _run_processes(spec_path, spec, folder, storage, workers, bar, flag, seed)
+                if flag.requested:
+                    raise KeyboardInterrupt
+                if not _wait_for_others(study, spec, bar, flag):
+                    break  # a trial of another worker failed: its budget is free again, run it here
     except (KeyboardInterrupt, run.TrainingInterrupted):
         bar.close()
         write_results(study, spec, folder)
@@ -711,6 +713,21 @@ def sweep(spec_path: str | os.PathLike, *, run_cap: int | None = None, workers: 
     finally:
         bar.close()
     return finish(study, spec, folder, time.perf_counter() - started)
+
+
+def _wait_for_others(study, spec: Spec, bar, flag: train.StopFlag, poll: float = 1.0) -> bool:
+    """Wait while other workers' trials run; False when the study is done, True when a place
+    came free (one of their trials failed) and this machine should run more trials."""
+    while not flag.requested:
+        fail_dead_trials(study)
+        trials = study.get_trials(deepcopy=False)
+        if len(_budget_used(trials)) < spec.run_cap:
+            return True
+        if not any(t.state.name in ("RUNNING", "WAITING") and not t.user_attrs.get("discarded") for t in trials):
+            return False
+        bar.update()
+        time.sleep(poll)
+    raise KeyboardInterrupt
 
 
 class SweepInterrupted(MlpError):
@@ -722,7 +739,7 @@ def _new_seed() -> int:
 
 
 def _run_processes(spec_path, spec: Spec, folder: Path, storage: str | None, workers: int, bar,
-                   seed: int | None = None) -> None:
+                   flag: train.StopFlag, seed: int | None = None) -> None:
     """Start ``workers`` worker processes, each with its share of the cores, and wait for them."""
     cores = os.cpu_count() or 1
     threads = str(max(1, cores // workers))
@@ -730,20 +747,17 @@ def _run_processes(spec_path, spec: Spec, folder: Path, storage: str | None, wor
     cmd = [sys.executable, "-m", "mnist_mlp.sweep", str(spec_path), str(folder), storage or "", str(spec.run_cap)]
     procs = [subprocess.Popen([*cmd, "" if seed is None else str(seed + i)], env=env, stdin=subprocess.DEVNULL)
              for i in range(workers)]
-    try:
-        while any(p.poll() is None for p in procs):
-            bar.update()
-            time.sleep(1.0)
-    except KeyboardInterrupt:
-        for p in procs:  # a terminal's Ctrl-C reached them too; a signal to this process alone did not
-            with contextlib.suppress(ProcessLookupError):
-                p.send_signal(signal.SIGINT)
-        for p in procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(60)
-        raise
+    forwarded = False
+    while any(p.poll() is None for p in procs):
+        if flag.requested and not forwarded:  # a terminal's Ctrl-C reached them too; kill -INT of this one did not
+            for p in procs:
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(signal.SIGINT)
+            forwarded = True
+        bar.update()
+        time.sleep(0.2 if flag.requested else 1.0)
     bar.update()
-    failed = [p.returncode for p in procs if p.returncode not in (0,)]
+    failed = [p.returncode for p in procs if p.returncode != 0 and not flag.requested]
     if failed:
         raise MlpError(f"{len(failed)} of {workers} workers failed (exit codes {failed}); see their messages above")
 
@@ -808,8 +822,9 @@ def format_summary(s: dict) -> str:
                      + f"  ({', '.join(f'{k}={json.dumps(v)}' for k, v in best['params'].items())})")
         if best.get("note"):
             lines.append(best["note"])
-        folder = Path(best.get("folder") or ".").parent.parent
-        lines.append(f"wrote {folder / 'results.csv'}, {folder / 'best.yaml'}, {folder / 'summary.json'}")
     else:
         lines.append("no trial completed")
+    folder = Path(s["folder"])
+    lines.append(f"wrote {folder / 'results.csv'}, {folder / 'best.yaml' if best else ''}"
+                 f"{', ' if best else ''}{folder / 'summary.json'}")
     return "\n".join(lines)

@@ -285,6 +285,19 @@ def _wait_for_rows(folder: Path, n: int, timeout: float = 120):
     raise AssertionError(f"no {n} finished trials in {timeout} s")
 
 
+def _wait_for_a_trial_under_way(folder: Path, spec_path: Path, timeout: float = 60):
+    """Until a trial is running and has finished its first epoch (so a signal cuts into it)."""
+    deadline = time.monotonic() + timeout
+    study = _study(folder, spec_path)
+    while time.monotonic() < deadline:
+        for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
+            metrics = folder / "trials" / str(t.number) / "metrics.csv"
+            if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
+                return
+        time.sleep(0.02)
+    raise AssertionError("no trial under way")
+
+
 def _study(folder: Path, spec_path: Path, url: str | None = None):
     spec = sweep.load_spec(spec_path)
     return sweep.create_study(spec, sweep.open_storage(sweep.storage_url(url, folder)))
@@ -293,12 +306,13 @@ def _study(folder: Path, spec_path: Path, url: str | None = None):
 @pytest.mark.realdata
 @pytest.mark.parametrize("how", ["ctrl-c", "kill -9"])
 def test_a_stopped_sweep_continues_with_the_same_command(real_env, tmp_path, how):
-    spec_path = write_spec(tmp_path / "spec", base_config=REAL_BASE, run_cap=6)
+    base = {**REAL_BASE, "training": {**REAL_BASE["training"], "epochs": 20}}  # trials long enough to cut into
+    spec_path = write_spec(tmp_path / "spec", base_config=base, run_cap=10)
     folder = tmp_path / "sw"
     env = {**os.environ, "MNIST_MLP_HOME": str(real_env)}
     proc = _mlp_sweep([str(spec_path), "--out", str(folder), "--quiet"], env, tmp_path)
     _wait_for_rows(folder, 2)
-    time.sleep(0.3)  # inside the next trial
+    _wait_for_a_trial_under_way(folder, spec_path)
     proc.send_signal(signal.SIGINT if how == "ctrl-c" else signal.SIGKILL)
     out, err = proc.communicate(timeout=60)
     if how == "ctrl-c":
@@ -312,7 +326,7 @@ def test_a_stopped_sweep_continues_with_the_same_command(real_env, tmp_path, how
     assert again.returncode == 0, err
     summary = json.loads(out)
     trials = _study(folder, spec_path).get_trials()
-    assert summary["trials"]["complete"] + summary["trials"]["pruned"] == 6
+    assert summary["trials"]["complete"] + summary["trials"]["pruned"] == 10
     assert not [t for t in trials if t.state.name == "RUNNING"]  # nothing left RUNNING
     for number, state in before.items():  # nothing finished was rerun
         if state in ("COMPLETE", "PRUNED"):
