@@ -13,6 +13,7 @@ so that neither needs the other. A run folder holds:
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import math
@@ -130,11 +131,16 @@ def train_run(config: config_mod.Config, folder: Path, *, resume: str | os.PathL
 
     curves = _Curves(folder, enabled=not trial)
 
+    best_copy: list = []  # a trial's best epoch, held until the trial ends (one write, not one per epoch)
+
     def on_epoch(state: train.State, row: dict, is_best: bool) -> None:
         _append_metrics(metrics_path, row)
         if not trial:
             save(folder / "last.npz", state)
-        if is_best:
+        if is_best and trial:
+            best_copy[:] = [train.State({k: v.copy() for k, v in state.params.items()}, {},
+                                        **copy.deepcopy(state.meta()))]
+        elif is_best:
             save(folder / "checkpoint.npz", state)
         echo(_epoch_line(row, config.training.epochs, is_best))
         curves.update(state.history)
@@ -158,6 +164,8 @@ def train_run(config: config_mod.Config, folder: Path, *, resume: str | os.PathL
 
     curves.update(state.history, final=True)
     if trial:
+        if best_copy:
+            save(folder / "checkpoint.npz", best_copy[0])
         return RunResult(folder, state, math.nan, math.nan)
     best = ckpt_mod.load(folder / "checkpoint.npz")
     test = train.evaluate(best.params, config.model.activation, data.test,

@@ -403,17 +403,22 @@ def fail_dead_trials(study, now: float | None = None) -> list[int]:
     host = socket.gethostname()
     dead = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        attrs = t.user_attrs
-        if attrs.get("host") == host and attrs.get("pid") is not None:
-            gone = not _alive(int(attrs["pid"])) or attrs.get("boot", _boot_id()) != _boot_id()
+        who = _worker(t)
+        if who.get("host") == host:
+            gone = not _alive(int(who["pid"])) or who.get("boot") != _boot_id()
         else:  # another machine's, or one whose worker died before it said who it is
-            gone = now - float(attrs.get("heartbeat", t.datetime_start.timestamp())) > STALE_AFTER_S
+            gone = now - float(t.user_attrs.get("heartbeat", t.datetime_start.timestamp())) > STALE_AFTER_S
         if gone:
             with contextlib.suppress(Exception):  # another worker may have failed it first
                 study._storage.set_trial_user_attr(t._trial_id, "failed_because", "its worker died")
                 study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
                 dead.append(t.number)
     return dead
+
+
+def _worker(trial) -> dict:
+    """Who runs (or ran) ``trial``: host, pid, boot, sampler_seed, folder ({} until it said)."""
+    return trial.user_attrs.get("worker") or {}
 
 
 def _alive(pid: int) -> bool:
@@ -488,25 +493,21 @@ class Worker:
 
     def _run_trial(self, study, trial, stop) -> None:
         optuna = _optuna()
-        # pid before host: a trial is checked by its process only once both are there, and by
-        # its age (heartbeat, else start) until then
-        for key, value in (("pid", os.getpid()), ("boot", _boot_id()), ("heartbeat", time.time()),
-                           ("host", socket.gethostname()), ("sampler_seed", self.seed)):
-            trial.set_user_attr(key, value)
+        folder = self.folder / "trials" / str(trial.number)
+        # Who runs it, in one write (each write to a journal file is an fsync): a trial is checked by
+        # its process once this is there, and by its age until then.
+        trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid(), "boot": _boot_id(),
+                                       "sampler_seed": self.seed, "folder": str(folder)})
         values = {p.key: p.suggest(trial) for p in self.spec.parameters}
         config = self.spec.config_for(values)
         train.check_memory(config)
-        folder = self.folder / "trials" / str(trial.number)
-        trial.set_user_attr("folder", str(folder))
         sign = 1 if self.spec.goal == "maximize" else -1
-        best = {"value": None, "epochs": 0}
+        best = {"value": None}
 
-        def report(row: dict) -> None:
+        def report(row: dict) -> None:  # the epochs a trial ran are the values it reported
             value = row[self.spec.metric]
-            best["epochs"] = int(row["epoch"])
             if best["value"] is None or sign * value > sign * best["value"]:
                 best["value"] = value
-            trial.set_user_attr("epochs", best["epochs"])
             trial.report(value, int(row["epoch"]))
             # After the last epoch there is nothing left to save: the trial completes.
             if int(row["epoch"]) < config.training.epochs and trial.should_prune():
@@ -555,8 +556,8 @@ class Worker:
         done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
         done.sort(key=lambda t: t.value, reverse=self.spec.goal == "maximize")
         for t in done[KEEP_CHECKPOINTS:]:
-            folder = t.user_attrs.get("folder")
-            if folder and t.user_attrs.get("host") == socket.gethostname():
+            folder = _worker(t).get("folder")
+            if folder and _worker(t).get("host") == socket.gethostname():
                 _drop_checkpoints(Path(folder))
 
 
@@ -580,8 +581,8 @@ def results(study, spec: Spec) -> list[dict]:
             continue
         row = {"number": t.number, "state": t.state.name.lower(),
                "value": t.value if t.value is not None else _best_reported(t, spec),
-               "epochs": t.user_attrs.get("epochs", 0), "seconds": t.user_attrs.get("seconds"),
-               "host": t.user_attrs.get("host"), "sampler_seed": t.user_attrs.get("sampler_seed")}
+               "epochs": len(t.intermediate_values), "seconds": t.user_attrs.get("seconds"),
+               "host": _worker(t).get("host"), "sampler_seed": _worker(t).get("sampler_seed")}
         for p in spec.parameters:
             row[p.key] = _decode(t.params[p.key]) if p.key in t.params else None
         rows.append(row)
@@ -631,15 +632,15 @@ def finish(study, spec: Spec, folder: Path, wall_s: float, test: bool = True) ->
                   f"# Every key resolved, seed included: mlp train --config best.yaml reproduces it.\n")
         atomic_write(folder / "best.yaml", lambda f: f.write((header + yaml.safe_dump(tree, sort_keys=False)).encode()))
         summary["best"] = {"number": best.number, "value": best.value, "params": values,
-                           "host": best.user_attrs.get("host"), "folder": best.user_attrs.get("folder")}
-        ckpt = Path(best.user_attrs.get("folder", "")) / "checkpoint.npz"
+                           "host": _worker(best).get("host"), "folder": _worker(best).get("folder")}
+        ckpt = Path(_worker(best).get("folder", "")) / "checkpoint.npz"
         if test and ckpt.exists():
             e = run.evaluate_on(ckpt, "test", progress=False)
             summary["best"]["test_accuracy"] = e.metrics.accuracy
             summary["best"]["test_loss"] = e.metrics.loss
         elif test:
             summary["best"]["test_accuracy"] = None
-            summary["best"]["note"] = (f"its checkpoint is on {best.user_attrs.get('host')}, not here: "
+            summary["best"]["note"] = (f"its checkpoint is on {_worker(best).get('host')}, not here: "
                                        f"mlp eval {ckpt} there")
         summary["importances"] = _importances(study)
     atomic_write(folder / "summary.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))

@@ -166,7 +166,7 @@ def test_the_cap_holds_over_workers_racing_for_the_last_places(tiny_as_mnist, tm
         t.join(120)
     counts = sweep._counts(study)
     assert counts["complete"] + counts["pruned"] == 6 and counts["running"] == 0
-    seeds = {t.user_attrs["sampler_seed"] for t in study.get_trials() if not t.user_attrs.get("discarded")}
+    seeds = {t.user_attrs["worker"]["sampler_seed"] for t in study.get_trials() if not t.user_attrs.get("discarded")}
     assert seeds <= {10, 11, 12} and len(seeds) >= 2  # each worker its own seed, recorded
     params = [tuple(sorted(t.params.items())) for t in study.get_trials() if t.state.name == "COMPLETE"]
     assert len(set(params)) == len(params)  # different seeds: no trial suggested twice
@@ -188,10 +188,10 @@ def test_a_dead_workers_trial_is_failed_and_its_budget_given_to_a_new_one(tiny_a
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     trial = study.ask()  # as a worker left it when kill -9 ended it: RUNNING, its process gone
     trial.suggest_float("training.lr", 0.01, 0.3, log=True)
-    for key, value in (("host", sweep.socket.gethostname()), ("pid", int(gone.stdout)), ("boot", sweep._boot_id())):
-        trial.set_user_attr(key, value)
+    trial.set_user_attr("worker", {"host": sweep.socket.gethostname(), "pid": int(gone.stdout),
+                                   "boot": sweep._boot_id()})
     other = study.ask()  # a trial of another machine whose heartbeat stopped two minutes ago
-    other.set_user_attr("host", "elsewhere")
+    other.set_user_attr("worker", {"host": "elsewhere", "pid": os.getpid()})
     other.set_user_attr("heartbeat", time.time() - 120)
     logged = []
     summary = sweep.sweep(spec_path, out=folder, progress=False, log=logged.append, seed=4)
@@ -205,12 +205,13 @@ def test_a_live_workers_trial_is_left_alone(tiny_as_mnist, tmp_path):
     spec = sweep.load_spec(write_spec(tmp_path / "spec"))
     study = sweep.create_study(spec, optuna.storages.InMemoryStorage())
     trial = study.ask()
-    for key, value in (("host", sweep.socket.gethostname()), ("pid", os.getpid()), ("boot", sweep._boot_id())):
-        trial.set_user_attr(key, value)
+    trial.set_user_attr("worker", {"host": sweep.socket.gethostname(), "pid": os.getpid(), "boot": sweep._boot_id()})
     away = study.ask()
-    away.set_user_attr("host", "elsewhere")
+    away.set_user_attr("worker", {"host": "elsewhere", "pid": 1})
     away.set_user_attr("heartbeat", time.time())
+    just_asked = study.ask()  # its worker has not said who it is yet: young, so alive
     assert sweep.fail_dead_trials(study) == []
+    assert sweep.fail_dead_trials(study, now=just_asked.datetime_start.timestamp() + 120) == [1, 2]
 
 
 def test_hyperband_prunes_trailing_trials_early(tiny_as_mnist, tmp_path):
@@ -268,6 +269,7 @@ def test_cli_json_and_missing_extra(tiny_as_mnist, tmp_path, monkeypatch):
 
 
 REAL_BASE = {"data": {"subset": 3000}, "model": {"hidden": [32]}, "training": {"epochs": 3, "lr": 0.1}}
+REAL_PARAMS = {"training.lr": {"distribution": "log_uniform_values", "min": 0.03, "max": 0.3}}
 
 
 def _mlp_sweep(args, env, cwd):
@@ -307,7 +309,7 @@ def _study(folder: Path, spec_path: Path, url: str | None = None):
 @pytest.mark.parametrize("how", ["ctrl-c", "kill -9"])
 def test_a_stopped_sweep_continues_with_the_same_command(real_env, tmp_path, how):
     base = {**REAL_BASE, "training": {**REAL_BASE["training"], "epochs": 20}}  # trials long enough to cut into
-    spec_path = write_spec(tmp_path / "spec", base_config=base, run_cap=10)
+    spec_path = write_spec(tmp_path / "spec", base_config=base, run_cap=10, parameters=REAL_PARAMS)
     folder = tmp_path / "sw"
     env = {**os.environ, "MNIST_MLP_HOME": str(real_env)}
     proc = _mlp_sweep([str(spec_path), "--out", str(folder), "--quiet"], env, tmp_path)
@@ -336,7 +338,7 @@ def test_a_stopped_sweep_continues_with_the_same_command(real_env, tmp_path, how
 
 @pytest.mark.realdata
 def test_two_worker_processes_share_the_cores_and_the_cap(real_env, tmp_path):
-    spec_path = write_spec(tmp_path / "spec", base_config=REAL_BASE, run_cap=6)
+    spec_path = write_spec(tmp_path / "spec", base_config=REAL_BASE, run_cap=6, parameters=REAL_PARAMS)
     env = {**os.environ, "MNIST_MLP_HOME": str(real_env)}
     proc = _mlp_sweep([str(spec_path), "--out", str(tmp_path / "sw"), "--workers", "2", "--json"], env, tmp_path)
     out, err = proc.communicate(timeout=300)
@@ -430,7 +432,8 @@ def test_workers_creating_one_study_at_the_same_moment_on_postgresql(postgres, t
 
 
 def test_a_sweep_on_postgresql_from_two_machines(postgres, real_env, tmp_path):
-    spec_path = write_spec(tmp_path / "spec", base_config=REAL_BASE, run_cap=6, name="machines")
+    spec_path = write_spec(tmp_path / "spec", base_config=REAL_BASE, run_cap=6, name="machines",
+                           parameters=REAL_PARAMS)
     procs = []
     for machine in ("a", "b"):  # separate caches and folders, as on two machines; one BLAS thread each
         env = {**os.environ, "MNIST_MLP_HOME": str(tmp_path / f"cache-{machine}"), "OPENBLAS_NUM_THREADS": "1",
@@ -442,6 +445,6 @@ def test_a_sweep_on_postgresql_from_two_machines(postgres, real_env, tmp_path):
     study = _study(tmp_path, spec_path, postgres)
     counted = [t for t in study.get_trials() if not t.user_attrs.get("discarded")]
     assert len([t for t in counted if t.state.name in ("COMPLETE", "PRUNED")]) == 6
-    folders = [t.user_attrs["folder"] for t in counted]
+    folders = [t.user_attrs["worker"]["folder"] for t in counted]
     assert len(set(folders)) == len(folders)  # no trial run twice
     assert {Path(f).parent.parent.name for f in folders} == {"sw-a", "sw-b"}  # both machines ran trials
