@@ -502,12 +502,16 @@ class Worker:
         config = self.spec.config_for(values)
         train.check_memory(config)
         sign = 1 if self.spec.goal == "maximize" else -1
-        best = {"value": None}
+        best = {"value": None, "epochs": 0}
+        pruning = self.spec.hyperband is not None
 
-        def report(row: dict) -> None:  # the epochs a trial ran are the values it reported
+        def report(row: dict) -> None:
             value = row[self.spec.metric]
+            best["epochs"] = int(row["epoch"])
             if best["value"] is None or sign * value > sign * best["value"]:
                 best["value"] = value
+            if not pruning:
+                return  # each report is a write to the storage; only a pruner reads them
             trial.report(value, int(row["epoch"]))
             # After the last epoch there is nothing left to save: the trial completes.
             if int(row["epoch"]) < config.training.epochs and trial.should_prune():
@@ -519,7 +523,7 @@ class Worker:
                 run.train_run(config, folder, force=True, progress=self.progress, echo=lambda line: None,
                               stop=stop, data=self._data_for(config), trial=True, epoch_hook=report)
         except optuna.TrialPruned:
-            trial.set_user_attr("seconds", time.perf_counter() - started)
+            trial.set_user_attr("run", {"seconds": time.perf_counter() - started, "epochs": best["epochs"]})
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             _drop_checkpoints(folder)
         except (run.TrainingInterrupted, KeyboardInterrupt):
@@ -534,7 +538,7 @@ class Worker:
             if not isinstance(exc, MlpError):
                 raise
         else:
-            trial.set_user_attr("seconds", time.perf_counter() - started)
+            trial.set_user_attr("run", {"seconds": time.perf_counter() - started, "epochs": best["epochs"]})
             study.tell(trial, best["value"])
         finally:
             (folder / "last.npz").unlink(missing_ok=True)
@@ -581,7 +585,8 @@ def results(study, spec: Spec) -> list[dict]:
             continue
         row = {"number": t.number, "state": t.state.name.lower(),
                "value": t.value if t.value is not None else _best_reported(t, spec),
-               "epochs": len(t.intermediate_values), "seconds": t.user_attrs.get("seconds"),
+               "epochs": t.user_attrs.get("run", {}).get("epochs", len(t.intermediate_values)),
+               "seconds": t.user_attrs.get("run", {}).get("seconds"),
                "host": _worker(t).get("host"), "sampler_seed": _worker(t).get("sampler_seed")}
         for p in spec.parameters:
             row[p.key] = _decode(t.params[p.key]) if p.key in t.params else None
