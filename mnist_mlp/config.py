@@ -168,6 +168,8 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
             tree = {}
         if not isinstance(tree, dict):
             raise ConfigError(f"{path}: must be a mapping of sections, got {type(tree).__name__}")
+        if "parameters" in tree and "method" in tree:
+            raise ConfigError(f"{path} is a sweep file, not a config: run mlp sweep {path}")
     return apply_overrides(from_dict(tree, source), overrides)
 
 
