@@ -249,7 +249,8 @@ def augment_preview(config_path, overrides, out, count, seed):
 def report(target, out):
     """Learning curves, confusion matrix, the most confident mistakes, and one HTML page.
 
-    TARGET is a run folder (default: runs/latest) or a checkpoint file.
+    TARGET is a run folder (default: runs/latest), a checkpoint file, or a sweep folder
+    (mlp sweep's: the trials, the metric against each setting, their importances).
     """
     from mnist_mlp import report as report_mod
 
