@@ -8,6 +8,7 @@ both :mod:`mnist_mlp.run` (which redraws ``curves.png`` as training goes) and
 from __future__ import annotations
 
 import io
+import json
 import os
 
 import numpy as np
@@ -130,7 +131,8 @@ def plot_sweep_trials(rows: list[dict], metric: str, goal: str, out: str | os.Pa
             best = v if best is None else pick(best, v)
             xs.append(n)
             ys.append(best)
-        ax.step(xs, ys, where="post", color="#2ca02c", label="best so far")
+        last = max(r["number"] for r in rows)
+        ax.step([*xs, last], [*ys, ys[-1]], where="post", color="#2ca02c", label="best so far")
     ax.set(xlabel="trial", ylabel=f"{metric} (best epoch; pruned: best before pruning)",
            title=title or "Trials")
     ax.grid(alpha=0.3)
@@ -151,13 +153,14 @@ def plot_sweep_params(rows: list[dict], params: dict[str, str], metric: str, out
             if not pts:
                 continue
             xs, ys = zip(*pts)
-            if dist == "categorical":
-                labels = sorted({str(x) for r in rows if (x := r.get(key)) is not None})
-                xs = [labels.index(str(x)) for x in xs]
-                ax.set_xticks(range(len(labels)), labels, fontsize=8)
+            if dist == "categorical":  # in the values' own order: [512] before [1024]
+                choices = sorted({json.dumps(x) for r in rows if (x := r.get(key)) is not None}, key=json.loads)
+                xs = [choices.index(json.dumps(x)) for x in xs]
+                ax.set_xticks(range(len(choices)), choices, fontsize=8)
             ax.scatter(xs, ys, marker=marker, color=colour, s=22, label=state)
         if dist == "log_uniform_values":
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(plt.NullFormatter())  # the minor labels run into each other
         ax.set(xlabel=key, ylabel=metric)
         ax.grid(alpha=0.3)
     if axes[0][0].get_legend_handles_labels()[0]:

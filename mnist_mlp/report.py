@@ -171,7 +171,7 @@ def make_sweep(folder: Path, out: str | os.PathLike | None = None, best_curves: 
     metric, goal, name = summary["metric"], summary["goal"], summary["name"]
     written = {"trials": out / "trials.png", "parameters": out / "parameters.png"}
     plot_sweep_trials(rows, metric, goal, written["trials"], f"sweep {name}: {metric} of each trial")
-    plot_sweep_params(rows, summary.get("parameters", {}), metric, written["parameters"])
+    plot_sweep_params(rows, summary.get("parameters") or _guess_parameters(rows), metric, written["parameters"])
     if summary.get("importances"):
         written["importances"] = out / "importances.png"
         plot_importances(summary["importances"], written["importances"])
@@ -189,6 +189,18 @@ def make_sweep(folder: Path, out: str | os.PathLike | None = None, best_curves: 
     page = _sweep_html(summary, rows, done, written)
     atomic_write(written["html"], lambda f: f.write(page.encode()))
     return {"paths": {k: str(v) for k, v in written.items()}, "best": summary.get("best")}
+
+
+def _guess_parameters(rows: list[dict]) -> dict[str, str]:
+    """The searched keys and how to draw them, from results.csv alone (a summary without them)."""
+    fixed = {"number", "state", "value", "epochs", "seconds", "host", "sampler_seed"}
+    out = {}
+    for key in (k for k in (rows[0] if rows else {}) if k not in fixed):
+        values = [r[key] for r in rows if r.get(key) is not None]
+        numeric = values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        spread = numeric and min(values) > 0 and max(values) / min(values) > 50
+        out[key] = "log_uniform_values" if spread else "uniform" if numeric else "categorical"
+    return out
 
 
 def _sweep_html(summary: dict, rows: list[dict], best_rows: list[dict], written: dict) -> str:

@@ -246,6 +246,10 @@ def test_sweep_report_draws_the_search(tiny_as_mnist, tmp_path):
         assert Path(result["paths"][key]).stat().st_size > 1000, key
     page = (tmp_path / "sw" / "sweep.html").read_text()
     assert page.count("data:image/png;base64,") == 4 and "The best trials" in page
+    summary = json.loads((tmp_path / "sw" / "summary.json").read_text())
+    assert summary["parameters"] == {"model.hidden": "categorical", "training.lr": "log_uniform_values"}
+    _, rows = _read(tmp_path / "sw")
+    assert report._guess_parameters(rows) == {"model.hidden": "categorical", "training.lr": "uniform"}
 
 
 def test_cli_json_and_missing_extra(tiny_as_mnist, tmp_path, monkeypatch):
