@@ -383,11 +383,12 @@ def _counts(study) -> dict[str, int]:
 
 
 def _budget_used(trials) -> list:
-    """Trials that count against run_cap: finished (complete or pruned) or under way."""
+    """Trials that count against run_cap: finished (complete, pruned, or failed of themselves)
+    or under way; not those cut off or whose worker died, whose places go to new trials."""
     from optuna.trial import TrialState
 
     used = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
-    return [t for t in trials if t.state in used and not t.user_attrs.get("discarded")]
+    return [t for t in trials if (t.state in used or t.user_attrs.get("charged")) and not t.user_attrs.get("discarded")]
 
 
 def fail_dead_trials(study, now: float | None = None) -> list[int]:
@@ -498,12 +499,11 @@ class Worker:
         # its process once this is there, and by its age until then.
         trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid(), "boot": _boot_id(),
                                        "sampler_seed": self.seed, "folder": str(folder)})
-        values = {p.key: p.suggest(trial) for p in self.spec.parameters}
-        config = self.spec.config_for(values)
-        train.check_memory(config)
         sign = 1 if self.spec.goal == "maximize" else -1
         best = {"value": None, "epochs": 0}
         pruning = self.spec.hyperband is not None
+
+        config = None
 
         def report(row: dict) -> None:
             value = row[self.spec.metric]
@@ -519,6 +519,8 @@ class Worker:
 
         started = time.perf_counter()
         try:
+            config = self.spec.config_for({p.key: p.suggest(trial) for p in self.spec.parameters})
+            train.check_memory(config)
             with _Heartbeat(study, trial):
                 run.train_run(config, folder, force=True, progress=self.progress, echo=lambda line: None,
                               stop=stop, data=self._data_for(config), trial=True, epoch_hook=report)
@@ -532,7 +534,10 @@ class Worker:
             _drop_checkpoints(folder)
             raise
         except Exception as exc:
+            # The trial's own failure (a loss that diverged, say) uses up its place, unlike a
+            # trial cut off or whose worker died: else a sampler fond of a bad region would never stop.
             trial.set_user_attr("failed_because", f"{type(exc).__name__}: {exc}"[:500])
+            trial.set_user_attr("charged", True)
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             _drop_checkpoints(folder)
             if not isinstance(exc, MlpError):

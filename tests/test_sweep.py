@@ -452,3 +452,13 @@ def test_a_sweep_on_postgresql_from_two_machines(postgres, real_env, tmp_path):
     folders = [t.user_attrs["worker"]["folder"] for t in counted]
     assert len(set(folders)) == len(folders)  # no trial run twice
     assert {Path(f).parent.parent.name for f in folders} == {"sw-a", "sw-b"}  # both machines ran trials
+
+
+def test_trials_that_fail_of_themselves_use_up_their_places(tiny_as_mnist, tmp_path):
+    spec_path = write_spec(tmp_path / "spec", run_cap=3, parameters={"training.lr": {"values": [1.0e6]}})
+    summary = sweep.sweep(spec_path, out=tmp_path / "sw", progress=False, log=lambda s: None, seed=8)
+    assert summary["trials"] == {"complete": 0, "pruned": 0, "fail": 3, "running": 0} and summary["best"] is None
+    _, rows = _read(tmp_path / "sw")
+    assert [r["state"] for r in rows] == ["fail"] * 3
+    study = _study(tmp_path / "sw", spec_path)
+    assert all("the loss became" in t.user_attrs["failed_because"] for t in study.get_trials())
