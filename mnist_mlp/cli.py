@@ -122,15 +122,23 @@ def train(config_path, overrides, out, resume, force, quiet):
 
 
 @main.command(name="eval")
-@click.argument("checkpoint", type=click.Path(), default="runs/latest/checkpoint.npz")
+@click.argument("checkpoints", nargs=-1, type=click.Path())
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout, nothing else.")
-def eval_(checkpoint, split, as_json):
-    """Accuracy, loss, per-class precision/recall and the confusion matrix of a checkpoint."""
+def eval_(checkpoints, split, as_json):
+    """Accuracy, loss, per-class precision/recall and the confusion matrix of a checkpoint.
+
+    Several checkpoints are evaluated as a committee: the mean of their probabilities, with
+    each member's accuracy beside the committee's. [default: runs/latest/checkpoint.npz]
+    """
     from mnist_mlp import run
 
     _setup_logging(as_json)
-    result = run.evaluate_checkpoint(checkpoint, split, progress=not as_json)
+    paths = list(checkpoints) or ["runs/latest/checkpoint.npz"]
+    if len(paths) == 1:
+        result = run.evaluate_checkpoint(paths[0], split, progress=not as_json)
+    else:
+        result = run.evaluate_committee(paths, split, progress=not as_json)
     if as_json:
         _echo_json(result)
         return
@@ -139,8 +147,13 @@ def eval_(checkpoint, split, as_json):
 
 def _format_eval(r: dict) -> str:
     classes = [c if len(c) <= 7 else c[:6] + "." for c in r["classes"]]
-    lines = [f"{r['checkpoint']} on {r['dataset']} {r['split']} ({r['n']} images)",
-             f"accuracy {100 * r['accuracy']:.2f}%   loss {r['loss']:.4f}", "",
+    members = r.get("members")
+    name = f"a committee of {len(members)}" if members else r["checkpoint"]
+    lines = [f"{name} on {r['dataset']} {r['split']} ({r['n']} images)"]
+    for m in members or []:
+        lines.append(f"  member {m['checkpoint']}: accuracy {100 * m['accuracy']:.2f}%   loss {m['loss']:.4f}")
+    lines += [f"accuracy {100 * r['accuracy']:.2f}%   loss {r['loss']:.4f}"
+              + ("  (the mean of the members' probabilities)" if members else ""), "",
              f"{'class':>8} {'precision':>9} {'recall':>7} {'support':>7}"]
     for c, row in zip(classes, r["per_class"]):
         pct = lambda v: "     -" if v is None else f"{100 * v:6.2f}%"  # noqa: E731
@@ -176,7 +189,9 @@ def bench(as_json, quick, config_path):
 
 @main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path())
-@click.option("--checkpoint", "-c", type=click.Path(), help="[default: runs/latest/checkpoint.npz]")
+@click.option("--checkpoint", "-c", "checkpoints", type=click.Path(), multiple=True,
+              help="[default: runs/latest/checkpoint.npz]; repeat it for a committee (the mean of their "
+                   "probabilities).")
 @click.option("--top-k", "-k", type=click.IntRange(1, 10), default=3, show_default=True,
               help="How many of the likeliest digits to list.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON array on stdout, nothing else.")
@@ -184,7 +199,7 @@ def bench(as_json, quick, config_path):
 @click.option("--explain", type=click.Path(dir_okay=False), metavar="OUT.png",
               help="Write the input beside its sensitivity map: which pixels push the prediction "
                    "up (red) or down (blue). Several images: OUT-<image>.png each.")
-def predict(images, checkpoint, top_k, as_json, show, explain):
+def predict(images, checkpoints, top_k, as_json, show, explain):
     """Classify your own digit images (files or folders of them).
 
     Each image is prepared the way MNIST was made: ink made white on black, noise and uneven
@@ -193,7 +208,7 @@ def predict(images, checkpoint, top_k, as_json, show, explain):
     """
     from mnist_mlp import predict as predict_mod
 
-    results = predict_mod.predict_files(list(images), checkpoint, top_k, explain_to=explain)
+    results = predict_mod.predict_files(list(images), list(checkpoints) or None, top_k, explain_to=explain)
     if as_json:
         _echo_json([r.as_dict() for r in results])
     else:

@@ -48,42 +48,62 @@ def default_checkpoint() -> Path:
 
 
 class Predictor:
-    """A checkpoint loaded once, applied to prepared 28x28 digits.
+    """A checkpoint (or a committee of them) loaded once, applied to prepared 28x28 digits.
 
     Parameters
     ----------
-    checkpoint : path-like, optional
-        [default: :func:`default_checkpoint`]
+    checkpoint : path-like or list of path-like, optional
+        [default: :func:`default_checkpoint`]. Several: a committee, whose probabilities are the
+        mean of its members' (checkpoints of the same dataset and classes).
     """
 
-    def __init__(self, checkpoint: str | os.PathLike | None = None):
-        self.path = Path(checkpoint or default_checkpoint())
-        self.ckpt = ckpt_mod.load(self.path)
-        scale, offset = self.ckpt.scaling
-        # Prepared pixels are MNIST's pixel values / 255; the checkpoint's scaling maps 0..255.
-        self.scale, self.offset = np.float32(255 * scale), np.float32(offset)
+    def __init__(self, checkpoint: str | os.PathLike | list | None = None):
+        paths = checkpoint if isinstance(checkpoint, (list, tuple)) else [checkpoint]
+        paths = [Path(p or default_checkpoint()) for p in paths]
+        self.path, self.paths = paths[0], paths
+        self.members = [ckpt_mod.load(p) for p in paths]
+        self.ckpt = self.members[0]
+        for path, other in zip(paths[1:], self.members[1:]):
+            digest = lambda c: c.meta.get("dataset", {}).get("digest")  # noqa: E731
+            if other.classes != self.ckpt.classes or digest(other) != digest(self.ckpt):
+                raise MlpError(f"{path} was trained on other data or classes than {paths[0]}; the members "
+                               f"of a committee must share them")
 
-    def inputs(self, pixels: np.ndarray) -> np.ndarray:
-        """(N, 28, 28) pixels in [0, 1] -> (N, 784) float32 network inputs."""
-        x = pixels.reshape(len(pixels), -1).astype(np.float32) * self.scale
-        x += self.offset
+    @staticmethod
+    def _scaling(ckpt) -> tuple[np.float32, np.float32]:
+        # Prepared pixels are MNIST's pixel values / 255; a checkpoint's scaling maps 0..255.
+        scale, offset = ckpt.scaling
+        return np.float32(255 * scale), np.float32(offset)
+
+    def inputs(self, pixels: np.ndarray, ckpt=None) -> np.ndarray:
+        """(N, 28, 28) pixels in [0, 1] -> (N, 784) float32 inputs of ``ckpt`` (the first member's)."""
+        scale, offset = self._scaling(ckpt or self.ckpt)
+        x = pixels.reshape(len(pixels), -1).astype(np.float32) * scale
+        x += offset
         return x
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities, ndarray of shape (N, 10), for ``pixels`` (N, 28, 28) in [0, 1]."""
-        return model.predict_proba(self.ckpt.params, self.inputs(pixels), self.ckpt.activation)
+        total = sum(model.predict_proba(c.params, self.inputs(pixels, c), c.activation) for c in self.members)
+        return total / np.float32(len(self.members))
 
     def sensitivity(self, pixels: np.ndarray, classes: np.ndarray) -> np.ndarray:
         """d logit[classes[i]] / d pixel for each of the 784 pixels, per unit of ink (0..1).
+
+        For a committee, the members' mean. Taken with respect to the raw pixel, so the
+        scaling's offset drops out.
 
         Returns
         -------
         ndarray of shape (N, 28, 28), float32
             Positive where more ink would raise the class's score, negative where it would
-            lower it. Taken with respect to the raw pixel, so the scaling's offset drops out.
+            lower it.
         """
-        grad = model.input_gradient(self.ckpt.params, self.inputs(pixels), self.ckpt.activation, classes)
-        return (grad * self.scale).reshape(-1, 28, 28)
+        total = 0
+        for c in self.members:
+            grad = model.input_gradient(c.params, self.inputs(pixels, c), c.activation, classes)
+            total = total + grad * self._scaling(c)[0]
+        return (total / np.float32(len(self.members))).reshape(-1, 28, 28)
 
     def fill(self, results: list[Prediction], top_k: int = 3, explain: bool = False) -> None:
         """Predict, in one batch, every result that has pixels and no error."""
@@ -116,13 +136,14 @@ class Predictor:
         return result
 
 
-def predict_files(paths: list[str | os.PathLike], checkpoint: str | os.PathLike | None = None,
+def predict_files(paths: list[str | os.PathLike], checkpoint: str | os.PathLike | list | None = None,
                   top_k: int = 3, explain_to: str | os.PathLike | None = None) -> list[Prediction]:
     """Prepare every image as MNIST was made and classify them in one batch.
 
     A file that cannot be read, or holds no digit, gets a :class:`Prediction` with ``error``
-    set; the others are still predicted. With ``explain_to``, each prediction's sensitivity
-    map is computed and drawn (see :func:`write_explanations`).
+    set; the others are still predicted. ``checkpoint`` may be a list: a committee (see
+    :class:`Predictor`). With ``explain_to``, each prediction's sensitivity map is computed and
+    drawn (see :func:`write_explanations`).
     """
     predictor = Predictor(checkpoint)
     files = images.list_images(paths)

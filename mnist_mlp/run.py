@@ -316,9 +316,48 @@ def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", progress: 
             "per_class": per_class(e.confusion, classes), "confusion_matrix": e.confusion.tolist()}
 
 
+def evaluate_committee(paths: list[str | os.PathLike], split: str = "test", progress: bool = True) -> dict:
+    """Several checkpoints as one classifier: the mean of their probabilities.
+
+    Returns
+    -------
+    dict
+        What :func:`evaluate_checkpoint` returns, for the committee (``checkpoint`` is the list
+        of paths), plus ``members``: each member's ``checkpoint``, ``accuracy`` and ``loss``.
+
+    Raises
+    ------
+    MlpError
+        If the members were trained on different datasets or class lists (a committee's votes
+        must be about the same images and the same classes).
+    """
+    first = evaluate_on(paths[0], split, progress)
+    members, probs = [first], first.metrics.probabilities.copy()
+    for path in paths[1:]:
+        ckpt = ckpt_mod.load(path)
+        _check_same_data(path, ckpt, first.data)
+        if ckpt.classes != first.checkpoint.classes:
+            raise MlpError(f"{path} names other classes than {paths[0]}; a committee votes on the same classes")
+        metrics = train.evaluate(ckpt.params, ckpt.activation, first.split, scaling=ckpt.scaling)
+        members.append(Evaluation(ckpt, first.data, first.split, metrics, confusion_matrix(
+            first.split.labels, metrics.predictions)))
+        probs += metrics.probabilities
+    probs /= len(members)
+    labels = first.split.labels.astype(np.intp)
+    predictions = probs.argmax(axis=1)
+    cm = confusion_matrix(labels, predictions)
+    classes = first.checkpoint.classes
+    loss = float(-np.mean(np.log(np.maximum(probs[np.arange(len(labels)), labels], 1e-30))))
+    return {"checkpoint": [str(p) for p in paths], "dataset": first.data.name, "split": split,
+            "n": int(len(labels)), "accuracy": float(np.mean(predictions == labels)), "loss": loss,
+            "classes": classes, "per_class": per_class(cm, classes), "confusion_matrix": cm.tolist(),
+            "members": [{"checkpoint": str(p), "accuracy": m.metrics.accuracy, "loss": m.metrics.loss}
+                        for p, m in zip(paths, members)]}
+
+
 def _check_same_data(path: str | os.PathLike, ckpt: ckpt_mod.Checkpoint, data: data_mod.Data) -> None:
     recorded = ckpt.meta.get("dataset", {}).get("digest")
-    if recorded not in (None, data.digest):
+    if recorded not in (None, data.digest) or ckpt.config.data.dataset != data.name:
         raise MlpError(f"{path} was trained on other data than the cached {data.name}")
 
 

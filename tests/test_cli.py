@@ -70,6 +70,20 @@ def test_train_then_eval_json(tiny_as_mnist, tmp_path):
     assert "accuracy" in table and "confusion matrix" in table and "precision" in table
 
 
+def test_eval_and_predict_a_committee(tiny_as_mnist, tmp_path):
+    import imagegen
+
+    for seed in (0, 1):
+        invoke("train", "--quiet", "--out", f"runs/s{seed}", *TINY, "--set", f"training.seed={seed}")
+    report = json.loads(invoke("eval", "runs/s0/checkpoint.npz", "runs/s1/checkpoint.npz", "--json").stdout)
+    assert len(report["members"]) == 2 and report["n"] == 32 and 0 <= report["accuracy"] <= 1
+    table = invoke("eval", "runs/s0/checkpoint.npz", "runs/s1/checkpoint.npz").stdout
+    assert table.startswith("a committee of 2 on mnist test") and "member runs/s1/checkpoint.npz" in table
+    imagegen.drawn(3, 20, canvas=200).save("three.png")
+    result = invoke("predict", "three.png", "-c", "runs/s0/checkpoint.npz", "-c", "runs/s1/checkpoint.npz", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)[0]["file"] == "three.png"
+
+
 def test_train_prints_epochs_and_result(tiny_as_mnist):
     result = invoke("train", "--out", "runs/t", *TINY)
     lines = result.stdout.strip().splitlines()

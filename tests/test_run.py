@@ -146,3 +146,32 @@ def test_a_checkpoint_of_other_data_is_refused_by_eval_report_and_resume(tiny_as
     with pytest.raises(MlpError, match="was trained on other data"):
         report.make(tmp_path / "checkpoint.npz", out=tmp_path / "report", progress=False)
     assert not (tmp_path / "report").exists()  # nothing written for a refused report
+
+
+def test_a_committee_averages_its_members_probabilities(tiny_as_mnist, tmp_path):
+    paths = []
+    for seed in (0, 1, 2):
+        folder = tmp_path / f"m{seed}"
+        run.train_run(config(f"training.seed={seed}"), folder, progress=False,
+                      echo=lambda s: None)
+        paths.append(folder / "checkpoint.npz")
+    r = run.evaluate_committee(paths, progress=False)
+    evaluations = [run.evaluate_on(p, progress=False) for p in paths]
+    mean = sum(e.metrics.probabilities for e in evaluations) / 3
+    labels = evaluations[0].split.labels
+    assert r["accuracy"] == pytest.approx(np.mean(mean.argmax(axis=1) == labels))
+    assert [m["accuracy"] for m in r["members"]] == [e.metrics.accuracy for e in evaluations]
+    assert r["checkpoint"] == [str(p) for p in paths] and np.array(r["confusion_matrix"]).sum() == 32
+    other = checkpoint.load(paths[1])
+    other.meta["dataset"]["digest"] = "f" * 64
+    checkpoint.save(tmp_path / "other.npz", other)
+    with pytest.raises(MlpError, match="other.npz was trained on other data"):
+        run.evaluate_committee([paths[0], tmp_path / "other.npz"], progress=False)
+    from mnist_mlp.predict import Predictor
+
+    committee, members = Predictor(paths), [Predictor(p) for p in paths]
+    pixels = np.random.default_rng(0).random((4, 28, 28)).astype(np.float32)
+    np.testing.assert_allclose(committee.probabilities(pixels), sum(m.probabilities(pixels) for m in members) / 3,
+                               rtol=1e-5, atol=1e-7)
+    with pytest.raises(MlpError, match="the members of a committee must share them"):
+        Predictor([paths[0], tmp_path / "other.npz"])
