@@ -169,7 +169,6 @@ def create_app(predictor: Predictor, max_bytes: int = MAX_BYTES):
     app = FastAPI(title="mnist_mlp", version=__version__, lifespan=lifespan,
                   description="Classify images of handwritten digits with a NumPy MLP, and see which pixels "
                               "drive each decision (the gradient of the predicted class's score).")
-    app.state.predictor = predictor
 
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
