@@ -164,3 +164,20 @@ def _validate(path: Path, arrays: dict[str, np.ndarray]) -> Checkpoint:
     if arrays:
         raise fail(f"unexpected arrays {sorted(arrays)}")
     return Checkpoint(params, config, meta, momentum)
+
+
+def check_committee(paths: list, members: list[Checkpoint]) -> None:
+    """Refuse a committee whose members were trained on other data or classes than the first's.
+
+    Raises
+    ------
+    CheckpointError
+        Naming the member that differs.
+    """
+    def digest(c: Checkpoint):
+        return c.meta.get("dataset", {}).get("digest")
+
+    for path, other in zip(paths[1:], members[1:]):
+        if other.classes != members[0].classes or digest(other) != digest(members[0]):
+            raise CheckpointError(f"{path} was trained on other data or classes than {paths[0]}; the members "
+                                  f"of a committee must share them")

@@ -60,14 +60,10 @@ class Predictor:
     def __init__(self, checkpoint: str | os.PathLike | list | None = None):
         paths = checkpoint if isinstance(checkpoint, (list, tuple)) else [checkpoint]
         paths = [Path(p or default_checkpoint()) for p in paths]
-        self.path, self.paths = paths[0], paths
+        self.path = paths[0]
         self.members = [ckpt_mod.load(p) for p in paths]
+        ckpt_mod.check_committee(paths, self.members)
         self.ckpt = self.members[0]
-        for path, other in zip(paths[1:], self.members[1:]):
-            digest = lambda c: c.meta.get("dataset", {}).get("digest")  # noqa: E731
-            if other.classes != self.ckpt.classes or digest(other) != digest(self.ckpt):
-                raise MlpError(f"{path} was trained on other data or classes than {paths[0]}; the members "
-                               f"of a committee must share them")
 
     @staticmethod
     def _scaling(ckpt) -> tuple[np.float32, np.float32]:

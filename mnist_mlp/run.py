@@ -328,16 +328,14 @@ def evaluate_committee(paths: list[str | os.PathLike], split: str = "test", prog
     Raises
     ------
     MlpError
-        If the members were trained on different datasets or class lists (a committee's votes
-        must be about the same images and the same classes).
+        If the members were trained on different datasets or class lists (see
+        :func:`~mnist_mlp.checkpoint.check_committee`).
     """
-    first = evaluate_on(paths[0], split, progress)
+    first = evaluate_on(paths[0], split, progress)  # checks the first member against the cached data
+    others = [ckpt_mod.load(p) for p in paths[1:]]
+    ckpt_mod.check_committee(paths, [first.checkpoint, *others])
     members, probs = [first], first.metrics.probabilities.copy()
-    for path in paths[1:]:
-        ckpt = ckpt_mod.load(path)
-        _check_same_data(path, ckpt, first.data)
-        if ckpt.classes != first.checkpoint.classes:
-            raise MlpError(f"{path} names other classes than {paths[0]}; a committee votes on the same classes")
+    for ckpt in others:
         metrics = train.evaluate(ckpt.params, ckpt.activation, first.split, scaling=ckpt.scaling)
         members.append(Evaluation(ckpt, first.data, first.split, metrics, confusion_matrix(
             first.split.labels, metrics.predictions)))
@@ -357,7 +355,7 @@ def evaluate_committee(paths: list[str | os.PathLike], split: str = "test", prog
 
 def _check_same_data(path: str | os.PathLike, ckpt: ckpt_mod.Checkpoint, data: data_mod.Data) -> None:
     recorded = ckpt.meta.get("dataset", {}).get("digest")
-    if recorded not in (None, data.digest) or ckpt.config.data.dataset != data.name:
+    if recorded not in (None, data.digest):
         raise MlpError(f"{path} was trained on other data than the cached {data.name}")
 
 

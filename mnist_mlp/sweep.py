@@ -442,8 +442,8 @@ def _boot_id() -> str:
 class _Heartbeat:
     """Records, every :data:`HEARTBEAT_S` seconds, that this worker's trial is alive."""
 
-    def __init__(self, study, trial):
-        self.study, self.trial = study, trial
+    def __init__(self, trial):
+        self.trial = trial
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True, name="mnist_mlp-heartbeat")
 
@@ -521,7 +521,7 @@ class Worker:
         try:
             config = self.spec.config_for({p.key: p.suggest(trial) for p in self.spec.parameters})
             train.check_memory(config)
-            with _Heartbeat(study, trial):
+            with _Heartbeat(trial):
                 run.train_run(config, folder, force=True, progress=self.progress, echo=lambda line: None,
                               stop=stop, data=self._data_for(config), trial=True, epoch_hook=report)
         except optuna.TrialPruned:
@@ -620,7 +620,7 @@ def write_results(study, spec: Spec, folder: Path) -> list[dict]:
     return rows
 
 
-def finish(study, spec: Spec, folder: Path, wall_s: float, test: bool = True) -> dict:
+def finish(study, spec: Spec, folder: Path, wall_s: float) -> dict:
     """After the study reached its cap: ``best.yaml``, the best trial tested once, ``summary.json``."""
     import yaml
 
@@ -631,9 +631,7 @@ def finish(study, spec: Spec, folder: Path, wall_s: float, test: bool = True) ->
                      "run_cap": spec.run_cap, "trials": counts, "wall_seconds": wall_s,
                      "parameters": {p.key: p.distribution for p in spec.parameters},
                      "epochs_run": sum(int(r["epochs"] or 0) for r in rows), "best": None}
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"
-                and not t.user_attrs.get("discarded")]
-    if complete:
+    if counts["complete"]:
         best = study.best_trial
         values = {p.key: _decode(best.params[p.key]) for p in spec.parameters if p.key in best.params}
         config = spec.config_for(values)
@@ -644,11 +642,11 @@ def finish(study, spec: Spec, folder: Path, wall_s: float, test: bool = True) ->
         summary["best"] = {"number": best.number, "value": best.value, "params": values,
                            "host": _worker(best).get("host"), "folder": _worker(best).get("folder")}
         ckpt = Path(_worker(best).get("folder", "")) / "checkpoint.npz"
-        if test and ckpt.exists():
+        if ckpt.exists():
             e = run.evaluate_on(ckpt, "test", progress=False)
             summary["best"]["test_accuracy"] = e.metrics.accuracy
             summary["best"]["test_loss"] = e.metrics.loss
-        elif test:
+        else:
             summary["best"]["test_accuracy"] = None
             summary["best"]["note"] = (f"its checkpoint is on {_worker(best).get('host')}, not here: "
                                        f"mlp eval {ckpt} there")

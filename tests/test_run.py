@@ -165,7 +165,7 @@ def test_a_committee_averages_its_members_probabilities(tiny_as_mnist, tmp_path)
     other = checkpoint.load(paths[1])
     other.meta["dataset"]["digest"] = "f" * 64
     checkpoint.save(tmp_path / "other.npz", other)
-    with pytest.raises(MlpError, match="other.npz was trained on other data"):
+    with pytest.raises(MlpError, match="other.npz was trained on other data or classes"):
         run.evaluate_committee([paths[0], tmp_path / "other.npz"], progress=False)
     from mnist_mlp.predict import Predictor
 
