@@ -1,7 +1,8 @@
-/* Compiled versions of six small passes of a training step; see mnist_mlp/kernels.py.
+/* Compiled versions of small passes of a training step, and of the distortions of its batches;
+ * see mnist_mlp/kernels.py.
  *
  * Each function fuses what NumPy does in several passes into one, with the same arithmetic;
- * the NumPy code in model.py and data.py stays the definition, and tests check that the two
+ * the NumPy code in model.py, data.py and augment.py stays the definition, and tests check that the two
  * agree. Arrays arrive through the buffer protocol and are checked here (item type, C order,
  * size, index range), so a wrong argument raises a Python exception instead of corrupting
  * memory.
@@ -206,11 +207,13 @@ static PyObject *backprop_relu(PyObject *self, PyObject *args) {
 
 /* ---- softmax and cross-entropy, and their gradient ------------------------------------------ */
 
-/* Overwrites logits (rows, k) with (softmax - onehot(y)) / rows; returns the mean cross-entropy. */
+/* Overwrites logits (rows, k) with (softmax - q) / rows, q = (1 - e) onehot(y) + e / k the smoothed
+ * target; returns the mean cross-entropy against q. */
 static PyObject *softmax_cross_entropy(PyObject *self, PyObject *args) {
     PyObject *logits, *labels;
     Py_ssize_t rows, k;
-    if (!PyArg_ParseTuple(args, "OOnn", &logits, &labels, &rows, &k))
+    float smoothing;
+    if (!PyArg_ParseTuple(args, "OOnnf", &logits, &labels, &rows, &k, &smoothing))
         return NULL;
     Py_buffer views[2];
     int held = 0;
@@ -230,7 +233,7 @@ static PyObject *softmax_cross_entropy(PyObject *self, PyObject *args) {
             return release(views, held, NULL);
         }
     double loss = 0.0;
-    const float inv_n = 1.0f / (float)rows;
+    const float inv_n = 1.0f / (float)rows, spread = smoothing / (float)(k * rows);
     for (Py_ssize_t i = 0; i < rows; i++) {
         float *z = (float *)views[0].buf + i * k;
         float top = z[0];
@@ -238,16 +241,17 @@ static PyObject *softmax_cross_entropy(PyObject *self, PyObject *args) {
             top = z[c] > top ? z[c] : top;
         /* shifted so that the largest logit is 0: exp cannot overflow */
         const float true_logit = z[y[i]] - top;
-        float total = 0.0f;
+        float total = 0.0f, sum = 0.0f;
         for (Py_ssize_t c = 0; c < k; c++) {
+            sum += z[c] - top;
             z[c] = expf(z[c] - top);
             total += z[c];
         }
-        loss += (double)logf(total) - (double)true_logit;
+        loss += (double)logf(total) - (1.0 - smoothing) * (double)true_logit - smoothing * (double)sum / (double)k;
         const float scale = inv_n / total;
         for (Py_ssize_t c = 0; c < k; c++)
-            z[c] *= scale;
-        z[y[i]] -= inv_n;
+            z[c] = z[c] * scale - spread;
+        z[y[i]] -= (1.0f - smoothing) * inv_n;
     }
     PyObject *result = PyFloat_FromDouble(loss / (double)rows);
     release(views, held, NULL);
@@ -439,6 +443,133 @@ static PyObject *update_inked(PyObject *self, PyObject *args) {
     return release(views, held, Py_None);
 }
 
+/* ---- distortions: each digit resampled at its affine + elastic source positions ------------ */
+
+#define SIDE 28
+#define PIXELS (SIDE * SIDE) /* 98 vectors of eight */
+#define PADDED 32            /* a row of a field, rounded up to four vectors */
+
+/* Lane-wise v clipped into [lo, hi], lo for a NaN: an index computed from it then stays inside
+ * the image whatever the distortion's parameters. */
+INLINE f32x8 clip8(f32x8 v, float lo, float hi) {
+    const f32x8 zero = {0}, low = zero + lo, high = zero + hi;
+    const i32x8 above = v > low, below = v < high;
+    const f32x8 upper = (f32x8)((below & (i32x8)v) | (~below & (i32x8)high));
+    return (f32x8)((above & (i32x8)upper) | (~above & (i32x8)low));
+}
+
+/* Rows i and i + 1 of a @ b, for (SIDE, PADDED) a and b; eight independent sums keep both FMA
+ * units busy, and each row of b loaded serves both rows. */
+INLINE void product_rows(float out[][PADDED], const float a[][PADDED], const float b[][PADDED], int i,
+                         float scale) {
+    f32x8 s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0}, t0 = {0}, t1 = {0}, t2 = {0}, t3 = {0};
+    for (int k = 0; k < SIDE; k++) {
+        const f32x8 *r = (const f32x8 *)b[k];
+        const f32x8 r0 = r[0], r1 = r[1], r2 = r[2], r3 = r[3];
+        const float u = a[i][k], v = a[i + 1][k];
+        s0 += u * r0;
+        s1 += u * r1;
+        s2 += u * r2;
+        s3 += u * r3;
+        t0 += v * r0;
+        t1 += v * r1;
+        t2 += v * r2;
+        t3 += v * r3;
+    }
+    f32x8 *o = (f32x8 *)out[i], *q = (f32x8 *)out[i + 1];
+    o[0] = s0 * scale, o[1] = s1 * scale, o[2] = s2 * scale, o[3] = s3 * scale;
+    q[0] = t0 * scale, q[1] = t1 * scale, q[2] = t2 * scale, q[3] = t3 * scale;
+}
+
+/* out = alpha * G @ (2u - 1) @ G^T, one displacement field, as PIXELS contiguous floats; g and gt
+ * hold G and G^T in rows of PADDED floats, zero beyond SIDE. */
+INLINE void blur_field(float *out, const float *u, const float g[SIDE][PADDED], const float gt[SIDE][PADDED],
+                       float alpha) {
+    float f[SIDE][PADDED], t[SIDE][PADDED], smooth[SIDE][PADDED];
+    for (int i = 0; i < SIDE; i++) {
+        for (int j = 0; j < SIDE; j++)
+            f[i][j] = u[i * SIDE + j] * 2.0f - 1.0f;
+        for (int j = SIDE; j < PADDED; j++)
+            f[i][j] = 0.0f;
+    }
+    for (int i = 0; i < SIDE; i += 2)
+        product_rows(t, g, f, i, 1.0f);
+    for (int i = 0; i < SIDE; i += 2)
+        product_rows(smooth, t, gt, i, alpha);
+    for (int i = 0; i < SIDE; i++)
+        memcpy(out + i * SIDE, smooth[i], SIDE * sizeof(float));
+}
+
+/* Each of `n` images: its pixels pulled from source positions source = A^-1 (p - centre - shift)
+ * + centre (+ the blurred field), bilinear weights, zero outside; rounded back to uint8. Per image,
+ * `inverse` holds A^-1 row-major and the shift (y, x): six floats. `field` is NULL without elastic
+ * distortions, else 2n uniform (SIDE, SIDE) fields: the n dy fields, then the n dx fields. */
+HOT static void distort_loop(uint8_t *out, const uint8_t *images, const float *inverse, const float *field,
+                             const float *g_in, float alpha, Py_ssize_t n) {
+    float g[SIDE][PADDED] = {{0}}, gt[SIDE][PADDED] = {{0}}, grid_y[PIXELS], grid_x[PIXELS];
+    const float centre = (SIDE - 1) / 2.0f, top = SIDE + 0.999f;
+    for (int i = 0; i < SIDE; i++)
+        for (int j = 0; j < SIDE; j++) {
+            g[i][j] = g_in[i * SIDE + j];
+            gt[j][i] = g_in[i * SIDE + j];
+            grid_y[i * SIDE + j] = (float)i - centre;
+            grid_x[i * SIDE + j] = (float)j - centre;
+        }
+    float dy[PIXELS] = {0}, dx[PIXELS] = {0}, fy[PIXELS], fx[PIXELS];
+    int32_t corner[PIXELS];
+    float padded[(SIDE + 2) * (SIDE + 2)]; /* a border of zeros: sources outside sample it */
+    memset(padded, 0, sizeof padded);
+    for (Py_ssize_t b = 0; b < n; b++) {
+        const float *m = inverse + 6 * b;
+        if (field != NULL) {
+            blur_field(dy, field + b * PIXELS, g, gt, alpha);
+            blur_field(dx, field + (n + b) * PIXELS, g, gt, alpha);
+        }
+        const uint8_t *src = images + b * PIXELS;
+        for (int y = 0; y < SIDE; y++)
+            for (int x = 0; x < SIDE; x++)
+                padded[(y + 1) * (SIDE + 2) + x + 1] = src[y * SIDE + x];
+        for (int p = 0; p < PIXELS; p += 8) { /* where each pixel comes from */
+            const f32x8 gy = *(const f32x8 *)(grid_y + p) - m[4], gx = *(const f32x8 *)(grid_x + p) - m[5];
+            const f32x8 sy = clip8(m[0] * gy + m[1] * gx + centre + *(const f32x8 *)(dy + p) + 1.0f, 0.0f, top);
+            const f32x8 sx = clip8(m[2] * gy + m[3] * gx + centre + *(const f32x8 *)(dx + p) + 1.0f, 0.0f, top);
+            const i32x8 y0 = __builtin_convertvector(sy, i32x8), x0 = __builtin_convertvector(sx, i32x8);
+            *(f32x8 *)(fy + p) = sy - __builtin_convertvector(y0, f32x8); /* >= 0: truncating is floor */
+            *(f32x8 *)(fx + p) = sx - __builtin_convertvector(x0, f32x8);
+            *(i32x8 *)(corner + p) = y0 * (SIDE + 2) + x0;
+        }
+        uint8_t *dst = out + b * PIXELS;
+        for (int p = 0; p < PIXELS; p++) {
+            const float *q = padded + corner[p];
+            const float upper = q[0] + fx[p] * (q[1] - q[0]);
+            const float lower = q[SIDE + 2] + fx[p] * (q[SIDE + 3] - q[SIDE + 2]);
+            const float v = upper + fy[p] * (lower - upper) + 0.5f;
+            dst[p] = (uint8_t)(v > 0.0f ? (v < 255.0f ? v : 255.0f) : 0.0f);
+        }
+    }
+}
+
+static PyObject *distort(PyObject *self, PyObject *args) {
+    PyObject *out, *images, *inverse, *field_obj, *g;
+    Py_ssize_t n;
+    float alpha;
+    if (!PyArg_ParseTuple(args, "OOOOOfn", &out, &images, &inverse, &field_obj, &g, &alpha, &n))
+        return NULL;
+    Py_buffer views[5];
+    int held = 0;
+    if (get_array(out, &views[held++], 1, "B", n * SIDE * SIDE, "out") < 0 ||
+        get_array(images, &views[held++], 0, "B", n * SIDE * SIDE, "images") < 0 ||
+        get_array(inverse, &views[held++], 0, "f", n * 6, "inverse") < 0 ||
+        get_array(g, &views[held++], 0, "f", SIDE * SIDE, "g") < 0 ||
+        (field_obj != Py_None && get_array(field_obj, &views[held++], 0, "f", 2 * n * SIDE * SIDE, "field") < 0))
+        return release(views, held - 1, NULL);
+    const float *field = field_obj != Py_None ? views[4].buf : NULL;
+    Py_BEGIN_ALLOW_THREADS
+    distort_loop(views[0].buf, views[1].buf, views[2].buf, field, views[3].buf, alpha, n);
+    Py_END_ALLOW_THREADS
+    return release(views, held, Py_None);
+}
+
 /* ---- the module -------------------------------------------------------------------------- */
 
 static PyMethodDef methods[] = {
@@ -446,7 +577,7 @@ static PyMethodDef methods[] = {
     {"backprop_relu", backprop_relu, METH_VARARGS,
      "backprop_relu(out, dz, w, a, rows, n, k): out = (dz @ w.T) * (a > 0)."},
     {"softmax_cross_entropy", softmax_cross_entropy, METH_VARARGS,
-     "softmax_cross_entropy(logits, y, rows, k) -> mean loss; logits become its gradient."},
+     "softmax_cross_entropy(logits, y, rows, k, smoothing) -> mean loss; logits become its gradient."},
     {"scale_pixels", scale_pixels, METH_VARARGS,
      "scale_pixels(out, images, rows, n_out, n_images, d, scale, offset): "
      "out = images[rows] * scale + offset."},
@@ -456,6 +587,9 @@ static PyMethodDef methods[] = {
     {"update_inked", update_inked, METH_VARARGS,
      "update_inked(p, w, g, cols, v, s, n_in, n, k, decay, mu): p = decay * w - mu * p + v (+ g on the "
      "inked rows); s = p.sum(axis=0)."},
+    {"distort", distort, METH_VARARGS,
+     "distort(out, images, inverse, field, g, alpha, n): n 28x28 uint8 digits resampled at their affine "
+     "(inverse: 6 floats each) and elastic (field: 2n uniform fields, blurred by g, times alpha) sources."},
     {NULL, NULL, 0, NULL},
 };
 

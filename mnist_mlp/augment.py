@@ -11,13 +11,16 @@ Blurring a 28x28 field is linear: with G the (28, 28) Gaussian matrix it is G @ 
 two small matrix products for the whole batch at once. The affine part (rotation, scale,
 shear, translation about the centre) gives each output pixel a source position; the elastic
 field is added to it; then one gathered bilinear interpolation resamples the whole batch.
-Nothing loops over images in Python.
+Nothing loops over images in Python. Where the compiled kernels are built,
+:func:`mnist_mlp.kernels.distort` does the blurring and resampling of each digit in one pass
+(4x faster); the NumPy code here is its definition, and the random draws are the same.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from mnist_mlp import kernels
 from mnist_mlp.config import AugmentConfig
 
 SIDE = 28
@@ -45,26 +48,24 @@ class Augmenter:
         ys, xs = np.mgrid[0:SIDE, 0:SIDE].astype(np.float32)
         self._grid = np.stack([ys.ravel() - _CENTRE, xs.ravel() - _CENTRE])  # (2, 784), centred
 
-    CHUNK = 16  # images at a time: the temporaries then stay small and in cache (2x faster)
+    CHUNK = 16  # images at a time in NumPy: the temporaries then stay small and in cache (2x faster)
 
     def __call__(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if not self.config.enabled:
             return images
-        if len(images) <= self.CHUNK:
-            return self._distort(images, rng)
-        return np.concatenate([self._distort(images[i:i + self.CHUNK], rng)
-                               for i in range(0, len(images), self.CHUNK)])
-
-    def _distort(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         c = self.config
         b = len(images)
         if c.geometric:
-            src_y, src_x = self._affine_sources(b, rng)  # (B, 784) each
-            if c.elastic_alpha:
-                dy, dx = self._elastic_field(b, rng)
-                src_y += dy
-                src_x += dx
-            out = _bilinear(images.reshape(b, SIDE, SIDE), src_y, src_x)
+            inverse = self._draw_affine(b, rng)
+            field = rng.random((2 * b, SIDE, SIDE), dtype=np.float32) if c.elastic_alpha else None
+            if kernels.WIDE:  # its 8-float vectors are slow where they are not native
+                out = kernels.distort(images, inverse, field, self._g, c.elastic_alpha)
+            else:
+                dy, dx = (None, None) if field is None else (field[:b], field[b:])
+                out = np.concatenate([self._resample(images[i:i + self.CHUNK], inverse[i:i + self.CHUNK],
+                                                     None if dy is None else dy[i:i + self.CHUNK],
+                                                     None if dx is None else dx[i:i + self.CHUNK])
+                                      for i in range(0, b, self.CHUNK)])
         else:
             out = images.copy()
         if c.flip:  # mirror left-right: exact, no resampling
@@ -76,8 +77,15 @@ class Augmenter:
             out[keep] = images[keep]
         return out
 
-    def _affine_sources(self, b: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Where each output pixel comes from under a random affine map per image."""
+    def _draw_affine(self, b: int, rng: np.random.Generator) -> np.ndarray:
+        """A random affine map per image, as the rows of its inverse and its shift.
+
+        Returns
+        -------
+        ndarray of shape (B, 6), float32
+            (a, b, c, d, shift_y, shift_x): output pixel p comes from
+            ``[[a, b], [c, d]] @ (p - centre - shift) + centre``.
+        """
         c = self.config
         angle = np.deg2rad(rng.uniform(-c.rotate, c.rotate, b)).astype(np.float32)
         shear = np.deg2rad(rng.uniform(-c.shear, c.shear, b)).astype(np.float32)
@@ -89,18 +97,41 @@ class Augmenter:
         a, bb = cos, -sin + cos * np.tan(shear)
         cc, d = sin, cos + sin * np.tan(shear)
         det = (a * d - bb * cc) * scale
-        i00, i01, i10, i11 = (v[:, None] / det[:, None] for v in (d, -bb, -cc, a))  # (B, 1) each
-        gy = self._grid[0] - shift[0][:, None]  # (B, 784): output pixel, centred and unshifted
-        gx = self._grid[1] - shift[1][:, None]
-        centre = np.float32(_CENTRE)
-        return i00 * gy + i01 * gx + centre, i10 * gy + i11 * gx + centre
+        return np.stack([d / det, -bb / det, -cc / det, a / det, shift[0], shift[1]], axis=1)
 
-    def _elastic_field(self, b: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Smoothed random displacements (dy, dx), each (B, 784), in pixels."""
-        field = rng.random((2 * b, SIDE, SIDE), dtype=np.float32) * 2 - 1  # uniform(-1, 1)
-        smooth = self._g @ field @ self._g.T  # (2B, 28, 28): G F G^T for every field at once
+    def _resample(self, images: np.ndarray, inverse: np.ndarray, uniform_dy: np.ndarray | None,
+                  uniform_dx: np.ndarray | None) -> np.ndarray:
+        """The definition of :func:`mnist_mlp.kernels.distort`, in NumPy, for a few images.
+
+        Parameters
+        ----------
+        images : ndarray of shape (B, 784), uint8
+        inverse : ndarray of shape (B, 6), float32
+            From :meth:`_draw_affine`.
+        uniform_dy, uniform_dx : ndarray of shape (B, 28, 28), float32, or None
+            Uniform [0, 1) draws for the elastic displacements; None: none.
+
+        Returns
+        -------
+        ndarray of shape (B, 784), uint8
+        """
+        b = len(images)
+        i00, i01, i10, i11, shift_y, shift_x = (v[:, None] for v in inverse.T)  # (B, 1) each
+        gy = self._grid[0] - shift_y  # (B, 784): output pixel, centred and unshifted
+        gx = self._grid[1] - shift_x
+        centre = np.float32(_CENTRE)
+        src_y, src_x = i00 * gy + i01 * gx + centre, i10 * gy + i11 * gx + centre
+        if uniform_dy is not None:
+            src_y += self._elastic_field(uniform_dy)
+            src_x += self._elastic_field(uniform_dx)
+        return _bilinear(images.reshape(b, SIDE, SIDE), src_y, src_x)
+
+    def _elastic_field(self, uniform: np.ndarray) -> np.ndarray:
+        """Smoothed displacements in pixels, (B, 784), from uniform [0, 1) draws (B, 28, 28)."""
+        field = uniform * 2 - 1  # uniform(-1, 1)
+        smooth = self._g @ field @ self._g.T  # G F G^T for every field at once
         smooth *= np.float32(self.config.elastic_alpha)
-        return smooth[:b].reshape(b, -1), smooth[b:].reshape(b, -1)
+        return smooth.reshape(len(uniform), -1)
 
 
 def _bilinear(images: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:

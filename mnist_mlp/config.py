@@ -99,6 +99,7 @@ class TrainingConfig:
     nesterov: bool = False
     l2: float = field(default=5e-4, metadata=non_negative())
     max_norm: float = field(default=0.0, metadata=non_negative())  # cap on incoming weight norms; 0 = off
+    label_smoothing: float = field(default=0.0, metadata=fraction())  # target (1 - e) onehot + e / classes
     schedule: str = field(default="cosine", metadata=one_of("constant", "step", "cosine"))
     step_every: int = field(default=10, metadata=positive())  # epochs, for schedule: step
     step_gamma: float = field(default=0.1, metadata=_rule(lambda v: 0 < v <= 1, "be in (0, 1]"))

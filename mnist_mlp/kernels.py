@@ -17,9 +17,12 @@ training step on the two-core development machine, NumPy -> compiled):
 - :func:`gather_inked`: the columns inked somewhere in a batch and their scaled pixels, for
   the step that leaves blank pixels out (:class:`mnist_mlp.model.InkedColumns`);
 - :func:`update_inked`: that step's first-layer update, the blank rows' gradient added as
-  one vector, and the new weights' column sums, in one pass over the weights.
+  one vector, and the new weights' column sums, in one pass over the weights;
+- :func:`distort`: a batch's random distortions (:mod:`mnist_mlp.augment`), each digit's
+  elastic fields blurred and its pixels resampled while they stay in the cache, where NumPy
+  goes through a dozen (B, 784) temporaries (3.7 -> 0.9 ms for 128 digits).
 
-The NumPy code in :mod:`mnist_mlp.model` and :mod:`mnist_mlp.data` stays the definition (and
+The NumPy code in :mod:`mnist_mlp.model`, :mod:`mnist_mlp.data` and :mod:`mnist_mlp.augment` stays the definition (and
 is what runs on float64, in the gradient checks); tests check that both agree.
 
 ``pip install`` compiles ``_kernels.c`` (see ``setup.py``) when a C compiler is at hand and
@@ -93,13 +96,13 @@ def backprop_relu(dz: np.ndarray, w: np.ndarray, a: np.ndarray) -> np.ndarray:
     return out
 
 
-def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray, smoothing: float = 0.0) -> tuple[float, np.ndarray]:
     """:func:`mnist_mlp.model.softmax_cross_entropy`: (mean loss, gradient), in place in ``logits``."""
     rows, k = logits.shape
     y = np.ascontiguousarray(y, np.int64)
     if y.shape != (rows,):
         raise ValueError(f"{rows} rows of logits but labels of shape {y.shape}")
-    return _c.softmax_cross_entropy(logits, y, rows, k), logits
+    return _c.softmax_cross_entropy(logits, y, rows, k, smoothing), logits
 
 
 def scale_pixels(images: np.ndarray, out: np.ndarray, scale: float, offset: float,
@@ -172,3 +175,30 @@ def update_inked(p: np.ndarray, w: np.ndarray, g: np.ndarray, cols: np.ndarray, 
     n_in, n = p.shape
     _c.update_inked(p, w, g, np.ascontiguousarray(cols, np.int64), v, s, n_in, n, len(g), decay, mu)
 
+
+
+def distort(images: np.ndarray, inverse: np.ndarray, field: np.ndarray | None, g: np.ndarray,
+            alpha: float) -> np.ndarray:
+    """:meth:`mnist_mlp.augment.Augmenter` 's resampling, for a whole batch in one call.
+
+    Parameters
+    ----------
+    images : ndarray of shape (B, 784), uint8
+    inverse : ndarray of shape (B, 6), float32
+        Per image the inverse affine map's rows (a, b, c, d) and the shift (y, x):
+        the source of output pixel p is ``[[a, b], [c, d]] @ (p - centre - shift) + centre``.
+    field : ndarray of shape (2B, 28, 28), float32, or None
+        Uniform [0, 1) draws for the elastic displacements (dy fields, then dx fields); each
+        becomes ``alpha * g @ (2 u - 1) @ g.T``. None: no elastic part.
+    g : ndarray of shape (28, 28), float32
+        The Gaussian blurring matrix (:func:`mnist_mlp.augment.gaussian_matrix`).
+
+    Returns
+    -------
+    ndarray of shape (B, 784), uint8
+    """
+    n = len(images)
+    out = np.empty((n, images.shape[1]), np.uint8)
+    _c.distort(out, np.ascontiguousarray(images), np.ascontiguousarray(inverse, np.float32), field,
+               np.ascontiguousarray(g, np.float32), alpha, n)
+    return out

@@ -7,6 +7,7 @@ The network maps a batch of B images, flattened to 784 pixels, to 10 class score
     ...
     Z  = AL @ Wout + bout                   (B, 10)         the logits
     P  = softmax(Z),     loss = mean(-log P[i, y_i]) + l2/2 * sum of squared weights
+                                            (label smoothing: see cross_entropy)
 
 Training needs dloss/dW for every weight. Backpropagation gets all of them in one sweep from
 the output back to the input, applying the chain rule once per layer:
@@ -303,40 +304,57 @@ def log_softmax(z: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
-def cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
-    """Mean of -log softmax(logits)[i, y_i], computed stably."""
-    return float(-log_softmax(logits)[np.arange(len(y)), y].mean())
+def cross_entropy(logits: np.ndarray, y: np.ndarray, smoothing: float = 0.0) -> float:
+    """Mean of -log softmax(logits)[i, y_i], computed stably.
+
+    With ``smoothing`` = e the target is (1 - e) onehot(y) + e / C instead of onehot(y)
+    (label smoothing, Szegedy et al. 2016): the loss then also asks every wrong class for
+    a little probability, so the net cannot drive its logits apart without end.
+    """
+    logp = log_softmax(logits)
+    true = logp[np.arange(len(y)), y]
+    if smoothing:
+        true = (1 - smoothing) * true + smoothing * logp.mean(axis=1)
+    return float(-true.mean())
 
 
-def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray,
+                          smoothing: float = 0.0) -> tuple[float, np.ndarray]:
     """Loss and its gradient with respect to the logits, in one pass.
 
     Parameters
     ----------
-    logits : ndarray of shape (B, 10)
+    logits : ndarray of shape (B, C)
         Overwritten with the gradient.
     y : ndarray of shape (B,), int
         True classes.
+    smoothing : float
+        Label smoothing e in [0, 1): the target is q = (1 - e) onehot(y) + e / C
+        (see :func:`cross_entropy`).
 
     Returns
     -------
     loss : float
-        Mean cross-entropy.
-    dz : ndarray of shape (B, 10)
-        (softmax(logits) - onehot(y)) / B, the gradient of the mean loss. The same array as
+        Mean cross-entropy against q.
+    dz : ndarray of shape (B, C)
+        (softmax(logits) - q) / B, the gradient of the mean loss. The same array as
         ``logits``.
     """
     if kernels.fits(logits):
-        return kernels.softmax_cross_entropy(logits, y)  # the same, in one pass instead of ten
-    n = len(y)
+        return kernels.softmax_cross_entropy(logits, y, smoothing)  # the same, in one pass instead of ten
+    n, c = logits.shape
     rows = np.arange(n)
     logits -= logits.max(axis=1, keepdims=True)  # the largest logit is 0: exp cannot overflow
-    true_logit = logits[rows, y]  # (B,)
-    p = np.exp(logits, out=logits)  # (B, 10), unnormalised
+    # -sum(q * log softmax) = log-sum-exp - (1 - e) * true logit - e * mean logit (q sums to 1)
+    target = (1 - smoothing) * logits[rows, y].sum() + smoothing * logits.mean(axis=1).sum()
+    p = np.exp(logits, out=logits)  # (B, C), unnormalised
     total = p.sum(axis=1, keepdims=True)  # (B, 1)
-    loss = float(np.log(total).sum() - true_logit.sum()) / n  # mean of log-sum-exp - true logit
-    p *= np.float32(1 / n) / total  # softmax / B, in one pass
-    p[rows, y] -= np.float32(1 / n)
+    loss = float(np.log(total).sum() - target) / n
+    real = p.dtype.type  # float32 in training, float64 in the gradient checks
+    p *= real(1 / n) / total  # softmax / B, in one pass
+    if smoothing:
+        p -= real(smoothing / (c * n))
+    p[rows, y] -= real((1 - smoothing) / n)
     return loss, p
 
 
@@ -438,8 +456,9 @@ def input_gradient(params: Params, x: np.ndarray, activation: str, classes: np.n
 
 def loss_and_grads(params: Params, x: np.ndarray, y: np.ndarray, activation: str,
                    l2: float = 0.0, dropout: float = 0.0, rng: np.random.Generator | None = None,
-                   out: Params | None = None) -> tuple[float, Params, np.ndarray]:
-    """One forward and backward pass (``out``: optional gradient buffers, see :func:`backward`).
+                   out: Params | None = None, smoothing: float = 0.0) -> tuple[float, Params, np.ndarray]:
+    """One forward and backward pass (``out``: optional gradient buffers, see :func:`backward`;
+    ``smoothing``: label smoothing, see :func:`cross_entropy`).
 
     Returns
     -------
@@ -453,7 +472,7 @@ def loss_and_grads(params: Params, x: np.ndarray, y: np.ndarray, activation: str
     activations, masks = forward(params, x, activation, dropout, rng)
     logits = activations[-1]
     predictions = logits.argmax(axis=1)
-    loss, dz = softmax_cross_entropy(logits, y)
+    loss, dz = softmax_cross_entropy(logits, y, smoothing)
     return loss, backward(params, activations, masks, dz, activation, l2, out), predictions
 
 

@@ -432,7 +432,7 @@ class _Stepper:
         params, act = self.state.params, self.m.activation
         activations, masks = model.forward(params, x, act, self.m.dropout, rng)
         predictions = activations[-1].argmax(axis=1)
-        loss, dz = model.softmax_cross_entropy(activations[-1], y)
+        loss, dz = model.softmax_cross_entropy(activations[-1], y, self.t.label_smoothing)
         if not math.isfinite(loss):
             return loss, predictions
         if self.fused is not None:

@@ -80,13 +80,14 @@ def test_the_backprop_kernel_is_chosen_only_where_it_is_the_faster(monkeypatch):
 
 
 @pytest.mark.parametrize("scale", [1.0, 1e4])  # 1e4: logits far beyond exp's float32 range
-def test_softmax_cross_entropy_equals_numpy(numpy_only, scale):
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_softmax_cross_entropy_equals_numpy(numpy_only, scale, smoothing):
     rng = _rng(2)
     logits = rng.standard_normal((64, 10), dtype=np.float32) * np.float32(scale)
     y = rng.integers(0, 10, 64).astype(np.uint8)  # any integer type will do
-    loss, grad = kernels.softmax_cross_entropy(logits.copy(), y)
+    loss, grad = kernels.softmax_cross_entropy(logits.copy(), y, smoothing)
     numpy_only()
-    expected_loss, expected_grad = model.softmax_cross_entropy(logits.copy(), y)
+    expected_loss, expected_grad = model.softmax_cross_entropy(logits.copy(), y, smoothing)
     assert np.isfinite(loss)
     assert loss == pytest.approx(expected_loss, rel=1e-6)
     np.testing.assert_allclose(grad, expected_grad, rtol=1e-5, atol=1e-8)

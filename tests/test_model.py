@@ -12,14 +12,15 @@ def _as64(params):
     return {k: v.astype(np.float64) for k, v in params.items()}
 
 
-def _total_loss(params, x, y, activation, l2):
+def _total_loss(params, x, y, activation, l2, smoothing=0.0):
     logits = model.forward(params, x.copy(), activation)[0][-1]
-    return model.cross_entropy(logits, y) + model.l2_penalty(params, l2)
+    return model.cross_entropy(logits, y, smoothing) + model.l2_penalty(params, l2)
 
 
 @pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
 @pytest.mark.parametrize("hidden", [[7], [6, 5]])
-def test_gradients_match_finite_differences(activation, hidden):
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_gradients_match_finite_differences(activation, hidden, smoothing):
     rng = np.random.default_rng(1)
     sizes = [12, *hidden, 4]
     params = _as64(model.init_params(sizes, activation, rng))
@@ -29,16 +30,16 @@ def test_gradients_match_finite_differences(activation, hidden):
     x = rng.normal(size=(9, 12))
     y = rng.integers(0, 4, 9)
     l2 = 0.03
-    _, grads, _ = model.loss_and_grads(params, x.copy(), y, activation, l2)
+    _, grads, _ = model.loss_and_grads(params, x.copy(), y, activation, l2, smoothing=smoothing)
     eps = 1e-6
     for key, p in params.items():
         numeric = np.zeros_like(p)
         for i in np.ndindex(p.shape):
             old = p[i]
             p[i] = old + eps
-            up = _total_loss(params, x, y, activation, l2)
+            up = _total_loss(params, x, y, activation, l2, smoothing)
             p[i] = old - eps
-            down = _total_loss(params, x, y, activation, l2)
+            down = _total_loss(params, x, y, activation, l2, smoothing)
             p[i] = old
             numeric[i] = (up - down) / (2 * eps)
         np.testing.assert_allclose(grads[key], numeric, rtol=1e-5, atol=1e-8, err_msg=key)
@@ -215,3 +216,19 @@ def test_inked_columns_keep_a_given_column_sum_and_refuse_a_busy_batch():
     assert not inked.matmul(w)[1].any()
     assert data.inked_columns(images, max_share=0.49) is None  # half the columns are inked
     assert data.inked_columns(images, max_share=0.5) is not None
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.5])
+def test_smoothed_loss_and_gradient_against_the_smoothed_target(smoothing):
+    rng = np.random.default_rng(4)
+    logits = rng.normal(size=(6, 10)) * 3
+    y = rng.integers(0, 10, 6)
+    q = np.full((6, 10), smoothing / 10)
+    q[np.arange(6), y] += 1 - smoothing
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    expected_loss = -(q * np.log(p)).sum(axis=1).mean()
+    assert model.cross_entropy(logits, y, smoothing) == pytest.approx(expected_loss, rel=1e-12)
+    loss, dz = model.softmax_cross_entropy(logits.copy(), y, smoothing)
+    assert loss == pytest.approx(expected_loss, rel=1e-12)
+    np.testing.assert_allclose(dz, (p - q) / 6, atol=1e-15)
+    np.testing.assert_allclose(dz.sum(axis=1), 0, atol=1e-15)  # q and p both sum to one

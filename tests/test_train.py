@@ -49,11 +49,28 @@ def test_the_compiled_kernels_change_nothing_but_the_time(monkeypatch, augment):
     distort = Augmenter(config.data.augment) if augment else None
     fast = train.fit(config, data, progress=False, augment=distort)
     monkeypatch.setattr(kernels, "AVAILABLE", False)
+    monkeypatch.setattr(kernels, "WIDE", False)
     plain = train.fit(config, data, progress=False, augment=distort)
     assert fast.step == plain.step == 15
     for key in plain.params:
         np.testing.assert_allclose(fast.params[key], plain.params[key], rtol=1e-4, atol=1e-6, err_msg=key)
     assert fast.history[0]["train_loss"] == pytest.approx(plain.history[0]["train_loss"], rel=1e-5)
+
+
+def test_label_smoothing_trains_and_keeps_the_logits_closer():
+    data = tiny_data()
+    plain = train.fit(small_config("model.dropout=0"), data, progress=False)
+    smooth = train.fit(small_config("model.dropout=0", "training.label_smoothing=0.2"), data, progress=False)
+    assert train.evaluate(smooth.params, "relu", data.test).accuracy >= 0.9
+
+    def logit_spread(state):
+        from mnist_mlp import model
+
+        logits = model.forward(state.params, data_mod.scale(data.test.images), "relu")[0][-1]
+        return float(np.mean(logits.max(axis=1) - logits.min(axis=1)))
+
+    # the smoothed target asks for a little probability on every class: less extreme logits
+    assert logit_spread(smooth) < 0.8 * logit_spread(plain)
 
 
 @pytest.mark.parametrize("stop_at", [7, 15, 31])  # mid-epoch, at an epoch's end, mid-epoch later
