@@ -296,6 +296,8 @@ def format_table(r: dict) -> str:
         lines.append(f"{batch:>5}  {p['gemm_gflops']:>12.1f}  {p['floor_s']:>7.2f}  {p['epoch_s']:>7.2f}  "
                      f"{p['samples_per_s']:>9.0f}  {p['ratio_to_floor']:>5.2f}  {target:>7}   "
                      f"{p['dense_epoch_s']:>7.2f}  {p['dense_ratio_to_floor']:>5.2f}   {skipped}")
+    lines.append(f"(decided per batch: a batch with more than {100 * train.INKED_MAX:.0f}% of its columns inked "
+                 f"takes the dense products; dense s: training.skip_blank_pixels=false)")
     if "augment_s" in r:
         distorter = ("compiled kernel" if r.get("augment_compiled") else
                      "NumPy: kernels off or not built, or no AVX2")

@@ -169,15 +169,26 @@ def _validate(path: Path, arrays: dict[str, np.ndarray]) -> Checkpoint:
 def check_committee(paths: list, members: list[Checkpoint]) -> None:
     """Refuse a committee whose members were trained on other data or classes than the first's.
 
+    (Their input size needs no check: :func:`load` accepts only 784-input networks.)
+
     Raises
     ------
     CheckpointError
-        Naming the member that differs.
+        Naming the member that differs, and how.
     """
-    def digest(c: Checkpoint):
-        return c.meta.get("dataset", {}).get("digest")
+    def dataset(c: Checkpoint) -> tuple:
+        d = c.meta.get("dataset", {})
+        return d.get("name") or "an unrecorded dataset", d.get("digest")
 
+    first = members[0]
     for path, other in zip(paths[1:], members[1:]):
-        if other.classes != members[0].classes or digest(other) != digest(members[0]):
-            raise CheckpointError(f"{path} was trained on other data or classes than {paths[0]}; the members "
-                                  f"of a committee must share them")
+        if dataset(other) != dataset(first):
+            (name, _), (first_name, _) = dataset(other), dataset(first)
+            why = (f"was trained on {name}, {paths[0]} on {first_name}" if name != first_name else
+                   f"was trained on another copy of {name} than {paths[0]} (its checksum differs)")
+        elif other.classes != first.classes:
+            why = f"has the classes {other.classes}, {paths[0]} {first.classes}"
+        else:
+            continue
+        raise CheckpointError(f"{path} {why}; the members of a committee must share their dataset "
+                              f"and classes")

@@ -165,13 +165,23 @@ def test_a_committee_averages_its_members_probabilities(tiny_as_mnist, tmp_path)
     other = checkpoint.load(paths[1])
     other.meta["dataset"]["digest"] = "f" * 64
     checkpoint.save(tmp_path / "other.npz", other)
-    with pytest.raises(MlpError, match="other.npz was trained on other data or classes"):
+    with pytest.raises(MlpError, match="other.npz was trained on another copy of mnist than .*m0.checkpoint.npz "
+                                       r"\(its checksum differs\)"):
         run.evaluate_committee([paths[0], tmp_path / "other.npz"], progress=False)
+    other.meta["dataset"] = {"name": "fashion-mnist", "digest": "e" * 64}
+    checkpoint.save(tmp_path / "fashion.npz", other)
+    with pytest.raises(MlpError, match="fashion.npz was trained on fashion-mnist, .*m0.checkpoint.npz on mnist"):
+        run.evaluate_committee([paths[0], tmp_path / "fashion.npz"], progress=False)
+    other = checkpoint.load(paths[2])
+    other.meta["classes"] = list("abcdefghij")
+    checkpoint.save(tmp_path / "letters.npz", other)
+    with pytest.raises(MlpError, match=r"letters.npz has the classes \['a', "):
+        run.evaluate_committee([paths[0], tmp_path / "letters.npz"], progress=False)
     from mnist_mlp.predict import Predictor
 
     committee, members = Predictor(paths), [Predictor(p) for p in paths]
     pixels = np.random.default_rng(0).random((4, 28, 28)).astype(np.float32)
     np.testing.assert_allclose(committee.probabilities(pixels), sum(m.probabilities(pixels) for m in members) / 3,
                                rtol=1e-5, atol=1e-7)
-    with pytest.raises(MlpError, match="the members of a committee must share them"):
+    with pytest.raises(MlpError, match="the members of a committee must share their dataset and classes"):
         Predictor([paths[0], tmp_path / "other.npz"])
