@@ -124,39 +124,36 @@ static void pack_panels(float *panels, const float *w, Py_ssize_t n, Py_ssize_t 
             panels[(j / 32) * 32 * k + c * 32 + j % 32] = w[j * k + c];
 }
 
-/* Rows i and i + 1 (only i if `pair` is 0), columns j0 .. j0 + 31. Eight independent sums keep
- * both FMA units busy (one alone would wait for each addition to finish), and every weight
- * loaded serves two rows. */
-INLINE void backprop_block(float *out, const float *dz, const float *panel, const float *a,
-                           Py_ssize_t i, int pair, Py_ssize_t j0, Py_ssize_t n, Py_ssize_t k) {
-    f32x8 s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0}, t0 = {0}, t1 = {0}, t2 = {0}, t3 = {0};
-    const float *d = dz + i * k, *e = pair ? d + k : d;
+/* Two rows u and v (k floats each) times a k x 32 panel whose row c starts at panel + 32 c: the
+ * 2 x 32 sums, as four vectors per row. Eight independent sums keep both FMA units busy (one
+ * alone would wait for each addition to finish), and every panel value loaded serves both rows. */
+typedef struct {
+    f32x8 u[4], v[4];
+} two_rows;
+
+INLINE two_rows two_rows_times_panel(const float *u, const float *v, const float *panel, Py_ssize_t k) {
+    two_rows r = {{{0}}};
     for (Py_ssize_t c = 0; c < k; c++) {
         const f32x8 *w = (const f32x8 *)(panel + c * 32);
-        const f32x8 w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
-        const float dc = d[c], ec = e[c];
-        s0 += dc * w0;
-        s1 += dc * w1;
-        s2 += dc * w2;
-        s3 += dc * w3;
-        t0 += ec * w0;
-        t1 += ec * w1;
-        t2 += ec * w2;
-        t3 += ec * w3;
+        const float uc = u[c], vc = v[c];
+        for (int q = 0; q < 4; q++) {
+            r.u[q] += uc * w[q];
+            r.v[q] += vc * w[q];
+        }
     }
-    const f32x8 *ai = (const f32x8 *)(a + i * n + j0);
-    f32x8 *o = (f32x8 *)(out + i * n + j0);
-    o[0] = where_positive(ai[0], s0);
-    o[1] = where_positive(ai[1], s1);
-    o[2] = where_positive(ai[2], s2);
-    o[3] = where_positive(ai[3], s3);
-    if (pair) {
-        ai = (const f32x8 *)(a + (i + 1) * n + j0);
-        o = (f32x8 *)(out + (i + 1) * n + j0);
-        o[0] = where_positive(ai[0], t0);
-        o[1] = where_positive(ai[1], t1);
-        o[2] = where_positive(ai[2], t2);
-        o[3] = where_positive(ai[3], t3);
+    return r;
+}
+
+/* Rows i and i + 1 (only i if `pair` is 0), columns j0 .. j0 + 31, masked by a > 0. */
+INLINE void backprop_block(float *out, const float *dz, const float *panel, const float *a,
+                           Py_ssize_t i, int pair, Py_ssize_t j0, Py_ssize_t n, Py_ssize_t k) {
+    const float *d = dz + i * k;
+    const two_rows r = two_rows_times_panel(d, pair ? d + k : d, panel, k);
+    for (int row = 0; row <= pair; row++) {
+        const f32x8 *ai = (const f32x8 *)(a + (i + row) * n + j0);
+        f32x8 *o = (f32x8 *)(out + (i + row) * n + j0);
+        for (int q = 0; q < 4; q++)
+            o[q] = where_positive(ai[q], row ? r.v[q] : r.u[q]);
     }
 }
 
@@ -458,27 +455,15 @@ INLINE f32x8 clip8(f32x8 v, float lo, float hi) {
     return (f32x8)((above & (i32x8)upper) | (~above & (i32x8)low));
 }
 
-/* Rows i and i + 1 of a @ b, for (SIDE, PADDED) a and b; eight independent sums keep both FMA
- * units busy, and each row of b loaded serves both rows. */
+/* Rows i and i + 1 of scale * a @ b, for (SIDE, PADDED) a and b. */
 INLINE void product_rows(float out[][PADDED], const float a[][PADDED], const float b[][PADDED], int i,
                          float scale) {
-    f32x8 s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0}, t0 = {0}, t1 = {0}, t2 = {0}, t3 = {0};
-    for (int k = 0; k < SIDE; k++) {
-        const f32x8 *r = (const f32x8 *)b[k];
-        const f32x8 r0 = r[0], r1 = r[1], r2 = r[2], r3 = r[3];
-        const float u = a[i][k], v = a[i + 1][k];
-        s0 += u * r0;
-        s1 += u * r1;
-        s2 += u * r2;
-        s3 += u * r3;
-        t0 += v * r0;
-        t1 += v * r1;
-        t2 += v * r2;
-        t3 += v * r3;
-    }
+    const two_rows r = two_rows_times_panel(a[i], a[i + 1], b[0], SIDE);
     f32x8 *o = (f32x8 *)out[i], *q = (f32x8 *)out[i + 1];
-    o[0] = s0 * scale, o[1] = s1 * scale, o[2] = s2 * scale, o[3] = s3 * scale;
-    q[0] = t0 * scale, q[1] = t1 * scale, q[2] = t2 * scale, q[3] = t3 * scale;
+    for (int c = 0; c < 4; c++) {
+        o[c] = r.u[c] * scale;
+        q[c] = r.v[c] * scale;
+    }
 }
 
 /* out = alpha * G @ (2u - 1) @ G^T, one displacement field, as PIXELS contiguous floats; g and gt
