@@ -57,15 +57,14 @@ class Augmenter:
         b = len(images)
         if c.geometric:
             inverse = self._draw_affine(b, rng)
-            field = rng.random((2 * b, SIDE, SIDE), dtype=np.float32) if c.elastic_alpha else None
+            # the elastic fields' uniform draws: every dy field, then every dx field
+            uniform = rng.random((2, b, SIDE, SIDE), dtype=np.float32) if c.elastic_alpha else None
             if kernels.WIDE:  # its 8-float vectors are slow where they are not native
-                out = kernels.distort(images, inverse, field, self._g, c.elastic_alpha)
+                out = kernels.distort(images, inverse, uniform, self._g, c.elastic_alpha)
             else:
-                dy, dx = (None, None) if field is None else (field[:b], field[b:])
-                out = np.concatenate([self._resample(images[i:i + self.CHUNK], inverse[i:i + self.CHUNK],
-                                                     None if dy is None else dy[i:i + self.CHUNK],
-                                                     None if dx is None else dx[i:i + self.CHUNK])
-                                      for i in range(0, b, self.CHUNK)])
+                chunks = [slice(i, i + self.CHUNK) for i in range(0, b, self.CHUNK)]
+                out = np.concatenate([self._resample(images[s], inverse[s], None if uniform is None else uniform[:, s])
+                                      for s in chunks])
         else:
             out = images.copy()
         if c.flip:  # mirror left-right: exact, no resampling
@@ -99,8 +98,7 @@ class Augmenter:
         det = (a * d - bb * cc) * scale
         return np.stack([d / det, -bb / det, -cc / det, a / det, shift[0], shift[1]], axis=1)
 
-    def _resample(self, images: np.ndarray, inverse: np.ndarray, uniform_dy: np.ndarray | None,
-                  uniform_dx: np.ndarray | None) -> np.ndarray:
+    def _resample(self, images: np.ndarray, inverse: np.ndarray, uniform: np.ndarray | None) -> np.ndarray:
         """The definition of :func:`mnist_mlp.kernels.distort`, in NumPy, for a few images.
 
         Parameters
@@ -108,8 +106,8 @@ class Augmenter:
         images : ndarray of shape (B, 784), uint8
         inverse : ndarray of shape (B, 6), float32
             From :meth:`_draw_affine`.
-        uniform_dy, uniform_dx : ndarray of shape (B, 28, 28), float32, or None
-            Uniform [0, 1) draws for the elastic displacements; None: none.
+        uniform : ndarray of shape (2, B, 28, 28), float32, or None
+            Uniform [0, 1) draws for the elastic displacements, dy's then dx's; None: none.
 
         Returns
         -------
@@ -121,9 +119,9 @@ class Augmenter:
         gx = self._grid[1] - shift_x
         centre = np.float32(_CENTRE)
         src_y, src_x = i00 * gy + i01 * gx + centre, i10 * gy + i11 * gx + centre
-        if uniform_dy is not None:
-            src_y += self._elastic_field(uniform_dy)
-            src_x += self._elastic_field(uniform_dx)
+        if uniform is not None:
+            src_y += self._elastic_field(uniform[0])
+            src_x += self._elastic_field(uniform[1])
         return _bilinear(images.reshape(b, SIDE, SIDE), src_y, src_x)
 
     def _elastic_field(self, uniform: np.ndarray) -> np.ndarray:

@@ -187,8 +187,8 @@ def distort(images: np.ndarray, inverse: np.ndarray, field: np.ndarray | None, g
     inverse : ndarray of shape (B, 6), float32
         Per image the inverse affine map's rows (a, b, c, d) and the shift (y, x):
         the source of output pixel p is ``[[a, b], [c, d]] @ (p - centre - shift) + centre``.
-    field : ndarray of shape (2B, 28, 28), float32, or None
-        Uniform [0, 1) draws for the elastic displacements (dy fields, then dx fields); each
+    field : ndarray of shape (2, B, 28, 28), float32, or None
+        Uniform [0, 1) draws for the elastic displacements (the dy fields, then the dx fields); each
         becomes ``alpha * g @ (2 u - 1) @ g.T``. None: no elastic part.
     g : ndarray of shape (28, 28), float32
         The Gaussian blurring matrix (:func:`mnist_mlp.augment.gaussian_matrix`).
