@@ -166,6 +166,10 @@ def test_on_real_mnist_every_test_label_agrees(smoke_checkpoint, real_env, mnist
     ckpt = checkpoint.load(smoke_checkpoint)
     ours = train.evaluate(ckpt.params, ckpt.activation, data.Split(images.reshape(-1, 784), labels),
                           scaling=ckpt.scaling)
-    assert np.array_equal(predicted, ours.predictions)
     assert np.abs(probs - ours.probabilities).max() <= 1e-5
+    # Every label agrees but where the two most likely classes tie to within that tolerance
+    # (two summation orders may then break the tie differently: seen once, with one BLAS thread).
+    top2 = np.sort(ours.probabilities, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 2e-5
+    assert np.array_equal(predicted[clear], ours.predictions[clear]) and clear.mean() > 0.999
     assert np.mean(predicted == labels) > 0.9
