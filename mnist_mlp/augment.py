@@ -13,7 +13,7 @@ shear, translation about the centre) gives each output pixel a source position; 
 field is added to it; then one gathered bilinear interpolation resamples the whole batch.
 Nothing loops over images in Python. Where the compiled kernels are built,
 :func:`mnist_mlp.kernels.distort` does the blurring and resampling of each digit in one pass
-(4x faster); the NumPy code here is its definition, and the random draws are the same.
+(0.44 s an epoch instead of 1.0 s); the NumPy code here is its definition, and the random draws are the same.
 """
 
 from __future__ import annotations

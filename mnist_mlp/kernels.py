@@ -20,7 +20,8 @@ training step on the two-core development machine, NumPy -> compiled):
   one vector, and the new weights' column sums, in one pass over the weights;
 - :func:`distort`: a batch's random distortions (:mod:`mnist_mlp.augment`), each digit's
   elastic fields blurred and its pixels resampled while they stay in the cache, where NumPy
-  goes through a dozen (B, 784) temporaries (3.7 -> 0.9 ms for 128 digits).
+  goes through a dozen (B, 784) temporaries (an epoch's 55,000 digits in one thread, the
+  random draws included: 1.0 -> 0.44 s).
 
 The NumPy code in :mod:`mnist_mlp.model`, :mod:`mnist_mlp.data` and :mod:`mnist_mlp.augment` stays the definition (and
 is what runs on float64, in the gradient checks); tests check that both agree.
@@ -199,6 +200,7 @@ def distort(images: np.ndarray, inverse: np.ndarray, field: np.ndarray | None, g
     """
     n = len(images)
     out = np.empty((n, images.shape[1]), np.uint8)
+    field = None if field is None else np.ascontiguousarray(field, np.float32)
     _c.distort(out, np.ascontiguousarray(images), np.ascontiguousarray(inverse, np.float32), field,
                np.ascontiguousarray(g, np.float32), alpha, n)
     return out
