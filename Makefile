@@ -13,7 +13,7 @@ help:  ## list the targets
 
 # Two stamps: training needs only the package and its core dependencies; the tests need
 # every extra (plots, export, serving, sweeps) and the dev tools.
-$(VENV)/.core: pyproject.toml setup.py mnist_mlp/_kernels.c
+$(VENV)/.core: pyproject.toml setup.py mnist_mlp/fast/_kernels.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e .
@@ -50,4 +50,4 @@ bench: install  ## measure speed and memory on this machine
 	$(BIN)/mlp bench
 
 clean:  ## remove the venv and build leftovers (not the data cache, not runs/)
-	rm -rf $(VENV) build *.egg-info .pytest_cache mnist_mlp/_kernels.*.so
+	rm -rf $(VENV) build *.egg-info .pytest_cache mnist_mlp/fast/_kernels.*.so

@@ -9,7 +9,7 @@ gradient of each hidden layer's input; none for the pixels), so
 
 says how much time goes anywhere but the matrix products. With dense products 1.0 is the
 limit; leaving out the pixel columns that are blank across a batch (``skip_blank_pixels``,
-see :class:`mnist_mlp.model.InkedColumns`) does less work than the floor assumes, so the
+see :class:`mnist_mlp.fast.inked.InkedColumns`) does less work than the floor assumes, so the
 ratio can go below 1. The epochs are timed on MNIST's own training digits when they are
 cached (their blank pixels are what the skipping exploits), else on random pixels.
 
@@ -36,7 +36,9 @@ import numpy as np
 
 from mnist_mlp import config as config_mod
 from mnist_mlp import data as data_mod
-from mnist_mlp import kernels, model, train
+from mnist_mlp import model, train
+from mnist_mlp.fast import kernels
+from mnist_mlp.fast import step as fast_step
 from mnist_mlp.augment import Augmenter
 
 BATCHES = (32, 128, 512)
@@ -102,11 +104,11 @@ def mnist_or_synthetic(n: int) -> data_mod.Data:
 
 def blank_share(images: np.ndarray, batch: int, seed: int = 0) -> tuple[float, float]:
     """Over one shuffled epoch: the mean share of pixel columns blank across a batch, and the
-    share of batches that go in without them (those with at most train.INKED_MAX inked)."""
+    share of batches that go in without them (those with at most fast_step.INKED_MAX inked)."""
     order = np.random.default_rng(seed).permutation(len(images))
     inked = np.array([np.count_nonzero(np.bitwise_or.reduce(images[order[i:i + batch]], axis=0))
                       for i in range(0, len(order), batch)]) / images.shape[1]
-    skipping = inked <= train.INKED_MAX
+    skipping = inked <= fast_step.INKED_MAX
     return float(np.mean(1 - inked[skipping])) if skipping.any() else 0.0, float(np.mean(skipping))
 
 
@@ -296,7 +298,7 @@ def format_table(r: dict) -> str:
         lines.append(f"{batch:>5}  {p['gemm_gflops']:>12.1f}  {p['floor_s']:>7.2f}  {p['epoch_s']:>7.2f}  "
                      f"{p['samples_per_s']:>9.0f}  {p['ratio_to_floor']:>5.2f}  {target:>7}   "
                      f"{p['dense_epoch_s']:>7.2f}  {p['dense_ratio_to_floor']:>5.2f}   {skipped}")
-    lines.append(f"(decided per batch: a batch with more than {100 * train.INKED_MAX:.0f}% of its columns inked "
+    lines.append(f"(decided per batch: a batch with more than {100 * fast_step.INKED_MAX:.0f}% of its columns inked "
                  f"takes the dense products; dense s: training.skip_blank_pixels=false)")
     if "augment_s" in r:
         distorter = ("compiled kernel" if r.get("augment_compiled") else

@@ -106,7 +106,7 @@ class TrainingConfig:
     warmup_epochs: float = field(default=0.0, metadata=non_negative())
     patience: int = field(default=0, metadata=non_negative())  # epochs; 0 = no early stopping
     # Leave out of the first layer's products the pixels blank in every image of a batch (the
-    # same math; see model.InkedColumns). Classical momentum only; Nesterov's runs dense.
+    # same math; see fast.inked.InkedColumns). Classical momentum only; Nesterov's runs dense.
     skip_blank_pixels: bool = True
     seed: int = field(default=0, metadata=non_negative())
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mnist_mlp import download, kernels
-from mnist_mlp.model import InkedColumns
+from mnist_mlp import download
+from mnist_mlp.fast import kernels
 
 # Inputs are standardised with the training set's pixel mean and standard deviation
 # (declared with each dataset in download.DATASETS): x = pixel * scale + offset. Centred
@@ -120,40 +120,3 @@ def scale(images: np.ndarray, out: np.ndarray | None = None, scale: float = SCAL
     np.multiply(images, np.float32(scale), out=out, casting="unsafe")
     out += np.float32(offset)
     return out
-
-
-def inked_columns(images: np.ndarray, scale: float = SCALE, offset: float = OFFSET, rows: np.ndarray | None = None,
-                  max_share: float = 1.0, values: np.ndarray | None = None,
-                  cols: np.ndarray | None = None) -> InkedColumns | None:
-    """A batch of uint8 pixels (n, d) as :class:`~mnist_mlp.model.InkedColumns`: the inputs with
-    the columns blank in every image left out.
-
-    Parameters
-    ----------
-    rows : ndarray of shape (B,), int, optional
-        As for :func:`scale`: the batch is ``images[rows]``.
-    max_share : float
-        When more than this share of the d columns is inked, return None: the dense inputs
-        (:func:`scale`) are then the faster way.
-    values, cols : ndarray, optional
-        Scratch space for the compiled path: float32 of size >= B * d, int64 of size d.
-
-    Returns
-    -------
-    InkedColumns or None
-    """
-    d = images.shape[1]
-    n = len(images) if rows is None else len(rows)
-    max_k = int(max_share * d)
-    if kernels.AVAILABLE and images.dtype == np.uint8 and images.flags.c_contiguous:
-        values = np.empty(n * d, np.float32) if values is None else values
-        cols = np.empty(d, np.int64) if cols is None else cols
-        k = kernels.gather_inked(images, values, cols, scale, rows, max_k)  # the lines below, in one pass
-        return None if k > max_k else InkedColumns(values[:n * k].reshape(n, k), cols[:k], offset, d)
-    batch = images if rows is None else images[rows]
-    inked = np.flatnonzero(np.bitwise_or.reduce(batch, axis=0))  # (K,): columns with ink in some image
-    if len(inked) > max_k:
-        return None
-    picked = batch[:, inked].astype(np.float32, order="C")  # fancy indexing on axis 1 gives Fortran order
-    picked *= np.float32(scale)
-    return InkedColumns(picked, inked, offset, d)

@@ -1,188 +1,84 @@
-"""A multilayer perceptron and its backpropagation, in NumPy, meant to be read.
+"""The network and its backpropagation, written as the textbook has them: the one to read.
 
-The network maps a batch of B images, flattened to 784 pixels, to 10 class scores:
+A multilayer perceptron maps a batch of B images, each flattened to 784 pixels, to 10 class
+probabilities. Read this file top to bottom: the activations, the parameters, the forward
+pass, the loss, the backward pass, and the function that ties them together
+(:func:`loss_and_grads`).
 
-    A0 = X                                  (B, 784)
-    Z1 = A0 @ W1 + b1,   A1 = f(Z1)         (B, 1024)       one hidden layer per entry of `hidden`
-    ...
-    Z  = AL @ Wout + bout                   (B, 10)         the logits
-    P  = softmax(Z),     loss = mean(-log P[i, y_i]) + l2/2 * sum of squared weights
-                                            (label smoothing: see cross_entropy)
+Words. The write-up this project grew from builds its network out of *neurons* and *links*
+and calls a neuron's share of the blame for the error its *sensitivity*. Here they are arrays:
 
-Training needs dloss/dW for every weight. Backpropagation gets all of them in one sweep from
-the output back to the input, applying the chain rule once per layer:
+- a **neuron** of layer l is a column of A_l: ``A[:, j]`` holds neuron j's activation for
+  each image of the batch (A_0 = X: the input neurons are the pixels);
+- the **link** from neuron j of layer l-1 to neuron k of layer l is the weight ``W_l[j, k]``
+  (so ``W_l`` has shape (fan_in, fan_out) and a batch multiplies it from the left), and
+  ``b_l[k]`` is neuron k's bias;
+- a neuron's **sensitivity** is dL/dz: how much the loss L changes when the neuron's input
+  sum z moves. ``delta_l[:, k]`` is neuron k's sensitivity, for each image. A link's gradient
+  is the activation at its start times the sensitivity at its end.
 
-    dZ    = (P - onehot(y)) / B             softmax and cross-entropy, differentiated together
-    dW    = A_prev.T @ dZ + l2 * W          how the loss changes with each weight of the layer
-    db    = sum of dZ over the batch
-    dA_prev = dZ @ W.T                      the chain rule: pass the error back through W ...
-    dZ_prev = dA_prev * f'(Z_prev)          ... and back through the activation
-
-The first layer's dA_prev (the gradient with respect to the pixels) is not needed to train,
-so training never computes it: it would cost as much as the first layer's forward pass.
-(:func:`input_gradient` does, to show which pixels drive a decision.)
-
-Blank pixels: a third of the 784 pixel columns are 0 in every image of a batch of MNIST
-digits, and the two large products of a step, ``X @ W1`` and ``X.T @ dZ1``, do work for them
-that adds nothing but a constant. The input is x = pixel * scale + offset, so with P the
-scaled pixels (0 where blank) both products split exactly::
-
-    X @ W1    = P[:, inked] @ W1[inked]   + offset * (column sums of W1)      a vector
-    X.T @ dZ1 = scatter(P[:, inked].T @ dZ1 into the inked rows)
-                                          + offset * (column sums of dZ1)     the same for every row
-
-:class:`InkedColumns` is a batch in that form; :func:`forward` and :func:`backward` take it
-in place of X, and the dense X stays the reference.
-
-Parameters live in a dict of float32 arrays: ``W1, b1, W2, b2, ...`` with ``W`` of shape
-(fan_in, fan_out), so a batch multiplies from the left. The activation functions work in
-place and their derivatives are written in terms of the activation's *output*, as in
-scikit-learn's MLP: then Z need not be kept, which saves memory and time.
-
-Three steps of a ReLU network (bias and activation, the softmax loss, and the way back through
-the output layer) have compiled twins in :mod:`mnist_mlp.kernels` that do the same in one
-pass; they run on float32 when built. The NumPy code here is the definition.
+Everything here is dense NumPy that returns new arrays and leaves its inputs alone. It is the
+definition: :mod:`mnist_mlp.fast` trains the same network with in-place buffers, compiled
+kernels and a fused update, and its tests check it against these functions. The gradient
+checks compare :func:`loss_and_grads` with finite differences (``tests/test_model.py``).
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
-
-from mnist_mlp import kernels
 
 Params = dict[str, np.ndarray]
 N_INPUTS = 28 * 28
 N_CLASSES = 10
 
 
-# --- activations, and their derivatives expressed through the output A = f(Z) ---------------
+# --- activations f(z) and their derivatives f'(z) ---------------------------------------------
 
 
 def relu(z: np.ndarray) -> np.ndarray:
-    """max(z, 0), in place."""
-    # Against an array of zeros rather than the scalar 0: NumPy vectorises only the
-    # array-array loop of maximum, which makes it about four times faster.
-    return np.maximum(z, _zeros(z.shape), out=z)
+    """max(z, 0)."""
+    return np.maximum(z, 0)
 
 
-@functools.lru_cache(maxsize=4)
-def _zeros(shape: tuple[int, ...]) -> np.ndarray:
-    zeros = np.zeros(shape, np.float32)
-    zeros.flags.writeable = False
-    return zeros
+def relu_prime(z: np.ndarray) -> np.ndarray:
+    """1 where z > 0, else 0."""
+    return (z > 0).astype(z.dtype)
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
-    """1 / (1 + exp(-z)), in place; written via tanh, which cannot overflow."""
-    np.multiply(z, 0.5, out=z)
-    np.tanh(z, out=z)
-    np.multiply(z, 0.5, out=z)
-    return np.add(z, 0.5, out=z)
+    """1 / (1 + exp(-z)), written as (1 + tanh(z / 2)) / 2, which is equal and cannot overflow."""
+    return 0.5 * np.tanh(0.5 * z) + 0.5
+
+
+def sigmoid_prime(z: np.ndarray) -> np.ndarray:
+    """sigmoid(z) (1 - sigmoid(z))."""
+    s = sigmoid(z)
+    return s * (1 - s)
 
 
 def tanh(z: np.ndarray) -> np.ndarray:
-    """tanh(z), in place."""
-    return np.tanh(z, out=z)
+    """tanh(z)."""
+    return np.tanh(z)
 
 
-def relu_backward(a: np.ndarray, delta: np.ndarray) -> None:
-    """delta *= relu'(z): 1 where the unit was active (a > 0), else 0."""
-    delta *= a > 0  # a multiply is ~15x faster than assigning through a boolean mask
+def tanh_prime(z: np.ndarray) -> np.ndarray:
+    """1 - tanh(z)^2."""
+    return 1 - np.tanh(z) ** 2
 
 
-def sigmoid_backward(a: np.ndarray, delta: np.ndarray) -> None:
-    """delta *= sigmoid'(z) = a (1 - a)."""
-    delta *= a * (1 - a)
-
-
-def tanh_backward(a: np.ndarray, delta: np.ndarray) -> None:
-    """delta *= tanh'(z) = 1 - a^2."""
-    delta *= 1 - a * a
-
-
+# Adding an activation is two functions and an entry in each table.
 ACTIVATIONS = {"relu": relu, "sigmoid": sigmoid, "tanh": tanh}
-DERIVATIVES = {"relu": relu_backward, "sigmoid": sigmoid_backward, "tanh": tanh_backward}
+DERIVATIVES = {"relu": relu_prime, "sigmoid": sigmoid_prime, "tanh": tanh_prime}
 
 
-def add_bias_activate(z: np.ndarray, b: np.ndarray, activation: str) -> np.ndarray:
-    """f(z + b), in place, for z (B, n) and b (n,)."""
-    if activation == "relu" and kernels.fits(z, b):
-        return kernels.bias_relu(z, b)  # the same, in one pass instead of two
-    z += b
-    return ACTIVATIONS[activation](z)
+# --- parameters ---------------------------------------------------------------------------------
 
 
-# --- inputs: dense, or with a batch's blank pixel columns left out --------------------------
-
-
-@dataclass
-class InkedColumns:
-    """A batch's inputs with the pixel columns that are blank in every image left out.
-
-    Stands for the dense inputs ``X = pixels * scale + offset`` of shape (B, n_inputs), whose
-    blank columns all equal ``offset`` (see the module docstring).
-
-    Attributes
-    ----------
-    values : ndarray of shape (B, K), float32
-        ``pixels * scale`` of the K columns inked in some image of the batch.
-    cols : ndarray of shape (K,), intp
-        Those columns, ascending.
-    offset : float
-    n_inputs : int
-        The dense width, 784.
-    w_colsum : ndarray of shape (n_1,), optional
-        The column sums of W1, ``W1.sum(axis=0)``, when the caller keeps them (the optimiser
-        does, as it writes W1); computed when None.
-    """
-
-    values: np.ndarray
-    cols: np.ndarray
-    offset: float
-    n_inputs: int = N_INPUTS
-    w_colsum: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    def dense(self) -> np.ndarray:
-        """The dense inputs X, ndarray of shape (B, n_inputs): the reference this form stands for."""
-        x = np.full((len(self.values), self.n_inputs), self.offset, self.values.dtype)
-        x[:, self.cols] += self.values
-        return x
-
-    def column_sums(self, w: np.ndarray) -> np.ndarray:
-        """``w.sum(axis=0)``, row by row in order (so a kept copy and a fresh one are equal)."""
-        return self.w_colsum if self.w_colsum is not None else w.sum(axis=0)
-
-    def matmul(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``X @ w`` as (the product over the inked rows (B, n), the blank terms (n,)).
-
-        The blank terms are the same for every row of the batch: a vector to add like a bias.
-        """
-        z = self.values @ w[self.cols]  # (B, K) @ (K, n); fancy indexing copies rows 3x faster than np.take
-        return z, np.float32(self.offset) * self.column_sums(w)
-
-    def t_matmul(self, dz: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """``X.T @ dz``, ndarray of shape (n_inputs, n): every row gets offset * the column sums
-        of dz, and the inked rows their product besides."""
-        if out is None:
-            out = np.empty((self.n_inputs, dz.shape[1]), dz.dtype)
-        out[:] = np.float32(self.offset) * dz.sum(axis=0)
-        out[self.cols] += self.values.T @ dz
-        return out
-
-
-# --- parameters -------------------------------------------------------------------------------
-
-
-def layer_sizes(hidden: list[int]) -> list[int]:
-    """[784, *hidden, 10]."""
-    return [N_INPUTS, *hidden, N_CLASSES]
+def layer_sizes(hidden: list[int], n_inputs: int = N_INPUTS, n_classes: int = N_CLASSES) -> list[int]:
+    """[n_inputs, *hidden, n_classes]: [784, 1024, 10] for the default net."""
+    return [n_inputs, *hidden, n_classes]
 
 
 def init_params(sizes: list[int], activation: str, rng: np.random.Generator) -> Params:
@@ -206,71 +102,107 @@ def init_params(sizes: list[int], activation: str, rng: np.random.Generator) -> 
     params = {}
     for l, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
         var = 2 / fan_in if activation == "relu" else 2 / (fan_in + fan_out)
-        params[f"W{l}"] = (rng.standard_normal((fan_in, fan_out)) * np.sqrt(var)).astype(np.float32)
+        w = rng.standard_normal((fan_in, fan_out)) * np.sqrt(var)
+        params[f"W{l}"] = w.astype(np.float32)
         params[f"b{l}"] = np.zeros(fan_out, np.float32)
     return params
 
 
 def n_layers(params: Params) -> int:
+    """L, the number of weight layers (hidden layers + 1)."""
     return len(params) // 2
 
 
 def param_shapes(sizes: list[int]) -> dict[str, tuple[int, ...]]:
     """The shape of every array :func:`init_params` makes for ``sizes``."""
-    shapes = {}
+    shapes: dict[str, tuple[int, ...]] = {}
     for l, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
         shapes[f"W{l}"], shapes[f"b{l}"] = (fan_in, fan_out), (fan_out,)
     return shapes
 
 
-# --- forward ----------------------------------------------------------------------------------
+# --- forward ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Forward:
+    """What the forward pass remembers for the backward pass.
+
+    Attributes
+    ----------
+    a : list of ndarray
+        ``[A_0, A_1, ..., A_{L-1}]``: the input X (B, 784) and each hidden layer's
+        activations (B, n_l), after dropout. ``a[l - 1]`` is what layer l multiplies.
+    z : list of ndarray
+        ``[Z_1, ..., Z_L]``: each layer's weighted input sums (B, n_l); ``Z_L`` are the logits.
+    masks : list of ndarray or None
+        Per hidden layer, the dropout mask (B, n_l): 0 for a dropped neuron, else
+        1 / (1 - dropout). None without dropout.
+    """
+
+    a: list[np.ndarray]
+    z: list[np.ndarray]
+    masks: list[np.ndarray | None]
+
+    @property
+    def logits(self) -> np.ndarray:
+        """Z_L, of shape (B, 10)."""
+        return self.z[-1]
+
+
+def dropout_mask(shape: tuple[int, ...], rate: float, rng: np.random.Generator) -> np.ndarray:
+    """Inverted dropout: 0 with probability ``rate``, else 1 / (1 - rate), float32.
+
+    Survivors are scaled up so that a neuron's expected output is the same with and without
+    dropout: nothing changes at evaluation, when no mask is drawn.
+    """
+    keep = rng.random(shape, dtype=np.float32) >= rate
+    return keep * np.float32(1 / (1 - rate))
 
 
 def forward(params: Params, x: np.ndarray, activation: str, dropout: float = 0.0,
-            rng: np.random.Generator | None = None) -> tuple[list[np.ndarray], list]:
-    """Run the network on a batch, keeping what backpropagation needs.
+            rng: np.random.Generator | None = None) -> Forward:
+    """Run the network on a batch.
 
     Parameters
     ----------
-    params : dict of float32 arrays
-    x : ndarray of shape (B, 784), float32, or InkedColumns
-        The inputs, dense or with the batch's blank columns left out (the same result).
+    params : dict of arrays
+    x : ndarray of shape (B, 784)
+        The inputs, scaled (``data.scale``).
     activation : {"relu", "sigmoid", "tanh"}
+        The hidden layers' f.
     dropout : float
-        Probability of zeroing each hidden unit (inverted dropout: survivors are scaled by
-        1 / (1 - dropout), so nothing changes at evaluation). Needs ``rng`` when > 0.
+        Probability of dropping each hidden neuron (see :func:`dropout_mask`); needs ``rng``.
     rng : numpy.random.Generator, optional
 
     Returns
     -------
-    activations : list of ndarray
-        ``[x, A1, ..., AL, Z]``: the input, each hidden layer's output (after dropout), and
-        the logits of shape (B, 10).
-    masks : list
-        Per hidden layer, the dropout scale mask of shape (B, n) or None.
+    Forward
     """
-    activations, masks = [x], []
-    a = x
-    last = n_layers(params)
-    for l in range(1, last + 1):
-        b = params[f"b{l}"]
-        if isinstance(a, InkedColumns):
-            z, blank = a.matmul(params[f"W{l}"])  # the product over inked pixels, and a vector
-            b = b + blank  # the blank pixels' terms, added with the bias
-        else:
-            z = a @ params[f"W{l}"]  # (B, n_l)
-        if l == last:
-            z += b
-            activations.append(z)  # logits: softmax is applied by the loss
-            break
-        a = add_bias_activate(z, b, activation)  # in place: z is not needed again
-        mask = None
-        if dropout > 0:
-            mask = (rng.random(a.shape, dtype=np.float32) >= dropout) * np.float32(1 / (1 - dropout))
-            a *= mask
-        activations.append(a)
+    f = ACTIVATIONS[activation]
+    L = n_layers(params)
+    a, zs, masks = [x], [], []
+    for l in range(1, L + 1):
+        z = a[-1] @ params[f"W{l}"] + params[f"b{l}"]  # Z_l = A_{l-1} W_l + b_l      (B, n_l)
+        zs.append(z)
+        if l == L:
+            break  # the logits: the loss applies softmax to them
+        a_l = f(z)  # A_l = f(Z_l)                                                   (B, n_l)
+        mask = dropout_mask(a_l.shape, dropout, rng) if dropout > 0 else None
+        if mask is not None:
+            a_l = a_l * mask  # dropped neurons pass nothing on
+        a.append(a_l)
         masks.append(mask)
-    return activations, masks
+    return Forward(a, zs, masks)
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of logits z (B, C): P = exp(z) / sum(exp(z)).
+
+    Shifting each row by its largest logit changes nothing but keeps exp from overflowing.
+    """
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
 
 
 def predict_proba(params: Params, x: np.ndarray, activation: str, batch: int = 2048) -> np.ndarray:
@@ -280,152 +212,159 @@ def predict_proba(params: Params, x: np.ndarray, activation: str, batch: int = 2
     -------
     ndarray of shape (N, 10), float32
     """
-    out = np.empty((len(x), N_CLASSES), np.float32)
+    out = np.empty((len(x), params[f"b{n_layers(params)}"].shape[0]), np.float32)
     for start in range(0, len(x), batch):
-        logits = forward(params, x[start:start + batch], activation)[0][-1]
-        out[start:start + batch] = softmax(logits)
+        out[start:start + batch] = softmax(forward(params, x[start:start + batch], activation).logits)
     return out
 
 
-# --- the loss and its gradient, together --------------------------------------------------------
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of logits ``z`` (B, C), in place; shifting by the max avoids overflow."""
-    z -= z.max(axis=1, keepdims=True)
-    np.exp(z, out=z)
-    z /= z.sum(axis=1, keepdims=True)
-    return z
+# --- the loss and its gradient --------------------------------------------------------------------
 
 
 def log_softmax(z: np.ndarray) -> np.ndarray:
-    """Row-wise log-softmax of ``z`` (B, C) via log-sum-exp, as a new array."""
+    """Row-wise log softmax of z (B, C), by log-sum-exp: stable for any logits."""
     shifted = z - z.max(axis=1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
+def targets(y: np.ndarray, n_classes: int, smoothing: float = 0.0) -> np.ndarray:
+    """The distribution the loss asks for, q (B, C): onehot(y), or with label smoothing e,
+    (1 - e) onehot(y) + e / C."""
+    q = np.full((len(y), n_classes), smoothing / n_classes)
+    q[np.arange(len(y)), y] += 1 - smoothing
+    return q
+
+
 def cross_entropy(logits: np.ndarray, y: np.ndarray, smoothing: float = 0.0) -> float:
-    """Mean of -log softmax(logits)[i, y_i], computed stably.
+    """L = mean over the batch of -sum_c q_c log P_c, with q = :func:`targets`.
 
-    With ``smoothing`` = e the target is (1 - e) onehot(y) + e / C instead of onehot(y)
-    (label smoothing, Szegedy et al. 2016): the loss then also asks every wrong class for
-    a little probability, so the net cannot drive its logits apart without end.
+    Without smoothing that is the mean of -log P[i, y_i]. Label smoothing (Szegedy et al.
+    2016) also asks every wrong class for a little probability, so the net cannot drive its
+    logits apart without end.
     """
-    logp = log_softmax(logits)
-    true = logp[np.arange(len(y)), y]
-    if smoothing:
-        true = (1 - smoothing) * true + smoothing * logp.mean(axis=1)
-    return float(-true.mean())
+    q = targets(y, logits.shape[1], smoothing)
+    return float(-(q * log_softmax(logits)).sum(axis=1).mean())
 
 
-def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray,
-                          smoothing: float = 0.0) -> tuple[float, np.ndarray]:
-    """Loss and its gradient with respect to the logits, in one pass.
+def cross_entropy_grad(logits: np.ndarray, y: np.ndarray, smoothing: float = 0.0) -> np.ndarray:
+    """dL/dZ_L = (P - q) / B: the output neurons' sensitivities, of shape (B, C).
+
+    Softmax and cross-entropy differentiated together give this short form; the 1 / B is
+    the mean over the batch.
+    """
+    q = targets(y, logits.shape[1], smoothing).astype(logits.dtype)
+    return (softmax(logits) - q) / len(y)
+
+
+def l2_penalty(params: Params, l2: float) -> float:
+    """l2/2 * the sum of squared weights (biases are not penalised)."""
+    return 0.5 * l2 * sum(float(np.vdot(w, w)) for k, w in params.items() if k.startswith("W"))
+
+
+# --- backward -----------------------------------------------------------------------------------
+
+
+def sensitivities(params: Params, fwd: Forward, delta: np.ndarray, activation: str) -> list[np.ndarray]:
+    """Every layer's sensitivities, from the output back: the chain rule once per layer.
+
+    A neuron j of a hidden layer feeds every neuron k of the next through the link W[j, k], so
+    its sensitivity is what flows back along those links, times its own slope::
+
+        delta_{l-1} = (delta_l @ W_l.T) * mask_{l-1} * f'(Z_{l-1})          (B, n_{l-1})
+
+    (a dropped neuron passed nothing forward, so it gets nothing back).
 
     Parameters
     ----------
-    logits : ndarray of shape (B, C)
-        Overwritten with the gradient.
+    params : dict of arrays
+    fwd : Forward
+        From :func:`forward` on the same batch.
+    delta : ndarray of shape (B, 10)
+        dL/dZ_L, the output neurons' sensitivities (:func:`cross_entropy_grad`).
+    activation : {"relu", "sigmoid", "tanh"}
+
+    Returns
+    -------
+    list of ndarray
+        ``[delta_1, ..., delta_L]``, ``delta_l`` of shape (B, n_l) = dL/dZ_l.
+    """
+    f_prime = DERIVATIVES[activation]
+    deltas = [delta]
+    for l in range(n_layers(params), 1, -1):
+        back = deltas[0] @ params[f"W{l}"].T  # dL/dA_{l-1}: the sensitivities sent back along the links
+        mask = fwd.masks[l - 2]
+        if mask is not None:
+            back = back * mask
+        deltas.insert(0, back * f_prime(fwd.z[l - 2]))  # dL/dZ_{l-1} = dL/dA_{l-1} * f'(Z_{l-1})
+    return deltas
+
+
+def backward(params: Params, fwd: Forward, delta: np.ndarray, activation: str,
+             l2: float = 0.0) -> tuple[Params, list[np.ndarray]]:
+    """Gradients of the loss with respect to every parameter.
+
+    Each link's gradient is its input's activation times the sensitivity of the neuron it
+    feeds, summed over the batch; a bias is a link from a neuron that is always 1::
+
+        dL/dW_l = A_{l-1}.T @ delta_l + l2 * W_l                          (n_{l-1}, n_l)
+        dL/db_l = sum of delta_l over the batch                           (n_l,)
+
+    Parameters
+    ----------
+    params, fwd, delta, activation : as for :func:`sensitivities`
+    l2 : float
+        Weight of the penalty l2/2 * sum(W**2) on the weights.
+
+    Returns
+    -------
+    grads : dict of arrays
+        Under the same keys and of the same shapes as ``params``.
+    deltas : list of ndarray
+        ``[delta_1, ..., delta_L]`` (:func:`sensitivities`).
+    """
+    deltas = sensitivities(params, fwd, delta, activation)
+    grads = {}
+    for l, d in enumerate(deltas, start=1):
+        grads[f"W{l}"] = fwd.a[l - 1].T @ d + l2 * params[f"W{l}"]
+        grads[f"b{l}"] = d.sum(axis=0)
+    return grads, deltas
+
+
+def loss_and_grads(params: Params, x: np.ndarray, y: np.ndarray, activation: str, l2: float = 0.0,
+                   dropout: float = 0.0, rng: np.random.Generator | None = None,
+                   smoothing: float = 0.0) -> tuple[float, Params, np.ndarray]:
+    """One forward and backward pass: what one step of training computes.
+
+    Parameters
+    ----------
+    params : dict of arrays
+    x : ndarray of shape (B, 784)
     y : ndarray of shape (B,), int
-        True classes.
-    smoothing : float
-        Label smoothing e in [0, 1): the target is q = (1 - e) onehot(y) + e / C
-        (see :func:`cross_entropy`).
+        The true classes.
+    activation : {"relu", "sigmoid", "tanh"}
+    l2, dropout, rng, smoothing : see :func:`backward`, :func:`forward` and :func:`cross_entropy`
 
     Returns
     -------
     loss : float
-        Mean cross-entropy against q.
-    dz : ndarray of shape (B, C)
-        (softmax(logits) - q) / B, the gradient of the mean loss. The same array as
-        ``logits``.
+        Mean cross-entropy of the batch (without the L2 penalty, which :func:`l2_penalty` gives).
+    grads : dict
+        Gradient of cross-entropy + L2 penalty for every parameter.
+    predictions : ndarray of shape (B,)
+        The predicted classes, taken before any update.
     """
-    if kernels.fits(logits):
-        return kernels.softmax_cross_entropy(logits, y, smoothing)  # the same, in one pass instead of ten
-    n, c = logits.shape
-    rows = np.arange(n)
-    logits -= logits.max(axis=1, keepdims=True)  # the largest logit is 0: exp cannot overflow
-    # -sum(q * log softmax) = log-sum-exp - (1 - e) * true logit - e * mean logit (q sums to 1)
-    target = (1 - smoothing) * logits[rows, y].sum() + smoothing * logits.mean(axis=1).sum()
-    p = np.exp(logits, out=logits)  # (B, C), unnormalised
-    total = p.sum(axis=1, keepdims=True)  # (B, 1)
-    loss = float(np.log(total).sum() - target) / n
-    real = p.dtype.type  # float32 in training, float64 in the gradient checks
-    p *= real(1 / n) / total  # softmax / B, in one pass
-    if smoothing:
-        p -= real(smoothing / (c * n))
-    p[rows, y] -= real((1 - smoothing) / n)
-    return loss, p
-
-
-# --- backward ---------------------------------------------------------------------------------
-
-
-def backward(params: Params, activations: list[np.ndarray], masks: list, dz: np.ndarray,
-             activation: str, l2: float = 0.0, out: Params | None = None,
-             sink: Callable | None = None) -> Params | None:
-    """Gradients of the loss with respect to every parameter.
-
-    Parameters
-    ----------
-    params : dict of float32 arrays
-    activations, masks : as returned by :func:`forward`
-    dz : ndarray of shape (B, 10)
-        Gradient of the loss with respect to the logits (:func:`softmax_cross_entropy`).
-    activation : {"relu", "sigmoid", "tanh"}
-    l2 : float
-        Weight of the penalty l2/2 * sum(W**2) on weights (not biases).
-    out : dict of arrays, optional
-        Buffers shaped like ``params`` to write the gradients into.
-    sink : callable, optional
-        Instead of computing the gradients, hand each one over as the factors of its
-        matrix product: ``sink("W2", a_prev, dz)`` for ``a_prev.T @ dz`` (``a_prev`` may be
-        :class:`InkedColumns` for W1) and
-        ``sink("b2", None, dz)`` for ``dz.sum(axis=0)``, so that an optimiser can fold the
-        product straight into its update (see :class:`mnist_mlp.optim.FusedSGD`). ``l2``
-        is then the optimiser's business.
-
-    Returns
-    -------
-    dict or None
-        Gradients under the same keys as ``params`` (``out`` itself if given); None with ``sink``.
-    """
-    f_prime = DERIVATIVES[activation]
-    grads = None
-    if sink is None:
-        grads = out if out is not None else {k: np.empty_like(v) for k, v in params.items()}
-    for l in range(n_layers(params), 0, -1):
-        a_prev = activations[l - 1]  # (B, n_{l-1})
-        w = params[f"W{l}"]  # (n_{l-1}, n_l)
-        if sink is not None:
-            sink(f"W{l}", a_prev, dz)
-            sink(f"b{l}", None, dz)
-        else:
-            if isinstance(a_prev, InkedColumns):
-                dw = a_prev.t_matmul(dz, out=grads[f"W{l}"])
-            else:
-                dw = np.matmul(a_prev.T, dz, out=grads[f"W{l}"])  # (n_{l-1}, n_l)
-            if l2:
-                dw += l2 * w
-            np.sum(dz, axis=0, out=grads[f"b{l}"])  # (n_l,)
-        if l == 1:
-            break  # no gradient with respect to the pixels is needed
-        if activation == "relu" and kernels.backprop_fits(dz, w, a_prev):
-            dz = kernels.backprop_relu(dz, w, a_prev)  # the two lines below, in one pass
-        else:
-            dz = dz @ w.T  # chain rule through the weights: dloss/dA_{l-1}, (B, n_{l-1})
-            f_prime(a_prev, dz)  # chain rule through the activation: now dloss/dZ_{l-1}
-        if masks[l - 2] is not None:
-            dz *= masks[l - 2]  # dropped units passed nothing forward, so get nothing back
-    return grads
+    fwd = forward(params, x, activation, dropout, rng)
+    loss = cross_entropy(fwd.logits, y, smoothing)
+    grads, _ = backward(params, fwd, cross_entropy_grad(fwd.logits, y, smoothing), activation, l2)
+    return loss, grads, fwd.logits.argmax(axis=1)
 
 
 def input_gradient(params: Params, x: np.ndarray, activation: str, classes: np.ndarray) -> np.ndarray:
-    """Sensitivity: how much each input moves the logit of a chosen class.
+    """The pixels' sensitivity: how much each input moves the logit of a chosen class.
 
-    The same backward sweep as :func:`backward`, started from the logit of ``classes[i]``
-    alone (dZ = onehot) instead of the loss, and carried one step further than training
-    needs: through the first layer's weights back to the pixels, dX = dZ1 @ W1.T.
+    The same backward sweep, started from the logit of ``classes[i]`` alone (dZ_L = onehot)
+    instead of the loss, and carried one step further than training needs: along the first
+    layer's links back to the pixels, dX = delta_1 @ W_1.T.
 
     Parameters
     ----------
@@ -442,40 +381,7 @@ def input_gradient(params: Params, x: np.ndarray, activation: str, classes: np.n
         d logit[i, classes[i]] / d x[i]. A pixel's raw value p enters as x = p * scale + offset,
         so d logit / d p is this times ``scale``: the offset does not change it.
     """
-    activations, _ = forward(params, x.copy(), activation)  # forward works in place on its layers
-    dz = np.zeros_like(activations[-1])  # (B, 10)
-    dz[np.arange(len(x)), classes] = 1
-    for l in range(n_layers(params), 0, -1):
-        da = dz @ params[f"W{l}"].T  # (B, n_{l-1})
-        if l == 1:
-            return da
-        DERIVATIVES[activation](activations[l - 1], da)
-        dz = da
-    raise AssertionError("unreachable: a network has at least one layer")
-
-
-def loss_and_grads(params: Params, x: np.ndarray, y: np.ndarray, activation: str,
-                   l2: float = 0.0, dropout: float = 0.0, rng: np.random.Generator | None = None,
-                   out: Params | None = None, smoothing: float = 0.0) -> tuple[float, Params, np.ndarray]:
-    """One forward and backward pass (``out``: optional gradient buffers, see :func:`backward`;
-    ``smoothing``: label smoothing, see :func:`cross_entropy`).
-
-    Returns
-    -------
-    loss : float
-        Mean cross-entropy of the batch (without the L2 penalty, which :func:`l2_penalty` gives).
-    grads : dict
-        Gradient of cross-entropy + L2 penalty for every parameter.
-    predictions : ndarray of shape (B,)
-        The predicted classes, taken before the update.
-    """
-    activations, masks = forward(params, x, activation, dropout, rng)
-    logits = activations[-1]
-    predictions = logits.argmax(axis=1)
-    loss, dz = softmax_cross_entropy(logits, y, smoothing)
-    return loss, backward(params, activations, masks, dz, activation, l2, out), predictions
-
-
-def l2_penalty(params: Params, l2: float) -> float:
-    """l2/2 * the sum of squared weights (biases are not penalised)."""
-    return 0.5 * l2 * sum(float(np.vdot(w, w)) for k, w in params.items() if k.startswith("W"))
+    fwd = forward(params, x, activation)
+    onehot = np.zeros_like(fwd.logits)  # (B, 10)
+    onehot[np.arange(len(x)), classes] = 1
+    return sensitivities(params, fwd, onehot, activation)[0] @ params["W1"].T

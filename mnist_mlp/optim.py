@@ -6,15 +6,14 @@ Momentum is kept in the form of Sutskever et al. (2013): the velocity is the ste
     w = w + v                                 (classical)
     w = w + mu * v - lr * (g + l2 * w)        (Nesterov: the step seen from the look-ahead point)
 
-Two implementations of the same update live here. :func:`sgd_step` takes the gradients that
-:func:`mnist_mlp.model.backward` returns and is the one to read. :class:`FusedSGD` is what
-training uses for classical momentum: each weight gradient reaches it as the two factors of
-its matrix product and BLAS multiplies them straight into the update, so the gradient is
-never stored. Tests check that both give the same weights.
+:func:`sgd_step` is that update, on the gradients :func:`mnist_mlp.model.backward` returns
+(the L2 term included). Training runs it through :mod:`mnist_mlp.fast.sgd`: Nesterov's as it
+is, classical momentum as :class:`~mnist_mlp.fast.sgd.FusedSGD`, which multiplies each
+gradient straight into the update; tests check that both give the same weights.
 
 The optimiser's state is a dict of arrays beside the weights, so it saves into a checkpoint
 and a resumed run continues exactly. Its form (:data:`FORMS`) depends on the optimiser:
-velocities for :func:`sgd_step`, the previous weights for :class:`FusedSGD`, which uses that
+velocities for :func:`sgd_step`, the previous weights for ``FusedSGD``, which uses that
 classical momentum's velocity is exactly the last step, ``v_t = w_t - w_{t-1}``.
 """
 
@@ -24,8 +23,7 @@ import math
 
 import numpy as np
 
-from mnist_mlp import blas, kernels
-from mnist_mlp.model import InkedColumns, Params
+from mnist_mlp.model import Params
 
 
 def init_state(params: Params) -> Params:
@@ -35,21 +33,27 @@ def init_state(params: Params) -> Params:
 
 def sgd_step(params: Params, grads: Params, velocity: Params, lr: float, momentum: float,
              nesterov: bool = False) -> None:
-    """Update ``params`` and ``velocity`` in place; ``grads`` is used as scratch space.
+    """One step of SGD with momentum: update ``params`` and ``velocity`` in place.
 
-    ``grads`` must already include the L2 term (``model.backward(..., l2=...)``).
+    Parameters
+    ----------
+    params, velocity : dict of arrays
+        The weights and their velocities, changed in place.
+    grads : dict of arrays
+        dL/dparam, the L2 term included (``model.backward(..., l2=...)``).
+    lr, momentum : float
+    nesterov : bool
     """
     lr, mu = np.float32(lr), np.float32(momentum)
     for key, w in params.items():
         g, v = grads[key], velocity[key]
-        g *= -lr  # now the plain gradient step
         v *= mu
-        v += g
+        v -= lr * g  # v = mu v - lr g
         if nesterov:
-            w += g
-            w += np.multiply(v, mu, out=g)  # g is free now: scratch for mu * v
+            w -= lr * g
+            w += mu * v  # w = w + mu v - lr g
         else:
-            w += v
+            w += v  # w = w + v
 
 
 FORMS = ("velocity", "previous")  # v_t, or w_{t-1}: the two forms of the momentum state
@@ -63,98 +67,6 @@ def other_form(params: Params, buffers: Params) -> Params:
     converts only when it starts from a state in the other form, never back and forth.
     """
     return {k: w - buffers[k] for k, w in params.items()}
-
-
-class FusedSGD:
-    """Classical momentum SGD that takes each gradient as the factors of its matrix product.
-
-    With ``v_t = w_t - w_{t-1}`` the velocity drops out of the update (the "heavy-ball" form):
-
-        w_{t+1} = (1 + mu - lr * l2) * w_t  +  (-mu * w_{t-1} - lr * g)
-
-    BLAS's ``sgemm`` computes ``C = alpha * A @ B + beta * C``, so the bracket is one matrix
-    product into the buffer that holds ``w_{t-1}`` (``beta = -mu``, ``alpha = -lr``, and
-    ``g = a_prev.T @ dz``); one ``saxpy`` adds the first term; then the two buffers trade
-    places. That is two passes over each weight matrix per step, where the velocity form
-    needs three and NumPy's plain update six.
-
-    Use it as the ``sink`` of :func:`mnist_mlp.model.backward`, then call :meth:`apply`::
-
-        sgd.lr = lr
-        model.backward(params, activations, masks, dz, activation, sink=sgd)
-        sgd.apply(params)
-
-    Parameters
-    ----------
-    previous : dict of float32 arrays
-        The weights before the last step (a copy of the weights at the start); its arrays
-        and those of ``params`` are swapped at every step, so a checkpoint saves this dict.
-    momentum, l2 : float
-    """
-
-    def __init__(self, previous: Params, momentum: float, l2: float):
-        self.previous, self.momentum, self.l2 = previous, float(momentum), float(l2)
-        self.lr = 0.0
-        self._ones = np.ones(0, np.float32)
-        self._inked: dict[str, tuple] = {}  # steps begun from InkedColumns, finished by apply()
-        self._scratch: dict[str, np.ndarray] = {}
-        # W1.sum(axis=0) of the weights in params, where the last step wrote them (for the next
-        # InkedColumns); absent where unknown.
-        self.column_sums: dict[str, np.ndarray] = {}
-
-    def __call__(self, key: str, a_prev: np.ndarray | InkedColumns | None, dz: np.ndarray) -> None:
-        """Start one parameter's step: ``w_prev = -mu * w_prev - lr * a_prev.T @ dz``.
-
-        For a bias, ``a_prev`` is None and the gradient is ``dz.sum(axis=0)``. For
-        :class:`~mnist_mlp.model.InkedColumns`, only the inked rows' product is taken here
-        (into scratch space); :meth:`apply` does the rest in its pass over the weights.
-        """
-        p = self.previous[key]
-        if a_prev is None:
-            g = self._column_sums(dz)
-            g *= np.float32(-self.lr)
-            p *= np.float32(-self.momentum)
-            p += g
-        elif isinstance(a_prev, InkedColumns):
-            # X.T @ dz = the inked rows' product, plus offset * colsum(dz) on every row
-            k, n = len(a_prev.cols), dz.shape[1]
-            if self._scratch.get(key) is None or self._scratch[key].size < p.size:
-                self._scratch[key] = np.zeros(p.size, np.float32)
-            g = self._scratch[key][:k * n].reshape(k, n)
-            blas.gemm_tn(g, a_prev.values, dz, alpha=-self.lr, beta=0.0)
-            v = self._column_sums(dz)
-            v *= np.float32(-self.lr * a_prev.offset)
-            self._inked[key] = (a_prev.cols, g, v)
-        else:
-            blas.gemm_tn(p, a_prev, dz, alpha=-self.lr, beta=-self.momentum)
-
-    def _column_sums(self, dz: np.ndarray) -> np.ndarray:
-        if len(self._ones) != len(dz):
-            self._ones = np.ones(len(dz), np.float32)
-        return self._ones @ dz  # the column sum as a matrix-vector product: a third faster
-
-    def apply(self, params: Params) -> None:
-        """Finish every step: add ``(1 + mu - lr * l2) * w``, then swap weights and buffer."""
-        for key, w in params.items():
-            p = self.previous[key]
-            decay = self.lr * self.l2 if key.startswith("W") else 0.0  # biases are not penalised
-            keep = 1.0 + self.momentum - decay
-            inked = self._inked.pop(key, None)
-            self.column_sums.pop(key, None)
-            if inked is None:
-                blas.axpy(p, w, keep)  # p is now w_{t+1}
-            elif kernels.fits(p, w, inked[1], inked[2]):
-                cols, g, v = inked
-                sums = np.empty(p.shape[1], np.float32)
-                kernels.update_inked(p, w, g, cols, v, sums, keep, self.momentum)  # the lines below, and sums
-                self.column_sums[key] = sums
-            else:
-                cols, g, v = inked
-                p *= np.float32(-self.momentum)
-                p += v  # the gradient of every row, blank or not
-                p[cols] += g  # the inked rows' own
-                blas.axpy(p, w, keep)
-            params[key], self.previous[key] = p, w
 
 
 def clip_norms(params: Params, max_norm: float, previous: Params | None = None) -> None:

@@ -71,7 +71,7 @@ def most_used_units(ckpt, images: np.ndarray, count: int = 64) -> np.ndarray:
     from mnist_mlp import data as data_mod
 
     x = data_mod.scale(images, scale=ckpt.scaling[0], offset=ckpt.scaling[1])
-    hidden = model.add_bias_activate(x @ ckpt.params["W1"], ckpt.params["b1"], ckpt.activation)  # (n, n1)
+    hidden = model.forward(ckpt.params, x, ckpt.activation).a[1]  # (n, n1)
     use = np.abs(hidden).mean(axis=0) * np.linalg.norm(ckpt.params["W2"], axis=1)  # (n1,)
     return np.argsort(-use, kind="stable")[:count]
 

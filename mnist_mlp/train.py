@@ -24,6 +24,8 @@ from mnist_mlp import data as data_mod
 from mnist_mlp import model, optim
 from mnist_mlp.config import Config
 from mnist_mlp.errors import ConfigError, MlpError
+from mnist_mlp.fast import step as fast_step
+from mnist_mlp.fast.step import Step
 
 
 class TrainingDiverged(MlpError):
@@ -41,7 +43,7 @@ class State:
         The optimiser's momentum buffers, shaped like ``params``.
     momentum_form : {"velocity", "previous"}
         What ``momentum`` holds: velocities (Nesterov's momentum) or the weights before the
-        last step (classical momentum; see :class:`~mnist_mlp.optim.FusedSGD`).
+        last step (classical momentum; see :class:`~mnist_mlp.fast.sgd.FusedSGD`).
     epoch : int
         Epochs completed.
     step : int
@@ -228,7 +230,7 @@ def evaluate(params: model.Params, activation: str, split: data_mod.Split, batch
     for start in range(0, n, batch):
         chunk = split.images[start:start + batch]
         xb = data_mod.scale(chunk, x[:len(chunk)], *scaling)
-        probs[start:start + batch] = model.predict_proba(params, xb, activation, batch)
+        probs[start:start + batch] = fast_step.predict_proba(params, xb, activation, batch)
     labels = split.labels.astype(np.intp)
     true_p = probs[np.arange(n), labels]
     loss = float(-np.mean(np.log(np.maximum(true_p, 1e-30))))
@@ -283,10 +285,10 @@ def _loop(config, data, state, on_epoch, stop, progress, augment) -> State:
     from tqdm import tqdm
 
     t = config.training
-    train, act = data.train, config.model.activation
+    train = data.train
     n, batch_size = len(train), t.batch_size
     n_batches = math.ceil(n / batch_size)
-    step = _Stepper(config, state, min(batch_size, n))
+    step = Step(config, state, min(batch_size, n))
     while state.epoch < t.epochs:
         epoch = state.epoch
         rng = data_mod.rng_for(t.seed, data_mod.EPOCH, epoch)
@@ -383,70 +385,6 @@ class _Batches:
     def __exit__(self, *exc):
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
-
-
-# Above this share of inked columns a batch goes through the dense products: gathering the
-# inked columns and W1's rows then costs more than the products save. (Measured on MNIST batches
-# of 128 given extra inked columns, dense and skipping steps interleaved: even at about 80%;
-# at 67%, MNIST's own, skipping is 17% faster; at 88%, 8% slower.)
-INKED_MAX = 0.8
-
-
-class _Stepper:
-    """One SGD step on a batch: forward, loss, backward and update.
-
-    Classical momentum uses :class:`~mnist_mlp.optim.FusedSGD` (the fast path), whose state
-    is the previous weights; Nesterov momentum uses the plain gradients, velocities and
-    :func:`~mnist_mlp.optim.sgd_step`. A state in the other form is converted once. The
-    update is skipped when the loss is not finite, so the weights stay as they were.
-
-    With ``training.skip_blank_pixels`` (and classical momentum), a batch with enough blank
-    pixel columns goes in as :class:`~mnist_mlp.model.InkedColumns` (see :meth:`inputs`).
-    """
-
-    def __init__(self, config: Config, state: State, max_batch: int):
-        self.t, self.m, self.state = config.training, config.model, state
-        form = "velocity" if self.t.nesterov else "previous"
-        if state.momentum_form != form:
-            state.momentum, state.momentum_form = optim.other_form(state.params, state.momentum), form
-        self.fused = None if self.t.nesterov else optim.FusedSGD(state.momentum, self.t.momentum, self.t.l2)
-        self.grads = None if self.fused else {k: np.empty_like(v) for k, v in state.params.items()}
-        self.x = np.empty((max_batch, model.N_INPUTS), np.float32)
-        self.skip_blank = self.t.skip_blank_pixels and self.fused is not None
-        self.inked_values = np.empty(max_batch * model.N_INPUTS, np.float32)
-        self.inked_cols = np.empty(model.N_INPUTS, np.int64)
-
-    def inputs(self, images: np.ndarray, rows: np.ndarray | None, n: int,
-               scaling: tuple[float, float]) -> np.ndarray | model.InkedColumns:
-        """The batch ``images[rows]`` (all of ``images`` if None) as the network's inputs:
-        its inked columns where enough are blank, else dense (n, 784) float32."""
-        if self.skip_blank:
-            x = data_mod.inked_columns(images, *scaling, rows=rows, max_share=INKED_MAX,
-                                       values=self.inked_values, cols=self.inked_cols)
-            if x is not None:
-                x.w_colsum = self.fused.column_sums.get("W1")
-                return x
-        return data_mod.scale(images, self.x[:n], *scaling, rows=rows)
-
-    def __call__(self, x: np.ndarray, y: np.ndarray, lr: float, rng: np.random.Generator):
-        params, act = self.state.params, self.m.activation
-        activations, masks = model.forward(params, x, act, self.m.dropout, rng)
-        predictions = activations[-1].argmax(axis=1)
-        loss, dz = model.softmax_cross_entropy(activations[-1], y, self.t.label_smoothing)
-        if not math.isfinite(loss):
-            return loss, predictions
-        if self.fused is not None:
-            self.fused.lr = lr
-            model.backward(params, activations, masks, dz, act, sink=self.fused)
-            self.fused.apply(params)
-        else:
-            grads = model.backward(params, activations, masks, dz, act, self.t.l2, out=self.grads)
-            optim.sgd_step(params, grads, self.state.momentum, lr, self.t.momentum, nesterov=True)
-        if self.t.max_norm:
-            optim.clip_norms(params, self.t.max_norm, self.fused.previous if self.fused else None)
-            if self.fused:
-                self.fused.column_sums.clear()  # the weights moved
-        return loss, predictions
 
 
 def _finish_epoch(config: Config, data: data_mod.Data, state: State, lr: float, seconds: float) -> dict:

@@ -117,3 +117,13 @@ def on_ruled_paper(image: Image.Image, spacing: int = 60, rng: np.random.Generat
     line_colour = np.array(colour, np.float32)
     out = rgb * (1 - lines[..., None]) + np.minimum(rgb, line_colour) * lines[..., None]
     return Image.fromarray(out.astype(np.uint8), "RGB")
+
+
+def mnist_like(rng: np.random.Generator, n: int, blank_share: float) -> np.ndarray:
+    """uint8 images (n, 784) in which about ``blank_share`` of the columns are 0 in every image."""
+    images = np.zeros((n, 784), np.uint8)
+    inked = rng.choice(784, int(round((1 - blank_share) * 784)), replace=False)
+    ink = rng.integers(1, 256, (n, len(inked))) * (rng.random((n, len(inked))) < 0.4)
+    ink[0] = rng.integers(1, 256, len(inked))  # every chosen column inked in some image
+    images[:, inked] = ink
+    return images

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import make_tiny_arrays
-from mnist_mlp import kernels
+from mnist_mlp.fast import kernels
 from mnist_mlp.augment import Augmenter, _bilinear
 from mnist_mlp.config import AugmentConfig
 

@@ -73,7 +73,7 @@ def test_blank_share_counts_columns_blank_across_each_batch():
 def test_distortion_timing_puts_the_kernel_switch_back():
     import numpy as np
 
-    from mnist_mlp import kernels
+    from mnist_mlp.fast import kernels
 
     before = kernels.WIDE
     images = np.random.default_rng(0).integers(0, 256, (130, 784), dtype=np.uint8)

@@ -13,7 +13,7 @@ def _as64(params):
 
 
 def _total_loss(params, x, y, activation, l2, smoothing=0.0):
-    logits = model.forward(params, x.copy(), activation)[0][-1]
+    logits = model.forward(params, x, activation).logits
     return model.cross_entropy(logits, y, smoothing) + model.l2_penalty(params, l2)
 
 
@@ -30,7 +30,7 @@ def test_gradients_match_finite_differences(activation, hidden, smoothing):
     x = rng.normal(size=(9, 12))
     y = rng.integers(0, 4, 9)
     l2 = 0.03
-    _, grads, _ = model.loss_and_grads(params, x.copy(), y, activation, l2, smoothing=smoothing)
+    _, grads, _ = model.loss_and_grads(params, x, y, activation, l2, smoothing=smoothing)
     eps = 1e-6
     for key, p in params.items():
         numeric = np.zeros_like(p)
@@ -61,7 +61,7 @@ def test_input_gradient_matches_finite_differences(activation, hidden):
     assert grad.shape == x.shape
 
     def logit(row, values):
-        return model.forward(params, values[None].copy(), activation)[0][-1][0, classes[row]]
+        return model.forward(params, values[None], activation).logits[0, classes[row]]
 
     numeric = np.zeros_like(x)
     for r, c in np.ndindex(x.shape):
@@ -72,14 +72,15 @@ def test_input_gradient_matches_finite_differences(activation, hidden):
     np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-8)
 
 
-def test_dropout_gradients_match_finite_differences_for_a_fixed_mask():
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+def test_dropout_gradients_match_finite_differences_for_a_fixed_mask(activation):
     rng = np.random.default_rng(2)
-    params = _as64(model.init_params([10, 8, 3], "relu", rng))
+    params = _as64(model.init_params([10, 8, 3], activation, rng))
     x, y = rng.normal(size=(5, 10)), rng.integers(0, 3, 5)
-    _, grads, _ = model.loss_and_grads(params, x.copy(), y, "relu", 0.0, 0.5, np.random.default_rng(7))
+    _, grads, _ = model.loss_and_grads(params, x, y, activation, 0.0, 0.5, np.random.default_rng(7))
 
     def loss():
-        logits = model.forward(params, x.copy(), "relu", 0.5, np.random.default_rng(7))[0][-1]
+        logits = model.forward(params, x, activation, 0.5, np.random.default_rng(7)).logits
         return model.cross_entropy(logits, y)
 
     w = params["W1"]
@@ -114,14 +115,6 @@ def test_one_sgd_step_worked_out_by_hand():
     np.testing.assert_allclose(params["W2"], expected_w, rtol=1e-6)
     np.testing.assert_allclose(params["b1"], [-0.5 * s, 0.5 * s], rtol=1e-6)
     np.testing.assert_allclose(params["b2"], [-0.5 * s, 0.5 * s], rtol=1e-6)
-
-
-def test_softmax_cross_entropy_is_stable_for_huge_logits():
-    logits = np.array([[1000.0, 0.0, -1000.0], [-5e4, 5e4, 0.0]], np.float32)
-    loss, dz = model.softmax_cross_entropy(logits.copy(), np.array([0, 0]))
-    assert np.isfinite(loss) and np.all(np.isfinite(dz))
-    assert loss == pytest.approx(1e5 / 2, rel=1e-6)  # 0 for the first row, 1e5 for the second
-    np.testing.assert_allclose(dz, [[0, 0, 0], [-0.5, 0.5, 0]], atol=1e-7)
 
 
 def test_sigmoid_does_not_overflow():
@@ -166,58 +159,6 @@ def test_float32_stays_float32():
     assert all(g.dtype == np.float32 for g in grads.values())
 
 
-# --- leaving the batch's blank pixel columns out (InkedColumns) ------------------------------------
-
-
-def mnist_like(rng, n, blank_share):
-    """uint8 images (n, 784) in which about ``blank_share`` of the columns are 0 in every image."""
-    images = np.zeros((n, 784), np.uint8)
-    inked = rng.choice(784, int(round((1 - blank_share) * 784)), replace=False)
-    ink = rng.integers(1, 256, (n, len(inked))) * (rng.random((n, len(inked))) < 0.4)
-    ink[0] = rng.integers(1, 256, len(inked))  # every chosen column inked in some image
-    images[:, inked] = ink
-    return images
-
-
-@pytest.mark.parametrize("blank_share", [0.0, 0.35, 0.9, 1.0])
-@pytest.mark.parametrize("hidden, activation, dropout", [([32], "relu", 0.0), ([24, 16], "tanh", 0.0),
-                                                         ([32], "relu", 0.3), ([24, 16], "relu", 0.3)])
-def test_inked_columns_give_the_dense_forward_and_gradients(blank_share, hidden, activation, dropout):
-    from mnist_mlp import data
-
-    rng = np.random.default_rng(4)
-    params = model.init_params(model.layer_sizes(hidden), activation, rng)
-    for k in params:
-        if k.startswith("b"):
-            params[k] = rng.normal(0, 0.1, params[k].shape).astype(np.float32)
-    images = mnist_like(rng, 16, blank_share)
-    dense = data.scale(images)
-    inked = data.inked_columns(images)
-    assert len(inked.cols) == 784 - round(blank_share * 784)
-    np.testing.assert_allclose(inked.dense(), dense, rtol=1e-6, atol=1e-6)
-    y = rng.integers(0, 10, 16)
-    loss_d, grads_d, _ = model.loss_and_grads(params, dense, y, activation, 1e-3, dropout, np.random.default_rng(1))
-    loss_i, grads_i, _ = model.loss_and_grads(params, inked, y, activation, 1e-3, dropout, np.random.default_rng(1))
-    assert loss_i == pytest.approx(loss_d, rel=1e-5)
-    for key in params:
-        np.testing.assert_allclose(grads_i[key], grads_d[key], rtol=1e-4, atol=2e-6, err_msg=key)
-
-
-def test_inked_columns_keep_a_given_column_sum_and_refuse_a_busy_batch():
-    from mnist_mlp import data
-
-    rng = np.random.default_rng(5)
-    images = mnist_like(rng, 8, 0.5)
-    w = rng.random((784, 12), dtype=np.float32)
-    inked = data.inked_columns(images)
-    z, blank = inked.matmul(w)
-    np.testing.assert_array_equal(blank, np.float32(inked.offset) * w.sum(axis=0))
-    inked.w_colsum = np.zeros(12, np.float32)  # a kept sum is used as it is, not recomputed
-    assert not inked.matmul(w)[1].any()
-    assert data.inked_columns(images, max_share=0.49) is None  # half the columns are inked
-    assert data.inked_columns(images, max_share=0.5) is not None
-
-
 @pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.5])
 def test_smoothed_loss_and_gradient_against_the_smoothed_target(smoothing):
     rng = np.random.default_rng(4)
@@ -228,7 +169,44 @@ def test_smoothed_loss_and_gradient_against_the_smoothed_target(smoothing):
     p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     expected_loss = -(q * np.log(p)).sum(axis=1).mean()
     assert model.cross_entropy(logits, y, smoothing) == pytest.approx(expected_loss, rel=1e-12)
-    loss, dz = model.softmax_cross_entropy(logits.copy(), y, smoothing)
-    assert loss == pytest.approx(expected_loss, rel=1e-12)
+    dz = model.cross_entropy_grad(logits, y, smoothing)
     np.testing.assert_allclose(dz, (p - q) / 6, atol=1e-15)
     np.testing.assert_allclose(dz.sum(axis=1), 0, atol=1e-15)  # q and p both sum to one
+
+
+def test_the_reference_stays_stable_for_huge_logits():
+    logits = np.array([[1000.0, 0.0, -1000.0], [-5e4, 5e4, 0.0]], np.float32)
+    y = np.array([0, 0])
+    assert model.cross_entropy(logits, y) == pytest.approx(1e5 / 2, rel=1e-6)  # 0, then 1e5
+    np.testing.assert_allclose(model.cross_entropy_grad(logits, y), [[0, 0, 0], [-0.5, 0.5, 0]], atol=1e-7)
+
+
+def test_the_reference_leaves_its_inputs_alone_and_keeps_float32():
+    rng = np.random.default_rng(8)
+    params = model.init_params(model.layer_sizes([16, 12]), "sigmoid", rng)
+    x = rng.random((5, 784), dtype=np.float32)
+    before = {k: v.copy() for k, v in params.items()}, x.copy()
+    loss, grads, _ = model.loss_and_grads(params, x, np.arange(5), "sigmoid", 1e-3, 0.2, rng)
+    for k in params:
+        np.testing.assert_array_equal(params[k], before[0][k])
+    np.testing.assert_array_equal(x, before[1])
+    fwd = model.forward(params, x, "sigmoid")
+    assert [a.shape for a in fwd.a] == [(5, 784), (5, 16), (5, 12)]
+    assert [z.shape for z in fwd.z] == [(5, 16), (5, 12), (5, 10)]
+    assert all(a.dtype == np.float32 for a in fwd.a + fwd.z)
+    _, deltas = model.backward(params, fwd, model.cross_entropy_grad(fwd.logits, np.arange(5)), "sigmoid")
+    assert [d.shape for d in deltas] == [(5, 16), (5, 12), (5, 10)]
+    assert np.isfinite(loss)
+
+
+def test_a_hidden_neurons_sensitivity_is_the_chain_rule_written_out():
+    # delta_j = f'(z_j) * sum_k W2[j, k] * delta_k, for one neuron, as the write-up states it
+    rng = np.random.default_rng(9)
+    params = model.init_params([6, 4, 3], "tanh", rng)
+    x, y = rng.normal(size=(1, 6)).astype(np.float32), np.array([2])
+    fwd = model.forward(params, x, "tanh")
+    out = model.cross_entropy_grad(fwd.logits, y)
+    deltas = model.sensitivities(params, fwd, out, "tanh")
+    for j in range(4):
+        total = sum(params["W2"][j, k] * out[0, k] for k in range(3))
+        assert deltas[0][0, j] == pytest.approx((1 - np.tanh(fwd.z[0][0, j]) ** 2) * total, rel=1e-5)

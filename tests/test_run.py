@@ -12,6 +12,7 @@ from mnist_mlp import checkpoint, run, train
 from mnist_mlp import data as data_mod
 from mnist_mlp.config import load_config
 from mnist_mlp.errors import MlpError
+from mnist_mlp.fast.step import Step
 
 TINY = ["data.validation=16", "model.hidden=[32]", "training.epochs=3", "training.batch_size=8",
         "training.lr=0.05"]
@@ -102,7 +103,7 @@ def test_divergence_leaves_the_good_checkpoints_intact(tiny_as_mnist, tmp_path, 
     folder = tmp_path / "r"
     run.train_run(config("training.epochs=1"), folder, progress=False, echo=lambda s: None)
     good = {n: (folder / n).read_bytes() for n in ("checkpoint.npz", "last.npz")}
-    real_call = train._Stepper.__call__
+    real_call = Step.__call__
     calls = {"n": 0}
 
     def poisoned(self, x, y, lr, rng):
@@ -110,7 +111,7 @@ def test_divergence_leaves_the_good_checkpoints_intact(tiny_as_mnist, tmp_path, 
         loss, pred = real_call(self, x, y, lr, rng)
         return (float("nan") if calls["n"] > 3 else loss), pred
 
-    monkeypatch.setattr(train._Stepper, "__call__", poisoned)
+    monkeypatch.setattr(Step, "__call__", poisoned)
     with pytest.raises(train.TrainingDiverged, match="the loss became nan at epoch 2"):
         run.train_run(None, folder, resume=folder / "last.npz", overrides=("training.epochs=3",),
                       progress=False, echo=lambda s: None)

@@ -175,7 +175,7 @@ def test_sensitivity_is_the_logit_gradient_per_unit_of_raw_pixel(predictor):
 
     def logit(pixels, c):  # in float64, on the raw pixels in [0, 1]
         x = predictor.inputs(pixels).astype(np.float64)
-        return model.forward(params, x, predictor.ckpt.activation)[0][-1][0, c]
+        return model.forward(params, x, predictor.ckpt.activation).logits[0, c]
 
     rng = np.random.default_rng(0)
     p = (rng.random((2, 28, 28)) * (rng.random((2, 28, 28)) < 0.3)).astype(np.float32)

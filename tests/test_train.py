@@ -9,7 +9,9 @@ import pytest
 
 from conftest import StopAfter, make_tiny_arrays
 from mnist_mlp import data as data_mod
-from mnist_mlp import kernels, optim, train
+from mnist_mlp import optim, train
+from mnist_mlp.fast import inked, kernels
+from mnist_mlp.fast import step as step_mod
 from mnist_mlp.config import load_config
 
 
@@ -66,7 +68,7 @@ def test_label_smoothing_trains_and_keeps_the_logits_closer():
     def logit_spread(state):
         from mnist_mlp import model
 
-        logits = model.forward(state.params, data_mod.scale(data.test.images), "relu")[0][-1]
+        logits = model.forward(state.params, data_mod.scale(data.test.images), "relu").logits
         return float(np.mean(logits.max(axis=1) - logits.min(axis=1)))
 
     # the smoothed target asks for a little probability on every class: less extreme logits
@@ -212,14 +214,14 @@ def sparse_data():
 
 def _counting(monkeypatch):
     calls = {"inked": 0, "dense": 0}
-    original = data_mod.inked_columns
+    original = inked.inked_columns
 
     def counted(*args, **kwargs):
         result = original(*args, **kwargs)
         calls["inked" if result is not None else "dense"] += 1
         return result
 
-    monkeypatch.setattr(data_mod, "inked_columns", counted)
+    monkeypatch.setattr(step_mod, "inked_columns", counted)
     return calls
 
 

@@ -1,8 +1,8 @@
 /* Compiled versions of small passes of a training step, and of the distortions of its batches;
- * see mnist_mlp/kernels.py.
+ * see mnist_mlp/fast/kernels.py.
  *
  * Each function fuses what NumPy does in several passes into one, with the same arithmetic;
- * the NumPy code in model.py, data.py and augment.py stays the definition, and tests check that the two
+ * the NumPy code in fast/step.py, data.py and augment.py stays the definition, and tests check that the two
  * agree. Arrays arrive through the buffer protocol and are checked here (item type, C order,
  * size, index range), so a wrong argument raises a Python exception instead of corrupting
  * memory.

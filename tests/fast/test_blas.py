@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mnist_mlp import blas
+from mnist_mlp.fast import blas
 
 
 @pytest.fixture(params=["library", "fallback"])

@@ -38,7 +38,7 @@ import os
 import numpy as np
 
 try:
-    from mnist_mlp import _kernels as _c
+    from mnist_mlp.fast import _kernels as _c
 except ImportError:  # not compiled: no C compiler when installed, or a source checkout
     _c = None
 

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mnist_mlp import data, kernels, model
+from mnist_mlp import data
+from mnist_mlp.fast import inked, kernels, step
 
 
 @pytest.fixture(autouse=True)
@@ -23,7 +24,7 @@ def built():
         pytest.skip("MNIST_MLP_NO_KERNELS is set")
     headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
     if (shutil.which("cc") or shutil.which("gcc")) and headers.exists():
-        pytest.fail("a C compiler and Python's headers are here but mnist_mlp._kernels was not "
+        pytest.fail("a C compiler and Python's headers are here but mnist_mlp.fast._kernels was not "
                     "built: see the output of `pip install -e .` (or `make install`)")
     pytest.skip("no C compiler or no Python headers, so the kernels were not built: mnist_mlp "
                 "runs its NumPy code")
@@ -66,7 +67,7 @@ def test_backprop_relu_at_the_training_shape_matches_numpy_float32():
     dz, w = rng.standard_normal((128, 10), dtype=np.float32), rng.standard_normal((1024, 10), dtype=np.float32)
     a = np.maximum(rng.standard_normal((128, 1024), dtype=np.float32), 0)
     expected = dz @ w.T
-    model.relu_backward(a, expected)
+    step.relu_backward(a, expected)
     np.testing.assert_allclose(kernels.backprop_relu(dz, w, a), expected, rtol=1e-5, atol=1e-6)
 
 
@@ -87,7 +88,7 @@ def test_softmax_cross_entropy_equals_numpy(numpy_only, scale, smoothing):
     y = rng.integers(0, 10, 64).astype(np.uint8)  # any integer type will do
     loss, grad = kernels.softmax_cross_entropy(logits.copy(), y, smoothing)
     numpy_only()
-    expected_loss, expected_grad = model.softmax_cross_entropy(logits.copy(), y, smoothing)
+    expected_loss, expected_grad = step.softmax_cross_entropy(logits.copy(), y, smoothing)
     assert np.isfinite(loss)
     assert loss == pytest.approx(expected_loss, rel=1e-6)
     np.testing.assert_allclose(grad, expected_grad, rtol=1e-5, atol=1e-8)
@@ -116,9 +117,9 @@ def test_gather_inked_equals_numpy(numpy_only, with_rows, blank):
     images[:, rng.permutation(784)[:blank]] = 0
     images[0, np.flatnonzero(images.any(axis=0) == 0)[blank:]] = 7  # the others inked somewhere
     rows = rng.permutation(40)[:13] if with_rows else None
-    got = data.inked_columns(images, 0.02, -0.4, rows=rows)
+    got = inked.inked_columns(images, 0.02, -0.4, rows=rows)
     numpy_only()
-    expected = data.inked_columns(images, 0.02, -0.4, rows=rows)
+    expected = inked.inked_columns(images, 0.02, -0.4, rows=rows)
     batch = images if rows is None else images[rows]
     np.testing.assert_array_equal(got.cols, np.flatnonzero(batch.any(axis=0)))
     np.testing.assert_array_equal(got.cols, expected.cols)
@@ -134,7 +135,7 @@ def test_gather_inked_finds_k_but_gathers_nothing_past_max_k():
     values, cols = np.full(4 * 784, -1.0, np.float32), np.zeros(784, np.int64)
     assert kernels.gather_inked(images, values, cols, 1.0, max_k=499) == 500
     assert (values == -1).all()  # nothing written
-    assert data.inked_columns(images, max_share=499 / 784) is None
+    assert inked.inked_columns(images, max_share=499 / 784) is None
 
 
 def test_update_inked_equals_numpy_and_sums_like_numpy():
@@ -178,22 +179,3 @@ def test_labels_and_rows_out_of_range_are_refused():
         kernels.scale_pixels(images, out, 1.0, 0.0, rows=np.array([0, 5]))
     with pytest.raises(IndexError, match="image -1"):
         kernels.scale_pixels(images, out, 1.0, 0.0, rows=np.array([-1, 0]))
-
-
-@pytest.mark.parametrize("hidden, dropout", [([64], 0.0), ([48, 40], 0.0), ([33], 0.5)])
-def test_a_training_step_is_the_same_with_and_without_them(numpy_only, hidden, dropout):
-    rng = _rng(4)
-    params = model.init_params(model.layer_sizes(hidden), "relu", rng)
-    x, y = rng.random((16, 784), dtype=np.float32), rng.integers(0, 10, 16)
-
-    def step():
-        loss, grads, predictions = model.loss_and_grads(params, x.copy(), y, "relu", 1e-3, dropout, _rng(5))
-        return loss, grads, predictions
-
-    fast = step()
-    numpy_only()
-    plain = step()
-    assert fast[0] == pytest.approx(plain[0], rel=1e-6)
-    np.testing.assert_array_equal(fast[2], plain[2])
-    for key in params:
-        np.testing.assert_allclose(fast[1][key], plain[1][key], rtol=1e-5, atol=1e-7, err_msg=key)
