@@ -60,9 +60,7 @@ def load_data(config: config_mod.Config, progress: bool = True) -> data_mod.Data
 
 def train_run(config: config_mod.Config, folder: Path, *, resume: str | os.PathLike | None = None,
               overrides: tuple[str, ...] = (), force: bool = False, progress: bool = True,
-              echo: Callable[[str], None] = print, stop: train.StopFlag | None = None,
-              data: data_mod.Data | None = None, trial: bool = False,
-              epoch_hook: Callable[[dict], None] | None = None) -> RunResult:
+              echo: Callable[[str], None] = print, stop: train.StopFlag | None = None) -> RunResult:
     """Train into ``folder`` (or continue the run saved in ``resume``) and test the best epoch.
 
     Parameters
@@ -81,15 +79,6 @@ def train_run(config: config_mod.Config, folder: Path, *, resume: str | os.PathL
         Receives one line per epoch and the final result.
     stop : StopFlag, optional
         A flag that ends the run between two steps (Ctrl-C sets it when this is None).
-    data : Data, optional
-        The dataset, already loaded for this config (a sweep's trials share it).
-    trial : bool
-        A sweep's trial: no test at the end (trials are chosen on validation only, and the
-        winner tested once), no ``last.npz`` (a cut-off trial is rerun, not resumed), no
-        ``runs/latest`` link and no ``curves.png`` (``mlp report`` draws the best trials').
-    epoch_hook : callable, optional
-        ``epoch_hook(row)`` after each epoch's files are written; an exception it raises (a
-        pruned trial) ends the run there.
 
     Raises
     ------
@@ -111,65 +100,35 @@ def train_run(config: config_mod.Config, folder: Path, *, resume: str | os.PathL
                        f"train into another folder with --out DIR, or replace it with --force")
 
     train.check_memory(config)
-    data = data or load_data(config, progress)
-    dataset = {"name": data.name, "digest": data.digest}
+    data = load_data(config, progress)
     if resume is not None:
         _check_same_data(resume, saved, data)
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / "config.yaml", lambda f: f.write(_yaml(config).encode()))
-    metrics_path = folder / "metrics.csv"
-    _write_metrics(metrics_path, state.history if state else [])
-    if not trial:
-        _link_latest(config, folder)
-
-    meta = {"dataset": dataset, "classes": list(data.classes),
-            "input": {"scale": data.scaling[0], "offset": data.scaling[1], "shape": [28, 28]}}
-
-    def save(path: Path, state: train.State) -> None:
-        ckpt_mod.save(path, ckpt_mod.Checkpoint(state.params, config, {**meta, **state.meta()},
-                                                state.momentum))
-
-    curves = _Curves(folder, enabled=not trial)
-
-    best_copy: list = []  # a trial's best epoch, held until the trial ends (one write, not one per epoch)
+    files = _RunFiles(folder, config, data, state.history if state else [])
+    _link_latest(config, folder)
+    curves = _Curves(folder)
 
     def on_epoch(state: train.State, row: dict, is_best: bool) -> None:
-        _append_metrics(metrics_path, row)
-        if not trial:
-            save(folder / "last.npz", state)
-        if is_best and trial:
-            best_copy[:] = [train.State({k: v.copy() for k, v in state.params.items()}, {},
-                                        **copy.deepcopy(state.meta()))]
-        elif is_best:
-            save(folder / "checkpoint.npz", state)
+        files.append(row)
+        files.save("last.npz", state)
+        if is_best:
+            files.save("checkpoint.npz", state)
         echo(_epoch_line(row, config.training.epochs, is_best))
         curves.update(state.history)
-        if epoch_hook is not None:
-            epoch_hook(row)
 
     if state is not None:
         echo(f"resuming {resume} at epoch {state.epoch + 1}, step {state.step}")
-    flag = stop or train.StopFlag()
-    augment = _augmenter(config)
-    with train.stop_on_sigint(flag):
-        state = train.fit(config, data, state, on_epoch=on_epoch, stop=flag, progress=progress,
-                          augment=augment)
+    state = _fit(config, data, state, on_epoch, stop, progress)
     if state.status == "interrupted":
-        save(folder / "last.npz", state)
+        files.save("last.npz", state)
         raise TrainingInterrupted(
             f"interrupted at epoch {state.epoch + 1}, step {state.step}; saved {folder / 'last.npz'}. "
             f"Resume with: mlp train --resume {folder / 'last.npz'}")
     if state.status == "early-stopped":
         echo(f"early stop: validation loss has not improved for {config.training.patience} epochs")
-
     curves.update(state.history, final=True)
-    if trial:
-        if best_copy:
-            save(folder / "checkpoint.npz", best_copy[0])
-        return RunResult(folder, state, math.nan, math.nan)
+
     best = ckpt_mod.load(folder / "checkpoint.npz")
-    test = train.evaluate(best.params, config.model.activation, data.test,
-                          scaling=best.scaling)
+    test = train.evaluate(best.params, config.model.activation, data.test, scaling=best.scaling)
     # Recorded in the checkpoint, so that what serves or exports it can say how good it is
     # without the test set at hand.
     best.meta["test"] = {"accuracy": test.accuracy, "loss": test.loss, "n": len(data.test)}
@@ -181,6 +140,85 @@ def train_run(config: config_mod.Config, folder: Path, *, resume: str | os.PathL
     return RunResult(folder, state, test.accuracy, test.loss)
 
 
+def trial_run(config: config_mod.Config, folder: Path, data: data_mod.Data, *,
+              epoch_hook: Callable[[dict], None], progress: bool = False,
+              stop: train.StopFlag | None = None) -> train.State:
+    """A sweep's trial: train into ``folder`` and keep only what choosing among trials needs.
+
+    Unlike :func:`train_run`: no test at the end (trials are chosen on validation only, and the
+    winner tested once), no ``last.npz`` (a cut-off trial is rerun, not resumed), no
+    ``runs/latest`` link and no ``curves.png`` (``mlp report`` draws the best trials'), and the
+    best epoch is written once, when the trial ends, not at every improvement. A run already in
+    ``folder`` is replaced. The caller checks the memory (:func:`mnist_mlp.train.check_memory`)
+    before loading ``data``.
+
+    Parameters
+    ----------
+    config : Config
+    folder : Path
+    data : Data
+        The dataset, already loaded for this config (a sweep's trials share it).
+    epoch_hook : callable
+        ``epoch_hook(row)`` after each epoch's row is written; an exception it raises (a
+        pruned trial) ends the trial there.
+    progress : bool
+    stop : StopFlag, optional
+
+    Raises
+    ------
+    TrainingInterrupted
+        When stopped; nothing is kept to resume from.
+    TrainingDiverged
+        When the loss becomes non-finite.
+    """
+    files = _RunFiles(folder, config, data, [])
+    best: list[train.State] = []  # the best epoch so far, held until the trial ends
+
+    def on_epoch(state: train.State, row: dict, is_best: bool) -> None:
+        files.append(row)
+        if is_best:
+            best[:] = [train.State({k: v.copy() for k, v in state.params.items()}, {},
+                                   **copy.deepcopy(state.meta()))]
+        epoch_hook(row)
+
+    state = _fit(config, data, None, on_epoch, stop, progress)
+    if state.status == "interrupted":
+        raise TrainingInterrupted(f"interrupted at epoch {state.epoch + 1}, step {state.step}")
+    if best:
+        files.save("checkpoint.npz", best[0])
+    return state
+
+
+class _RunFiles:
+    """A run folder's files: ``config.yaml`` and ``metrics.csv`` written anew (with the rows of
+    ``history``) when made, then rows appended and checkpoints saved."""
+
+    def __init__(self, folder: Path, config: config_mod.Config, data: data_mod.Data, history: list[dict]):
+        self.folder, self.config = folder, config
+        self.meta = {"dataset": {"name": data.name, "digest": data.digest}, "classes": list(data.classes),
+                     "input": {"scale": data.scaling[0], "offset": data.scaling[1], "shape": [28, 28]}}
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(folder / "config.yaml", lambda f: f.write(_yaml(config).encode()))
+        self.metrics = folder / "metrics.csv"
+        _write_metrics(self.metrics, history)
+
+    def append(self, row: dict) -> None:
+        _append_metrics(self.metrics, row)
+
+    def save(self, name: str, state: train.State) -> None:
+        ckpt_mod.save(self.folder / name, ckpt_mod.Checkpoint(state.params, self.config,
+                                                              {**self.meta, **state.meta()}, state.momentum))
+
+
+def _fit(config: config_mod.Config, data: data_mod.Data, state: train.State | None,
+         on_epoch: train.EpochCallback, stop: train.StopFlag | None, progress: bool) -> train.State:
+    """:func:`mnist_mlp.train.fit` with the config's distortions, Ctrl-C ending it between steps."""
+    flag = stop or train.StopFlag()
+    with train.stop_on_sigint(flag):
+        return train.fit(config, data, state, on_epoch=on_epoch, stop=flag, progress=progress,
+                         augment=_augmenter(config))
+
+
 class _Curves:
     """Keeps ``curves.png`` in the run folder current, if matplotlib is installed.
 
@@ -188,11 +226,11 @@ class _Curves:
     ``every`` seconds, and once more at the end.
     """
 
-    def __init__(self, folder: Path, every: float = 15.0, enabled: bool = True):
+    def __init__(self, folder: Path, every: float = 15.0):
         from mnist_mlp import plots
 
         self.path, self.every = folder / "curves.png", every
-        self.enabled, self.last = enabled and plots.have_matplotlib(), float("-inf")
+        self.enabled, self.last = plots.have_matplotlib(), float("-inf")
         self.title = f"{folder.name}: learning curves"
 
     def update(self, history: list[dict], final: bool = False) -> None:

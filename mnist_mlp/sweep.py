@@ -522,8 +522,8 @@ class Worker:
             config = self.spec.config_for({p.key: p.suggest(trial) for p in self.spec.parameters})
             train.check_memory(config)
             with _Heartbeat(trial):
-                run.train_run(config, folder, force=True, progress=self.progress, echo=lambda line: None,
-                              stop=stop, data=self._data_for(config), trial=True, epoch_hook=report)
+                run.trial_run(config, folder, self._data_for(config), epoch_hook=report,
+                              progress=self.progress, stop=stop)
         except optuna.TrialPruned:
             trial.set_user_attr("run", {"seconds": time.perf_counter() - started, "epochs": best["epochs"]})
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -545,8 +545,6 @@ class Worker:
         else:
             trial.set_user_attr("run", {"seconds": time.perf_counter() - started, "epochs": best["epochs"]})
             study.tell(trial, best["value"])
-        finally:
-            (folder / "last.npz").unlink(missing_ok=True)
         self._keep_best_checkpoints(study)
         write_results(study, self.spec, self.folder)
         self.on_trial(trial)
