@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -15,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import require
+
 from mnist_mlp import train
 from mnist_mlp.errors import ConfigError
 
@@ -188,7 +189,7 @@ def test_a_dead_workers_trial_is_failed_and_its_budget_given_to_a_new_one(tiny_a
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     trial = study.ask()  # as a worker left it when kill -9 ended it: RUNNING, its process gone
     trial.suggest_float("training.lr", 0.01, 0.3, log=True)
-    trial.set_user_attr("worker", {"host": sweep.socket.gethostname(), "pid": int(gone.stdout),
+    trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": int(gone.stdout),
                                    "boot": sweep._boot_id()})
     other = study.ask()  # a trial of another machine whose heartbeat stopped two minutes ago
     other.set_user_attr("worker", {"host": "elsewhere", "pid": os.getpid()})
@@ -205,7 +206,7 @@ def test_a_live_workers_trial_is_left_alone(tiny_as_mnist, tmp_path):
     spec = sweep.load_spec(write_spec(tmp_path / "spec"))
     study = sweep.create_study(spec, optuna.storages.InMemoryStorage())
     trial = study.ask()
-    trial.set_user_attr("worker", {"host": sweep.socket.gethostname(), "pid": os.getpid(), "boot": sweep._boot_id()})
+    trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid(), "boot": sweep._boot_id()})
     away = study.ask()
     away.set_user_attr("worker", {"host": "elsewhere", "pid": 1})
     away.set_user_attr("heartbeat", time.time())

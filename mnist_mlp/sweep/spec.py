@@ -1,0 +1,234 @@
+"""The sweep file: W&B's spelling (``method``, ``metric``, ``parameters``, ``early_terminate``,
+``run_cap``) plus ``base``, read and checked so that every config a trial samples is valid."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mnist_mlp import config as config_mod
+from mnist_mlp import train
+from mnist_mlp.errors import ConfigError
+
+METHODS = ("grid", "random", "bayes")
+METRICS = {"val_acc": "maximize", "val_loss": "minimize"}
+DISTRIBUTIONS = ("constant", "categorical", "uniform", "int_uniform", "q_uniform", "log_uniform_values")
+TOP_KEYS = ("base", "method", "metric", "run_cap", "early_terminate", "parameters", "name", "description")
+
+
+@dataclass
+class Parameter:
+    """One searched config key: fixed ``values`` (a grid's or a categorical choice), or a range."""
+
+    key: str
+    distribution: str
+    values: list | None = None
+    low: float | None = None
+    high: float | None = None
+    q: float | None = None
+
+    def suggest(self, trial) -> Any:
+        if self.distribution == "constant":
+            return self.values[0]
+        if self.distribution == "categorical":
+            # Optuna's choices must be scalars: lists (model.hidden) travel as their YAML text.
+            choice = trial.suggest_categorical(self.key, [_encode(v) for v in self.values])
+            return _decode(choice)
+        if self.distribution == "int_uniform":
+            return trial.suggest_int(self.key, int(self.low), int(self.high))
+        if self.distribution == "log_uniform_values":
+            return trial.suggest_float(self.key, self.low, self.high, log=True)
+        return trial.suggest_float(self.key, self.low, self.high, step=self.q)
+
+    def extremes(self) -> list:
+        """Values that bound what this parameter can take, to check against the config's rules."""
+        if self.values is not None:
+            return list(self.values)
+        low = int(self.low) if self.distribution == "int_uniform" else self.low
+        high = int(self.high) if self.distribution == "int_uniform" else self.high
+        return [low, high]
+
+
+def _encode(value):
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
+
+
+def _decode(value):
+    if isinstance(value, str) and value[:1] in "[{":
+        return json.loads(value)
+    return value
+
+
+@dataclass
+class Spec:
+    """A validated sweep file."""
+
+    path: Path
+    name: str
+    base: config_mod.Config
+    base_path: Path | None
+    method: str
+    metric: str
+    goal: str
+    run_cap: int
+    parameters: list[Parameter]
+    hyperband: dict | None = None  # {"min_iter": int, "eta": int}
+    raw: dict = field(default_factory=dict)
+
+    def config_for(self, values: dict[str, Any]) -> config_mod.Config:
+        """The base config with ``values`` (key -> value) applied and validated as ``mlp train`` would."""
+        return config_mod.apply_overrides(self.base, [f"{k}={json.dumps(v)}" for k, v in values.items()])
+
+    def grid(self) -> dict[str, list]:
+        return {p.key: [_encode(v) for v in p.values] for p in self.parameters}
+
+
+def _fail(path, message: str) -> ConfigError:
+    return ConfigError(f"{path}: {message}")
+
+
+def _suggest(key: str, known) -> str:
+    return config_mod._suggest(key, list(known), list(known))
+
+
+def load_spec(path: str | os.PathLike, run_cap: int | None = None) -> Spec:
+    """Read and check a sweep file; every sampled config is then valid by construction.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown key (with the nearest suggested), a bad method, metric or distribution,
+        a parameter that is not a config key, or a value a config would refuse.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read sweep file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise _fail(path, f"not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(tree, dict):
+        raise _fail(path, "a sweep file is a mapping (base, method, metric, parameters, ...)")
+    for key in tree:
+        if key not in TOP_KEYS:
+            raise _fail(path, f"unknown key {key!r}{_suggest(str(key), TOP_KEYS)}")
+    base_path = None
+    if tree.get("base") is not None:
+        base_path = (path.parent / str(tree["base"])).resolve()
+        if not base_path.exists():
+            raise _fail(path, f"base {tree['base']!r} not found (looked for {base_path}; it is relative to the "
+                              f"sweep file)")
+    base = config_mod.load_config(base_path)
+    method = tree.get("method", "bayes")
+    if method not in METHODS:
+        raise _fail(path, f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    metric = tree.get("metric") or {}
+    if not isinstance(metric, dict):
+        raise _fail(path, f"metric must be a mapping like {{name: val_acc, goal: maximize}}, got {metric!r}")
+    for key in metric:
+        if key not in ("name", "goal"):
+            raise _fail(path, f"unknown key 'metric.{key}'{_suggest(str(key), ('name', 'goal'))}")
+    name = metric.get("name", "val_acc")
+    if name not in METRICS:
+        raise _fail(path, f"metric.name must be one of {', '.join(METRICS)}, got {name!r}")
+    goal = metric.get("goal", METRICS[name])
+    if goal not in ("maximize", "minimize"):
+        raise _fail(path, f"metric.goal must be maximize or minimize, got {goal!r}")
+    if not base.data.validation:
+        raise _fail(path, "the base config has no validation split (data.validation is 0), and trials are "
+                          "chosen on validation only")
+    params = _parameters(path, tree.get("parameters"), method)
+    hyperband = _early_terminate(path, tree.get("early_terminate"))
+    cap = run_cap if run_cap is not None else tree.get("run_cap")
+    if method == "grid" and cap is None:
+        cap = math.prod(len(p.values) for p in params)
+    if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
+        raise _fail(path, f"run_cap must be a whole number >= 1 (trials in the whole study), got {cap!r}")
+    spec = Spec(path, str(tree.get("name") or path.stem), base, base_path, method, name, goal, cap, params,
+                hyperband, tree)
+    for p in params:  # every value a trial can be given passes the config's own rules
+        for value in p.extremes():
+            try:
+                config = spec.config_for({p.key: value})
+            except ConfigError as exc:
+                raise _fail(path, f"parameters.{p.key}: {value!r} would not be a valid config: "
+                                  f"{str(exc).split(': ', 1)[-1]}") from None
+            train.check_memory(config)
+    return spec
+
+
+def _parameters(path, tree, method) -> list[Parameter]:
+    if not isinstance(tree, dict) or not tree:
+        raise _fail(path, "parameters must map config keys to their values or distributions, e.g. "
+                          "training.lr: {min: 0.01, max: 0.1}")
+    known = config_mod.keys()
+    out = []
+    for key, body in tree.items():
+        where = f"parameters.{key}"
+        if key not in known:
+            raise _fail(path, f"{where}: {key!r} is not a config key{_suggest(str(key), known)}")
+        if not isinstance(body, dict):
+            raise _fail(path, f"{where} must be a mapping with values, value, or a distribution with min and max")
+        allowed = ("distribution", "values", "value", "min", "max", "q")
+        for k in body:
+            if k not in allowed:
+                raise _fail(path, f"unknown key '{where}.{k}'{_suggest(str(k), allowed)}")
+        dist = body.get("distribution") or ("constant" if "value" in body else
+                                            "categorical" if "values" in body else
+                                            "int_uniform" if isinstance(body.get("min"), int) and
+                                            isinstance(body.get("max"), int) else "uniform")
+        if dist not in DISTRIBUTIONS:
+            raise _fail(path, f"{where}.distribution must be one of {', '.join(DISTRIBUTIONS)}, got {dist!r}")
+        if dist == "constant":
+            if "value" not in body:
+                raise _fail(path, f"{where}: distribution constant needs value")
+            p = Parameter(key, "categorical", values=[body["value"]])
+        elif dist == "categorical":
+            values = body.get("values")
+            if not isinstance(values, list) or not values:
+                raise _fail(path, f"{where}.values must be a non-empty list, got {values!r}")
+            p = Parameter(key, dist, values=values)
+        else:
+            low, high = body.get("min"), body.get("max")
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+                raise _fail(path, f"{where}: distribution {dist} needs numbers min and max, got {low!r} and {high!r}")
+            if not low < high:
+                raise _fail(path, f"{where}: min must be < max, got {low} and {high}")
+            if dist == "log_uniform_values" and low <= 0:
+                raise _fail(path, f"{where}: log_uniform_values needs min > 0, got {low}")
+            if dist == "int_uniform" and not (float(low).is_integer() and float(high).is_integer()):
+                raise _fail(path, f"{where}: int_uniform needs whole numbers, got {low} and {high}")
+            q = body.get("q")
+            if dist == "q_uniform" and not (isinstance(q, (int, float)) and q > 0):
+                raise _fail(path, f"{where}: q_uniform needs q > 0, got {q!r}")
+            p = Parameter(key, dist, low=float(low), high=float(high), q=float(q) if q else None)
+        if method == "grid" and p.values is None:
+            raise _fail(path, f"{where}: method grid needs a list of values for every parameter, not a "
+                              f"distribution")
+        out.append(p)
+    return out
+
+
+def _early_terminate(path, tree) -> dict | None:
+    if tree is None:
+        return None
+    if not isinstance(tree, dict):
+        raise _fail(path, f"early_terminate must be a mapping like {{type: hyperband, min_iter: 2}}, got {tree!r}")
+    allowed = ("type", "min_iter", "eta", "max_iter", "s")
+    for k in tree:
+        if k not in allowed:
+            raise _fail(path, f"unknown key 'early_terminate.{k}'{_suggest(str(k), allowed)}")
+    if tree.get("type") != "hyperband":
+        raise _fail(path, f"early_terminate.type must be hyperband, got {tree.get('type')!r}")
+    min_iter, eta = tree.get("min_iter", 1), tree.get("eta", 3)
+    for key, value in (("min_iter", min_iter), ("eta", eta)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key == "min_iter" else 2):
+            raise _fail(path, f"early_terminate.{key} must be a whole number >= {1 if key == 'min_iter' else 2}, "
+                              f"got {value!r}")
+    return {"min_iter": min_iter, "eta": eta}

@@ -1,0 +1,201 @@
+"""The study in its storage: opening it, counting its trials against the cap, and failing the
+trials whose worker died (each worker's heartbeat)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+from mnist_mlp.errors import MlpError
+from mnist_mlp.sweep.spec import Spec
+
+INSTALL_HINT = "mlp sweep needs Optuna: pip install 'mnist-mlp[sweep]' (optuna, plus psycopg for PostgreSQL)"
+HEARTBEAT_S = 10.0
+STALE_AFTER_S = 60.0  # a RUNNING trial of another host with no heartbeat for this long is dead
+
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise MlpError(INSTALL_HINT) from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def storage_url(url: str | None, folder: Path) -> str:
+    """What Optuna is given: the journal file in ``folder``, or ``url`` (psycopg 3 for PostgreSQL)."""
+    if url is None:
+        return f"journal:{folder / 'study.journal'}"
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def open_storage(url: str):
+    """An Optuna storage for :func:`storage_url`'s answer."""
+    optuna = _optuna()
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url.split(":", 1)[1]))
+    if url.startswith("sqlite"):
+        raise MlpError("--storage sqlite:// locks up with several workers writing at once (Optuna's FAQ); "
+                       "leave --storage out for the journal file on one machine, or use postgresql://")
+    tries = 8
+    try:
+        for attempt in range(tries):
+            try:
+                # No Optuna heartbeat: it works inside optimize() only; workers here record their own.
+                return optuna.storages.RDBStorage(url)
+            except Exception as exc:  # workers creating the tables at the same moment: all but one lose
+                if attempt == tries - 1 or not _is_creation_race(exc):
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+    except ImportError as exc:
+        raise MlpError(f"--storage {_redact(url)}: a database driver is missing ({exc}); "
+                       f"pip install 'mnist-mlp[sweep]'") from None
+    except Exception as exc:  # sqlalchemy's errors: a bad URL, a server that does not answer
+        raise MlpError(f"--storage {_redact(url)}: cannot open it ({type(exc).__name__}: "
+                       f"{str(exc).splitlines()[0]})") from None
+
+
+def _redact(url: str) -> str:
+    head, sep, tail = url.partition("@")
+    if not sep:
+        return url
+    scheme, _, credentials = head.partition("://")
+    user, colon, _ = credentials.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{tail}"
+
+
+def create_study(spec: Spec, storage, sampler_seed: int | None = None, tries: int = 8):
+    """Create the study, or load it if another worker did (retrying the schema race of RDBs)."""
+    optuna = _optuna()
+    if spec.method == "grid":
+        sampler = optuna.samplers.GridSampler(spec.grid(), seed=sampler_seed)
+    elif spec.method == "random":
+        sampler = optuna.samplers.RandomSampler(seed=sampler_seed)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=sampler_seed)
+    if spec.hyperband:
+        pruner = optuna.pruners.HyperbandPruner(min_resource=spec.hyperband["min_iter"],
+                                                max_resource=spec.base.training.epochs,
+                                                reduction_factor=spec.hyperband["eta"])
+    else:
+        pruner = optuna.pruners.NopPruner()
+    for attempt in range(tries):
+        try:
+            study = optuna.create_study(storage=storage, sampler=sampler, pruner=pruner, study_name=spec.name,
+                                        direction=spec.goal, load_if_exists=True)
+            break
+        except Exception as exc:  # two workers creating the tables or the study at once
+            if attempt == tries - 1 or not _is_creation_race(exc):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    if study.direction.name.lower() != spec.goal:
+        raise MlpError(f"study {spec.name!r} in this storage goes the other way ({study.direction.name.lower()}); "
+                       f"name this sweep otherwise (name: in the sweep file)")
+    study.set_user_attr("spec", spec.raw)
+    return study
+
+
+def _is_creation_race(exc: Exception) -> bool:
+    text = f"{type(exc).__name__} {exc}"
+    return any(sign in text for sign in ("already exists", "UniqueViolation", "duplicate key", "IntegrityError"))
+
+
+def _counts(study) -> dict[str, int]:
+    from optuna.trial import TrialState
+
+    out = {"complete": 0, "pruned": 0, "fail": 0, "running": 0}
+    for t in study.get_trials(deepcopy=False):
+        if t.user_attrs.get("discarded"):
+            continue
+        key = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "fail",
+               TrialState.RUNNING: "running", TrialState.WAITING: "running"}[t.state]
+        out[key] += 1
+    return out
+
+
+def _budget_used(trials) -> list:
+    """Trials that count against run_cap: finished (complete, pruned, or failed of themselves)
+    or under way; not those cut off or whose worker died, whose places go to new trials."""
+    from optuna.trial import TrialState
+
+    used = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+    return [t for t in trials if (t.state in used or t.user_attrs.get("charged")) and not t.user_attrs.get("discarded")]
+
+
+def fail_dead_trials(study, now: float | None = None) -> list[int]:
+    """Mark failed every RUNNING trial whose worker is gone; return their numbers.
+
+    Dead: on this host, its process no longer exists; elsewhere, no heartbeat for
+    :data:`STALE_AFTER_S`. (Optuna's own heartbeat covers RDB storages inside ``optimize()``;
+    this covers the journal file and ask-and-tell workers too.)
+    """
+    from optuna.trial import TrialState
+
+    now = time.time() if now is None else now
+    host = socket.gethostname()
+    dead = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        who = _worker(t)
+        if who.get("host") == host:
+            gone = not _alive(int(who["pid"])) or who.get("boot") != _boot_id()
+        else:  # another machine's, or one whose worker died before it said who it is
+            gone = now - float(t.user_attrs.get("heartbeat", t.datetime_start.timestamp())) > STALE_AFTER_S
+        if gone:
+            with contextlib.suppress(Exception):  # another worker may have failed it first
+                study._storage.set_trial_user_attr(t._trial_id, "failed_because", "its worker died")
+                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                dead.append(t.number)
+    return dead
+
+
+def _worker(trial) -> dict:
+    """Who runs (or ran) ``trial``: host, pid, boot, sampler_seed, folder ({} until it said)."""
+    return trial.user_attrs.get("worker") or {}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+class _Heartbeat:
+    """Records, every :data:`HEARTBEAT_S` seconds, that this worker's trial is alive."""
+
+    def __init__(self, trial):
+        self.trial = trial
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True, name="mnist_mlp-heartbeat")
+
+    def _beat(self):
+        while not self.done.wait(HEARTBEAT_S):
+            with contextlib.suppress(Exception):  # the trial may have just finished
+                self.trial.set_user_attr("heartbeat", time.time())
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join(5)

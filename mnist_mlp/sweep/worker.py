@@ -1,0 +1,139 @@
+"""A worker: asks the study for trials and runs each as an ordinary run folder, until the cap."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from mnist_mlp import config as config_mod
+from mnist_mlp import run, train
+from mnist_mlp.errors import MlpError
+from mnist_mlp.sweep.results import write_results
+from mnist_mlp.sweep.spec import Spec
+from mnist_mlp.sweep.study import (
+    _boot_id,
+    _budget_used,
+    _Heartbeat,
+    _optuna,
+    _worker,
+    create_study,
+    fail_dead_trials,
+    open_storage,
+)
+
+KEEP_CHECKPOINTS = 3  # trials whose checkpoint.npz is kept: the best few
+
+
+@dataclass
+class Worker:
+    """Runs trials of one study until the study has ``run_cap`` of them, in this process."""
+
+    spec: Spec
+    folder: Path
+    storage_url: str
+    seed: int
+    progress: bool = False
+    on_trial: Callable[[Any], None] = lambda trial: None
+    _data: dict = field(default_factory=dict)
+
+    def run(self, stop: train.StopFlag | None = None) -> None:
+        optuna = _optuna()
+        study = create_study(self.spec, open_storage(self.storage_url), sampler_seed=self.seed)
+        stop = stop or train.StopFlag()
+        while not stop.requested:
+            fail_dead_trials(study)
+            if len(_budget_used(study.get_trials(deepcopy=False))) >= self.spec.run_cap:
+                return
+            trial = study.ask()
+            earlier = [t for t in _budget_used(study.get_trials(deepcopy=False)) if t.number < trial.number]
+            if len(earlier) >= self.spec.run_cap:  # another worker took the last place meanwhile
+                trial.set_user_attr("discarded", "asked past run_cap by a worker racing another")
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                return
+            self._run_trial(study, trial, stop)
+
+    def _run_trial(self, study, trial, stop) -> None:
+        optuna = _optuna()
+        folder = self.folder / "trials" / str(trial.number)
+        # Who runs it, in one write (each write to a journal file is an fsync): a trial is checked by
+        # its process once this is there, and by its age until then.
+        trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid(), "boot": _boot_id(),
+                                       "sampler_seed": self.seed, "folder": str(folder)})
+        sign = 1 if self.spec.goal == "maximize" else -1
+        best = {"value": None, "epochs": 0}
+        pruning = self.spec.hyperband is not None
+
+        config = None
+
+        def report(row: dict) -> None:
+            value = row[self.spec.metric]
+            best["epochs"] = int(row["epoch"])
+            if best["value"] is None or sign * value > sign * best["value"]:
+                best["value"] = value
+            if not pruning:
+                return  # each report is a write to the storage; only a pruner reads them
+            trial.report(value, int(row["epoch"]))
+            # After the last epoch there is nothing left to save: the trial completes.
+            if int(row["epoch"]) < config.training.epochs and trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {row['epoch']}")
+
+        started = time.perf_counter()
+        try:
+            config = self.spec.config_for({p.key: p.suggest(trial) for p in self.spec.parameters})
+            train.check_memory(config)
+            with _Heartbeat(trial):
+                run.trial_run(config, folder, self._data_for(config), epoch_hook=report,
+                              progress=self.progress, stop=stop)
+        except optuna.TrialPruned:
+            trial.set_user_attr("run", {"seconds": time.perf_counter() - started, "epochs": best["epochs"]})
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            _drop_checkpoints(folder)
+        except (run.TrainingInterrupted, KeyboardInterrupt):
+            trial.set_user_attr("failed_because", "interrupted (Ctrl-C)")
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            _drop_checkpoints(folder)
+            raise
+        except Exception as exc:
+            # The trial's own failure (a loss that diverged, say) uses up its place, unlike a
+            # trial cut off or whose worker died: else a sampler fond of a bad region would never stop.
+            trial.set_user_attr("failed_because", f"{type(exc).__name__}: {exc}"[:500])
+            trial.set_user_attr("charged", True)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            _drop_checkpoints(folder)
+            if not isinstance(exc, MlpError):
+                raise
+        else:
+            trial.set_user_attr("run", {"seconds": time.perf_counter() - started, "epochs": best["epochs"]})
+            study.tell(trial, best["value"])
+        self._keep_best_checkpoints(study)
+        write_results(study, self.spec, self.folder)
+        self.on_trial(trial)
+
+    def _data_for(self, config: config_mod.Config):
+        d = config.data
+        key = (d.dataset, d.validation, config.training.seed, d.subset, d.dir)
+        if key not in self._data:
+            self._data.clear()  # one dataset at a time: a sweep over seeds should not pile them up
+            self._data[key] = run.load_data(config, progress=False)
+        return self._data[key]
+
+    def _keep_best_checkpoints(self, study) -> None:
+        from optuna.trial import TrialState
+
+        done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+        done.sort(key=lambda t: t.value, reverse=self.spec.goal == "maximize")
+        for t in done[KEEP_CHECKPOINTS:]:
+            folder = _worker(t).get("folder")
+            if folder and _worker(t).get("host") == socket.gethostname():
+                _drop_checkpoints(Path(folder))
+
+
+def _drop_checkpoints(folder: Path) -> None:
+    for name in ("checkpoint.npz", "last.npz"):
+        with contextlib.suppress(OSError):
+            (folder / name).unlink()
