@@ -6,10 +6,10 @@ CONFIG ?= configs/default.yaml
 EXTRAS := dev,plot,export,serve,sweep
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast train smoke eval bench download serve clean
+.PHONY: help install test test-fast check check-format check-style check-types format train smoke eval bench download serve clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 # Two stamps: training needs only the package and its core dependencies; the tests need
 # every extra (plots, export, serving, sweeps) and the dev tools.
@@ -30,6 +30,21 @@ test: install  ## run the whole test suite (real-data tests need MNIST_MLP_MIRRO
 
 test-fast: install  ## the tests that need no real data
 	$(BIN)/python -m pytest -m "not realdata"
+
+check: check-format check-style check-types  ## every static check CI runs: formatting, lint, types
+
+check-format: install  ## ruff format --check (make format fixes it)
+	$(BIN)/ruff format --check .
+
+check-style: install  ## ruff check: pycodestyle, pyflakes, import order, bugbear, ...
+	$(BIN)/ruff check .
+
+check-types: install  ## mypy over the package
+	$(BIN)/mypy
+
+format: install  ## reformat the tree and apply ruff's safe fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 download: $(VENV)/.core  ## fetch and verify MNIST and Fashion-MNIST into the cache
 	$(BIN)/mlp download --dataset all

@@ -7,5 +7,13 @@ mnist_mlp runs its NumPy code instead.
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("mnist_mlp.fast._kernels", ["mnist_mlp/fast/_kernels.c"], optional=True,
-                             extra_compile_args=["-O3", "-Wno-psabi"])])
+setup(
+    ext_modules=[
+        Extension(
+            "mnist_mlp.fast._kernels",
+            ["mnist_mlp/fast/_kernels.c"],
+            optional=True,
+            extra_compile_args=["-O3", "-Wno-psabi"],
+        )
+    ]
+)

@@ -12,16 +12,17 @@ two small matrix products for the whole batch at once. The affine part (rotation
 shear, translation about the centre) gives each output pixel a source position; the elastic
 field is added to it; then one gathered bilinear interpolation resamples the whole batch.
 Nothing loops over images in Python. Where the compiled kernels are built,
-:func:`mnist_mlp.fast.kernels.distort` does the blurring and resampling of each digit in one pass
-(0.44 s an epoch instead of 1.0 s); the NumPy code here is its definition, and the random draws are the same.
+:func:`mnist_mlp.fast.kernels.distort` does the blurring and resampling of each digit in one
+pass (0.44 s an epoch instead of 1.0 s); the NumPy code here is its definition, and the random
+draws are the same.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from mnist_mlp.fast import kernels
 from mnist_mlp.config import AugmentConfig
+from mnist_mlp.fast import kernels
 
 SIDE = 28
 _CENTRE = (SIDE - 1) / 2
@@ -48,7 +49,9 @@ class Augmenter:
         ys, xs = np.mgrid[0:SIDE, 0:SIDE].astype(np.float32)
         self._grid = np.stack([ys.ravel() - _CENTRE, xs.ravel() - _CENTRE])  # (2, 784), centred
 
-    CHUNK = 16  # images at a time in NumPy: the temporaries then stay small and in cache (2x faster)
+    CHUNK = (
+        16  # images at a time in NumPy: the temporaries then stay small and in cache (2x faster)
+    )
 
     def __call__(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if not self.config.enabled:
@@ -63,8 +66,14 @@ class Augmenter:
                 out = kernels.distort(images, inverse, uniform, self._g, c.elastic_alpha)
             else:
                 chunks = [slice(i, i + self.CHUNK) for i in range(0, b, self.CHUNK)]
-                out = np.concatenate([self._resample(images[s], inverse[s], None if uniform is None else uniform[:, s])
-                                      for s in chunks])
+                out = np.concatenate(
+                    [
+                        self._resample(
+                            images[s], inverse[s], None if uniform is None else uniform[:, s]
+                        )
+                        for s in chunks
+                    ]
+                )
         else:
             out = images.copy()
         if c.flip:  # mirror left-right: exact, no resampling
@@ -98,7 +107,9 @@ class Augmenter:
         det = (a * d - bb * cc) * scale
         return np.stack([d / det, -bb / det, -cc / det, a / det, shift[0], shift[1]], axis=1)
 
-    def _resample(self, images: np.ndarray, inverse: np.ndarray, uniform: np.ndarray | None) -> np.ndarray:
+    def _resample(
+        self, images: np.ndarray, inverse: np.ndarray, uniform: np.ndarray | None
+    ) -> np.ndarray:
         """The definition of :func:`mnist_mlp.fast.kernels.distort`, in NumPy, for a few images.
 
         Parameters
@@ -150,8 +161,11 @@ def _bilinear(images: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
     x = np.clip(x + 1, 0, w + 0.999)
     y0, x0 = np.floor(y), np.floor(x)
     fy, fx = y - y0, x - x0
-    top_left = (y0.astype(np.intp) * (w + 2) + x0.astype(np.intp)
-                + (np.arange(b) * (h + 2) * (w + 2))[:, None])
+    top_left = (
+        y0.astype(np.intp) * (w + 2)
+        + x0.astype(np.intp)
+        + (np.arange(b) * (h + 2) * (w + 2))[:, None]
+    )
     a, bb = flat.take(top_left), flat.take(top_left + 1)
     c, d = flat.take(top_left + w + 2), flat.take(top_left + w + 3)
     top = a + fx * (bb - a)
@@ -179,7 +193,9 @@ def preview(images: np.ndarray, config: AugmentConfig, variants: int = 7, seed: 
     distorted = augmenter(repeated, rng).reshape(len(images), variants, SIDE, SIDE)
     rows = [[img.reshape(SIDE, SIDE), *distorted[i]] for i, img in enumerate(images)]
     c = config
-    title = (f"original, then {variants} distortions: rotate ±{c.rotate:g}°, scale ±{c.scale:g}, "
-             f"shear ±{c.shear:g}°, shift ±{c.translate:g} px, elastic alpha {c.elastic_alpha:g} "
-             f"sigma {c.elastic_sigma:g}, mirrored {100 * c.flip:g}%")
+    title = (
+        f"original, then {variants} distortions: rotate ±{c.rotate:g}°, scale ±{c.scale:g}, "
+        f"shear ±{c.shear:g}°, shift ±{c.translate:g} px, elastic alpha {c.elastic_alpha:g} "
+        f"sigma {c.elastic_sigma:g}, mirrored {100 * c.flip:g}%"
+    )
     return digit_grid(rows, title=title)

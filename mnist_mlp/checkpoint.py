@@ -71,8 +71,12 @@ class Checkpoint:
 
 def save(path: str | os.PathLike, ckpt: Checkpoint) -> None:
     """Write ``ckpt`` to ``path`` atomically (the previous file survives any failure)."""
-    meta = {**ckpt.meta, "format": FORMAT, "version": VERSION,
-            "config": config_mod.to_dict(ckpt.config)}
+    meta = {
+        **ckpt.meta,
+        "format": FORMAT,
+        "version": VERSION,
+        "config": config_mod.to_dict(ckpt.config),
+    }
     arrays = {f"param/{k}": v for k, v in ckpt.params.items()}
     arrays.update({f"momentum/{k}": v for k, v in ckpt.momentum.items()})
     for key, value in arrays.items():
@@ -81,7 +85,8 @@ def save(path: str | os.PathLike, ckpt: Checkpoint) -> None:
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda f: np.savez(f, **arrays))
+    # (NumPy's stubs take **arrays for its allow_pickle keyword)
+    atomic_write(path, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
 
 
 def load(path: str | os.PathLike) -> Checkpoint:
@@ -106,10 +111,14 @@ def load(path: str | os.PathLike) -> Checkpoint:
             arrays = {key: npz[key] for key in npz.files}
     except ValueError as exc:
         if "pickle" in str(exc).lower() or "object" in str(exc).lower():
-            raise CheckpointError(f"{path}: holds pickled objects, which are never loaded") from None
+            raise CheckpointError(
+                f"{path}: holds pickled objects, which are never loaded"
+            ) from None
         raise CheckpointError(f"{path}: not a valid checkpoint ({exc})") from None
     except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise CheckpointError(f"{path}: not a valid checkpoint ({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(
+            f"{path}: not a valid checkpoint ({type(exc).__name__}: {exc})"
+        ) from None
     return _validate(path, arrays)
 
 
@@ -127,11 +136,15 @@ def _validate(path: Path, arrays: dict[str, np.ndarray]) -> Checkpoint:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise fail("not a checkpoint written by mnist_mlp")
     if meta.get("version") != VERSION:
-        raise fail(f"format version {meta.get('version')!r} is not supported (this mlp reads version "
-                   f"{VERSION}); use the mnist_mlp release that wrote it")
+        raise fail(
+            f"format version {meta.get('version')!r} is not supported (this mlp reads version "
+            f"{VERSION}); use the mnist_mlp release that wrote it"
+        )
     recorded = meta.get("input")
-    if not (isinstance(recorded, dict) and all(isinstance(recorded.get(k), (int, float))
-                                                for k in ("scale", "offset"))):
+    if not (
+        isinstance(recorded, dict)
+        and all(isinstance(recorded.get(k), (int, float)) for k in ("scale", "offset"))
+    ):
         raise fail("its metadata does not record the input scaling (input.scale, input.offset)")
     try:
         config = config_mod.from_dict(meta.pop("config", {}), "its config")
@@ -140,10 +153,12 @@ def _validate(path: Path, arrays: dict[str, np.ndarray]) -> Checkpoint:
     form = meta.setdefault("momentum_form", "velocity")
     if form not in FORMS:
         raise fail(f"its momentum_form {form!r} is not one of {', '.join(FORMS)}")
-    for key in [k for k in arrays if k.startswith("velocity/")]:  # as files before 'momentum/' named it
+    old_names = [k for k in arrays if k.startswith("velocity/")]  # before 'momentum/' named it
+    for key in old_names:
         arrays[key.replace("velocity/", "momentum/", 1)] = arrays.pop(key)
     shapes = param_shapes(layer_sizes(config.model.hidden))
-    params, momentum = {}, {}
+    params: Params = {}
+    momentum: Params = {}
     for group, target, required in (("param", params, True), ("momentum", momentum, False)):
         present = {k.split("/", 1)[1] for k in arrays if k.startswith(group + "/")}
         if not present and not required:
@@ -151,7 +166,10 @@ def _validate(path: Path, arrays: dict[str, np.ndarray]) -> Checkpoint:
         missing, extra = set(shapes) - present, present - set(shapes)
         if missing or extra:
             what = f"missing {sorted(missing)}" if missing else f"unexpected {sorted(extra)}"
-            raise fail(f"{group} arrays {what} for a {'-'.join(map(str, layer_sizes(config.model.hidden)))} net")
+            raise fail(
+                f"{group} arrays {what} for a "
+                f"{'-'.join(map(str, layer_sizes(config.model.hidden)))} net"
+            )
         for key, shape in shapes.items():
             array = arrays.pop(f"{group}/{key}")
             if array.shape != shape:
@@ -176,6 +194,7 @@ def check_committee(paths: list, members: list[Checkpoint]) -> None:
     CheckpointError
         Naming the member that differs, and how.
     """
+
     def dataset(c: Checkpoint) -> tuple:
         d = c.meta.get("dataset", {})
         return d.get("name") or "an unrecorded dataset", d.get("digest")
@@ -184,11 +203,15 @@ def check_committee(paths: list, members: list[Checkpoint]) -> None:
     for path, other in zip(paths[1:], members[1:]):
         if dataset(other) != dataset(first):
             (name, _), (first_name, _) = dataset(other), dataset(first)
-            why = (f"was trained on {name}, {paths[0]} on {first_name}" if name != first_name else
-                   f"was trained on another copy of {name} than {paths[0]} (its checksum differs)")
+            why = (
+                f"was trained on {name}, {paths[0]} on {first_name}"
+                if name != first_name
+                else f"was trained on another copy of {name} than {paths[0]} (its checksum differs)"
+            )
         elif other.classes != first.classes:
             why = f"has the classes {other.classes}, {paths[0]} {first.classes}"
         else:
             continue
-        raise CheckpointError(f"{path} {why}; the members of a committee must share their dataset "
-                              f"and classes")
+        raise CheckpointError(
+            f"{path} {why}; the members of a committee must share their dataset and classes"
+        )

@@ -62,8 +62,13 @@ def main():
 
 
 @main.command()
-@click.option("--dataset", type=click.Choice(["mnist", "fashion-mnist", "all"]), default="mnist",
-              show_default=True, help="Which dataset to fetch.")
+@click.option(
+    "--dataset",
+    type=click.Choice(["mnist", "fashion-mnist", "all"]),
+    default="mnist",
+    show_default=True,
+    help="Which dataset to fetch.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or notices.")
 def download(dataset, quiet):
     """Fetch a dataset, verify its checksums and cache it as arrays."""
@@ -75,18 +80,35 @@ def download(dataset, quiet):
         entries = dl.ensure(name, options=dl.FetchOptions(progress=not quiet))
         for key, entry in entries.items():
             how = "downloaded from" if entry.fetched else "cached, from"
-            click.echo(f"{name:<13} {key:<12} {str(entry.array.shape):<15} {entry.path}  "
-                       f"({how} {entry.source})")
+            click.echo(
+                f"{name:<13} {key:<12} {entry.array.shape!s:<15} {entry.path}  "
+                f"({how} {entry.source})"
+            )
 
 
 @main.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              help="A YAML config (see configs/); defaults for every key not in it.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override one key, e.g. --set training.lr=0.05 (repeatable).")
-@click.option("--out", type=click.Path(file_okay=False), help="Run folder [default: runs/<config name>].")
-@click.option("--resume", type=click.Path(dir_okay=False), metavar="CKPT",
-              help="Continue the run saved in CKPT (its last.npz).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="A YAML config (see configs/); defaults for every key not in it.",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override one key, e.g. --set training.lr=0.05 (repeatable).",
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False), help="Run folder [default: runs/<config name>]."
+)
+@click.option(
+    "--resume",
+    type=click.Path(dir_okay=False),
+    metavar="CKPT",
+    help="Continue the run saved in CKPT (its last.npz).",
+)
 @click.option("--force", is_flag=True, help="Replace a run already in the run folder.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or per-epoch lines.")
 def train(config_path, overrides, out, resume, force, quiet):
@@ -101,21 +123,32 @@ def train(config_path, overrides, out, resume, force, quiet):
 
     _setup_logging(quiet)
     if resume and config_path:
-        raise click.UsageError("--resume continues a run with its own config; drop --config "
-                               "(--set training.epochs=N may extend it)")
+        raise click.UsageError(
+            "--resume continues a run with its own config; drop --config "
+            "(--set training.epochs=N may extend it)"
+        )
     if resume:
         config = None
         folder = Path(out) if out else Path(resume).parent
         name = folder.name
     else:
         if not config_path and not overrides:
-            raise click.UsageError("give --config PATH (e.g. configs/default.yaml), or --set KEY=VALUE")
+            raise click.UsageError(
+                "give --config PATH (e.g. configs/default.yaml), or --set KEY=VALUE"
+            )
         config = config_mod.load_config(config_path, overrides)
         name = Path(config_path).stem if config_path else "custom"
         folder = Path(out) if out else run.default_folder(config, name)
     try:
-        run.train_run(config, folder, resume=resume, overrides=overrides if resume else (), force=force,
-                      progress=not quiet, echo=(lambda line: None) if quiet else click.echo)
+        run.train_run(
+            config,
+            folder,
+            resume=resume,
+            overrides=overrides if resume else (),
+            force=force,
+            progress=not quiet,
+            echo=(lambda line: None) if quiet else click.echo,
+        )
     except run.TrainingInterrupted as exc:
         click.echo(str(exc), err=True)
         sys.exit(exc.exit_code)
@@ -123,7 +156,9 @@ def train(config_path, overrides, out, resume, force, quiet):
 
 @main.command(name="eval")
 @click.argument("checkpoints", nargs=-1, type=click.Path())
-@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
+@click.option(
+    "--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout, nothing else.")
 def eval_(checkpoints, split, as_json):
     """Accuracy, loss, per-class precision/recall and the confusion matrix of a checkpoint.
@@ -151,15 +186,24 @@ def _format_eval(r: dict) -> str:
     name = f"a committee of {len(members)}" if members else r["checkpoint"]
     lines = [f"{name} on {r['dataset']} {r['split']} ({r['n']} images)"]
     for m in members or []:
-        lines.append(f"  member {m['checkpoint']}: accuracy {100 * m['accuracy']:.2f}%   loss {m['loss']:.4f}")
-    lines += [f"accuracy {100 * r['accuracy']:.2f}%   loss {r['loss']:.4f}"
-              + ("  (the mean of the members' probabilities)" if members else ""), "",
-             f"{'class':>8} {'precision':>9} {'recall':>7} {'support':>7}"]
+        lines.append(
+            f"  member {m['checkpoint']}: accuracy {100 * m['accuracy']:.2f}%   loss "
+            f"{m['loss']:.4f}"
+        )
+    lines += [
+        f"accuracy {100 * r['accuracy']:.2f}%   loss {r['loss']:.4f}"
+        + ("  (the mean of the members' probabilities)" if members else ""),
+        "",
+        f"{'class':>8} {'precision':>9} {'recall':>7} {'support':>7}",
+    ]
     for c, row in zip(classes, r["per_class"]):
         pct = lambda v: "     -" if v is None else f"{100 * v:6.2f}%"  # noqa: E731
         lines.append(f"{c:>8}   {pct(row['precision'])} {pct(row['recall'])} {row['support']:>7}")
-    lines += ["", "confusion matrix (rows: true class, columns: predicted)",
-              " " * 9 + "".join(f"{c:>7}" for c in classes)]
+    lines += [
+        "",
+        "confusion matrix (rows: true class, columns: predicted)",
+        " " * 9 + "".join(f"{c:>7}" for c in classes),
+    ]
     for c, counts in zip(classes, r["confusion_matrix"]):
         lines.append(f"{c:>8} " + "".join(f"{n:>7}" if n else f"{'.':>7}" for n in counts))
     return "\n".join(lines)
@@ -168,8 +212,14 @@ def _format_eval(r: dict) -> str:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout, nothing else.")
 @click.option("--quick", is_flag=True, help="A smaller run (about 20 s) for a first look.")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
-              default=None, help="Config whose training run measures peak memory [default: configs/default.yaml if present].")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Config whose training run measures peak memory "
+    "[default: configs/default.yaml if present].",
+)
 def bench(as_json, quick, config_path):
     """Measure training speed against this machine's matrix-multiply floor, and memory."""
     from pathlib import Path
@@ -179,8 +229,11 @@ def bench(as_json, quick, config_path):
     _setup_logging(as_json)
     if config_path is None and Path("configs/default.yaml").exists():
         config_path = "configs/default.yaml"
-    result = bench_mod.run(quick=quick, config_path=Path(config_path) if config_path else None,
-                           log=lambda line: click.echo(line, err=True) if not as_json else None)
+    result = bench_mod.run(
+        quick=quick,
+        config_path=Path(config_path) if config_path else None,
+        log=lambda line: click.echo(line, err=True) if not as_json else None,
+    )
     if as_json:
         _echo_json(result)
     else:
@@ -189,16 +242,32 @@ def bench(as_json, quick, config_path):
 
 @main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path())
-@click.option("--checkpoint", "-c", "checkpoints", type=click.Path(), multiple=True,
-              help="[default: runs/latest/checkpoint.npz]; repeat it for a committee (the mean of their "
-                   "probabilities).")
-@click.option("--top-k", "-k", type=click.IntRange(1, 10), default=3, show_default=True,
-              help="How many of the likeliest digits to list.")
+@click.option(
+    "--checkpoint",
+    "-c",
+    "checkpoints",
+    type=click.Path(),
+    multiple=True,
+    help="[default: runs/latest/checkpoint.npz]; repeat it for a committee (the mean of their "
+    "probabilities).",
+)
+@click.option(
+    "--top-k",
+    "-k",
+    type=click.IntRange(1, 10),
+    default=3,
+    show_default=True,
+    help="How many of the likeliest digits to list.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON array on stdout, nothing else.")
 @click.option("--show", is_flag=True, help="Draw the 28x28 input the network saw.")
-@click.option("--explain", type=click.Path(dir_okay=False), metavar="OUT.png",
-              help="Write the input beside its sensitivity map: which pixels push the prediction "
-                   "up (red) or down (blue). Several images: OUT-<image>.png each.")
+@click.option(
+    "--explain",
+    type=click.Path(dir_okay=False),
+    metavar="OUT.png",
+    help="Write the input beside its sensitivity map: which pixels push the prediction "
+    "up (red) or down (blue). Several images: OUT-<image>.png each.",
+)
 def predict(images, checkpoints, top_k, as_json, show, explain):
     """Classify your own digit images (files or folders of them).
 
@@ -208,7 +277,9 @@ def predict(images, checkpoints, top_k, as_json, show, explain):
     """
     from mnist_mlp import predict as predict_mod
 
-    results = predict_mod.predict_files(list(images), list(checkpoints) or None, top_k, explain_to=explain)
+    results = predict_mod.predict_files(
+        list(images), list(checkpoints) or None, top_k, explain_to=explain
+    )
     if as_json:
         _echo_json([r.as_dict() for r in results])
     else:
@@ -220,8 +291,10 @@ def predict(images, checkpoints, top_k, as_json, show, explain):
                 click.echo(f"{r.file:<{width}}  error: {r.error}", err=True)
                 continue
             others = "  ".join(f"{c}: {100 * p:.1f}%" for c, p in r.top_k[1:])
-            click.echo(f"{r.file:<{width}}  {r.prediction}  ({100 * r.probability:.1f}%)"
-                       + (f"   then {others}" if others else ""))
+            click.echo(
+                f"{r.file:<{width}}  {r.prediction}  ({100 * r.probability:.1f}%)"
+                + (f"   then {others}" if others else "")
+            )
             if show:
                 click.echo(render(r.pixels))
     for r in results:
@@ -232,12 +305,27 @@ def predict(images, checkpoints, top_k, as_json, show, explain):
 
 
 @main.command(name="augment-preview")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default="configs/augment.yaml",
-              show_default=True, help="Config whose data.augment settings to show.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key, e.g. "
-              "--set data.augment.rotate=20.")
-@click.option("--out", type=click.Path(dir_okay=False), default="augment-preview.png", show_default=True)
-@click.option("--count", type=click.IntRange(1, 50), default=8, show_default=True, help="Digits (rows).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default="configs/augment.yaml",
+    show_default=True,
+    help="Config whose data.augment settings to show.",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a key, e.g. --set data.augment.rotate=20.",
+)
+@click.option(
+    "--out", type=click.Path(dir_okay=False), default="augment-preview.png", show_default=True
+)
+@click.option(
+    "--count", type=click.IntRange(1, 50), default=8, show_default=True, help="Digits (rows)."
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 def augment_preview(config_path, overrides, out, count, seed):
     """Write a PNG grid of training digits beside their random distortions."""
@@ -250,8 +338,10 @@ def augment_preview(config_path, overrides, out, count, seed):
     _setup_logging(False)
     config = config_mod.load_config(config_path, overrides)
     if not config.data.augment.enabled:
-        raise MlpError(f"{config_path} has no augmentation (every data.augment range is 0); try "
-                       f"--config configs/augment.yaml or --set data.augment.rotate=15")
+        raise MlpError(
+            f"{config_path} has no augmentation (every data.augment range is 0); try "
+            f"--config configs/augment.yaml or --set data.augment.rotate=15"
+        )
     d = run.load_data(config)
     picks = np.random.default_rng(seed).choice(len(d.train), count, replace=False)
     save_png(augment.preview(d.train.images[picks], config.data.augment, seed=seed), out)
@@ -260,7 +350,11 @@ def augment_preview(config_path, overrides, out, count, seed):
 
 @main.command()
 @click.argument("target", type=click.Path(), default="runs/latest")
-@click.option("--out", type=click.Path(file_okay=False), help="Folder for the files [default: the run folder].")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="Folder for the files [default: the run folder].",
+)
 def report(target, out):
     """Learning curves, confusion matrix, the most confident mistakes, and one HTML page.
 
@@ -278,11 +372,23 @@ def report(target, out):
 @main.command()
 @click.argument("checkpoint", type=click.Path(), default="runs/latest/checkpoint.npz")
 @click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
-@click.option("--out", "-o", type=click.Path(dir_okay=False), help="[default: CHECKPOINT with .onnx]")
-@click.option("--opset", type=int, default=17, show_default=True,
-              help="ONNX operator set version (13 or later).")
-@click.option("--input-shape", type=click.Choice(["28x28", "784"]), default="28x28", show_default=True,
-              help="Declare the input as (N, 28, 28) images or (N, 784) rows.")
+@click.option(
+    "--out", "-o", type=click.Path(dir_okay=False), help="[default: CHECKPOINT with .onnx]"
+)
+@click.option(
+    "--opset",
+    type=int,
+    default=17,
+    show_default=True,
+    help="ONNX operator set version (13 or later).",
+)
+@click.option(
+    "--input-shape",
+    type=click.Choice(["28x28", "784"]),
+    default="28x28",
+    show_default=True,
+    help="Declare the input as (N, 28, 28) images or (N, 784) rows.",
+)
 def export(checkpoint, fmt, out, opset, input_shape):
     """Write a checkpoint's network as an ONNX model any ONNX runtime can load.
 
@@ -293,17 +399,28 @@ def export(checkpoint, fmt, out, opset, input_shape):
     from mnist_mlp import export as export_mod
 
     done = export_mod.export(checkpoint, out, fmt, opset, input_shape)
-    click.echo(f"wrote {done.path} ({done.architecture} net, input pixels {done.input_shape}, "
-               f"ONNX opset {done.opset}, IR version "
-               f"{done.ir_version}, {done.bytes / 1e6:.1f} MB)")
+    click.echo(
+        f"wrote {done.path} ({done.architecture} net, input pixels {done.input_shape}, "
+        f"ONNX opset {done.opset}, IR version "
+        f"{done.ir_version}, {done.bytes / 1e6:.1f} MB)"
+    )
 
 
 @main.command()
 @click.option("--checkpoint", "-c", type=click.Path(), help="[default: runs/latest/checkpoint.npz]")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on (0.0.0.0: every network this machine is on).")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
-              help="Port to listen on (0: any free one).")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (0.0.0.0: every network this machine is on).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8000,
+    show_default=True,
+    help="Port to listen on (0: any free one).",
+)
 def serve(checkpoint, host, port):
     """A page to draw digits on and watch the network decide, and a JSON API.
 
@@ -326,13 +443,33 @@ def serve(checkpoint, host, port):
 
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
-@click.option("--run-cap", type=click.IntRange(1), help="Trials in the whole study [default: the file's run_cap].")
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Trials at once on this machine, each with its share of the cores.")
-@click.option("--storage", metavar="URL", help="An Optuna storage shared by several machines, e.g. "
-              "postgresql://user:pass@host/db [default: a journal file in the sweep folder].")
-@click.option("--out", type=click.Path(file_okay=False), help="Sweep folder [default: runs/sweep-<name>].")
-@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout: the summary and every trial.")
+@click.option(
+    "--run-cap",
+    type=click.IntRange(1),
+    help="Trials in the whole study [default: the file's run_cap].",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Trials at once on this machine, each with its share of the cores.",
+)
+@click.option(
+    "--storage",
+    metavar="URL",
+    help="An Optuna storage shared by several machines, e.g. "
+    "postgresql://user:pass@host/db [default: a journal file in the sweep folder].",
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False), help="Sweep folder [default: runs/sweep-<name>]."
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON document on stdout: the summary and every trial.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress line.")
 def sweep(spec, run_cap, workers, storage, out, as_json, quiet):
     """Search settings with Optuna: trials of a base config, chosen on validation.
@@ -346,9 +483,15 @@ def sweep(spec, run_cap, workers, storage, out, as_json, quiet):
 
     _setup_logging(quiet or as_json)
     try:
-        summary = sweep_mod.sweep(spec, run_cap=run_cap, workers=workers, storage=storage, out=out,
-                                  progress=not quiet and not as_json,
-                                  log=lambda line: click.echo(line, err=True))
+        summary = sweep_mod.sweep(
+            spec,
+            run_cap=run_cap,
+            workers=workers,
+            storage=storage,
+            out=out,
+            progress=not quiet and not as_json,
+            log=lambda line: click.echo(line, err=True),
+        )
     except sweep_mod.SweepInterrupted as exc:
         click.echo(str(exc), err=True)
         sys.exit(exc.exit_code)

@@ -13,9 +13,10 @@ import difflib
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from mnist_mlp.errors import ConfigError
 
@@ -59,13 +60,16 @@ class AugmentConfig:
     shear: float = field(default=0.0, metadata=non_negative())  # degrees, uniform +-
     elastic_alpha: float = field(default=0.0, metadata=non_negative())  # pixels; 0 = no elastic
     elastic_sigma: float = field(default=4.0, metadata=positive())  # pixels of smoothing
-    flip: float = field(default=0.0, metadata=fraction(upper_open=False))  # share mirrored left-right
+    flip: float = field(
+        default=0.0, metadata=fraction(upper_open=False)
+    )  # share mirrored left-right
     probability: float = field(default=1.0, metadata=fraction(upper_open=False))  # share distorted
 
     @property
     def enabled(self) -> bool:
         return self.probability > 0 and any(
-            (self.translate, self.rotate, self.scale, self.shear, self.elastic_alpha, self.flip))
+            (self.translate, self.rotate, self.scale, self.shear, self.elastic_alpha, self.flip)
+        )
 
     @property
     def geometric(self) -> bool:
@@ -76,16 +80,20 @@ class AugmentConfig:
 @dataclass
 class DataConfig:
     dataset: str = field(default="mnist", metadata=one_of("mnist", "fashion-mnist"))
-    validation: int = field(default=5000, metadata=_rule(lambda v: 0 <= v < 60000, "be in [0, 60000)"))
+    validation: int = field(
+        default=5000, metadata=_rule(lambda v: 0 <= v < 60000, "be in [0, 60000)")
+    )
     subset: int = field(default=0, metadata=non_negative())  # train on the first N; 0 = all
-    dir: typing.Optional[str] = None  # cache folder; None = $MNIST_MLP_HOME or the user cache
+    dir: str | None = None  # cache folder; None = $MNIST_MLP_HOME or the user cache
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass
 class ModelConfig:
-    hidden: list[int] = field(default_factory=lambda: [1024],
-                              metadata=_rule(lambda v: all(n > 0 for n in v), "be a list of sizes > 0"))
+    hidden: list[int] = field(
+        default_factory=lambda: [1024],
+        metadata=_rule(lambda v: all(n > 0 for n in v), "be a list of sizes > 0"),
+    )
     activation: str = field(default="relu", metadata=one_of("relu", "sigmoid", "tanh"))
     dropout: float = field(default=0.0, metadata=fraction())  # on hidden units, training only
 
@@ -98,8 +106,12 @@ class TrainingConfig:
     momentum: float = field(default=0.9, metadata=fraction())
     nesterov: bool = False
     l2: float = field(default=5e-4, metadata=non_negative())
-    max_norm: float = field(default=0.0, metadata=non_negative())  # cap on incoming weight norms; 0 = off
-    label_smoothing: float = field(default=0.0, metadata=fraction())  # target (1 - e) onehot + e / classes
+    max_norm: float = field(
+        default=0.0, metadata=non_negative()
+    )  # cap on incoming weight norms; 0 = off
+    label_smoothing: float = field(
+        default=0.0, metadata=fraction()
+    )  # target (1 - e) onehot + e / classes
     schedule: str = field(default="cosine", metadata=one_of("constant", "step", "cosine"))
     step_every: int = field(default=10, metadata=positive())  # epochs, for schedule: step
     step_gamma: float = field(default=0.1, metadata=_rule(lambda v: 0 < v <= 1, "be in (0, 1]"))
@@ -126,8 +138,10 @@ class Config:
     def __post_init__(self):
         # Rules that join two keys; each key's own rule is checked where it is read.
         if self.training.patience and not self.data.validation:
-            raise ConfigError(f"training.patience must be 0 when data.validation is 0 (early stopping "
-                              f"watches the validation loss), got {self.training.patience}")
+            raise ConfigError(
+                f"training.patience must be 0 when data.validation is 0 (early stopping "
+                f"watches the validation loss), got {self.training.patience}"
+            )
 
 
 # --- loading ----------------------------------------------------------------------------------
@@ -164,7 +178,9 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+            raise ConfigError(
+                f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}"
+            ) from None
         if tree is None:
             tree = {}
         if not isinstance(tree, dict):
@@ -244,7 +260,9 @@ def _build(cls, tree: Any, prefix: str):
     for name in tree:
         if name not in fields:
             known = [prefix + k for k in fields]
-            raise ConfigError(f"unknown key {prefix + str(name)!r}{_suggest(prefix + str(name), known, keys())}")
+            raise ConfigError(
+                f"unknown key {prefix + str(name)!r}{_suggest(prefix + str(name), known, keys())}"
+            )
     values = {}
     for name, value in tree.items():
         hint, key = hints[name], prefix + name
@@ -270,32 +288,42 @@ def _check_type(key: str, value: Any, hint) -> Any:
     if origin is list:
         (item,) = args
         if not isinstance(value, list) or not value:
-            raise ConfigError(f"{key} must be a non-empty list of {item.__name__}, got {_show(value)}")
+            raise ConfigError(
+                f"{key} must be a non-empty list of {item.__name__}, got {_show(value)}"
+            )
         return [_check_type(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
         return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string; people write it anyway
-    if hint in (int, float) and isinstance(value, bool) or not isinstance(value, hint):
+    if (hint in (int, float) and isinstance(value, bool)) or not isinstance(value, hint):
         raise ConfigError(f"{key} must be {_type_name(hint)}, got {_show(value)}")
     return value
 
 
 def _type_name(hint) -> str:
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(hint, str(hint))
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        hint, str(hint)
+    )
 
 
 def _show(value: Any) -> str:
-    return f"{value!r} ({type(value).__name__})" if not isinstance(value, (int, float)) or isinstance(
-        value, bool) else repr(value)
+    return (
+        f"{value!r} ({type(value).__name__})"
+        if not isinstance(value, (int, float)) or isinstance(value, bool)
+        else repr(value)
+    )
 
 
 def _suggest(key: str, section: list[str], everywhere: list[str]) -> str:
     """' (did you mean ...?)' with the likeliest intended key, or a list of the known keys."""
     last = key.rsplit(".", 1)[-1]
     same_name = [k for k in everywhere if k.rsplit(".", 1)[-1] == last]  # right key, wrong section
-    close = (same_name or difflib.get_close_matches(key, section, n=1, cutoff=0.6)
-             or difflib.get_close_matches(key, everywhere, n=1, cutoff=0.6))
+    close = (
+        same_name
+        or difflib.get_close_matches(key, section, n=1, cutoff=0.6)
+        or difflib.get_close_matches(key, everywhere, n=1, cutoff=0.6)
+    )
     if close:
         return f" (did you mean {close[0]!r}?)"
     return f"; known keys here: {', '.join(section)}"

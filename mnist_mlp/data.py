@@ -71,8 +71,14 @@ class Data:
     scaling: tuple[float, float] = (SCALE, OFFSET)  # (scale, offset) for these images
 
 
-def load(name: str = "mnist", validation: int = 5000, seed: int = 0, subset: int = 0,
-         root: str | None = None, progress: bool = True) -> Data:
+def load(
+    name: str = "mnist",
+    validation: int = 5000,
+    seed: int = 0,
+    subset: int = 0,
+    root: str | None = None,
+    progress: bool = True,
+) -> Data:
     """Load (downloading if needed) a dataset and split off a validation set.
 
     Parameters
@@ -97,14 +103,24 @@ def load(name: str = "mnist", validation: int = 5000, seed: int = 0, subset: int
     if subset:
         train_idx = train_idx[:subset]
     test = Split(entries["test-images"].array.reshape(-1, 28 * 28), entries["test-labels"].array)
-    return Data(spec.name, spec.classes, spec.digest,
-                train=Split(images[train_idx], labels[train_idx]),
-                val=Split(images[val_idx], labels[val_idx]),
-                test=test, scaling=scaling_for(spec.pixel_mean, spec.pixel_std))
+    return Data(
+        spec.name,
+        spec.classes,
+        spec.digest,
+        train=Split(images[train_idx], labels[train_idx]),
+        val=Split(images[val_idx], labels[val_idx]),
+        test=test,
+        scaling=scaling_for(spec.pixel_mean, spec.pixel_std),
+    )
 
 
-def scale(images: np.ndarray, out: np.ndarray | None = None, scale: float = SCALE,
-          offset: float = OFFSET, rows: np.ndarray | None = None) -> np.ndarray:
+def scale(
+    images: np.ndarray,
+    out: np.ndarray | None = None,
+    scale: float = SCALE,
+    offset: float = OFFSET,
+    rows: np.ndarray | None = None,
+) -> np.ndarray:
     """uint8 pixels (n, 784) -> float32 inputs ``pixel * scale + offset``, into ``out`` if given.
 
     With ``rows``, only ``images[rows]``: a batch gathered and scaled in one go. The defaults
@@ -113,7 +129,12 @@ def scale(images: np.ndarray, out: np.ndarray | None = None, scale: float = SCAL
     """
     if out is None:
         out = np.empty(images.shape if rows is None else (len(rows), *images.shape[1:]), np.float32)
-    if out.ndim == 2 and kernels.fits(out) and images.dtype == np.uint8 and images.flags.c_contiguous:
+    if (
+        out.ndim == 2
+        and kernels.fits(out)
+        and images.dtype == np.uint8
+        and images.flags.c_contiguous
+    ):
         return kernels.scale_pixels(images, out, scale, offset, rows)  # one pass instead of three
     if rows is not None:
         images = images[rows]

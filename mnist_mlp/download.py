@@ -19,6 +19,7 @@ fetched again.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -99,22 +100,38 @@ def _resources(checksums: dict[str, str]) -> tuple[Resource, ...]:
     out = []
     for prefix, n in shapes.items():
         split = "train" if prefix == "train" else "test"
-        out.append(Resource(split, "images", f"{prefix}-images-idx3-ubyte.gz", (n, 28, 28),
-                            checksums[f"{prefix}-images"]))
-        out.append(Resource(split, "labels", f"{prefix}-labels-idx1-ubyte.gz", (n,),
-                            checksums[f"{prefix}-labels"]))
+        out.append(
+            Resource(
+                split,
+                "images",
+                f"{prefix}-images-idx3-ubyte.gz",
+                (n, 28, 28),
+                checksums[f"{prefix}-images"],
+            )
+        )
+        out.append(
+            Resource(
+                split,
+                "labels",
+                f"{prefix}-labels-idx1-ubyte.gz",
+                (n,),
+                checksums[f"{prefix}-labels"],
+            )
+        )
     return tuple(out)
 
 
 DATASETS: dict[str, DatasetSpec] = {
     "mnist": DatasetSpec(
         name="mnist",
-        resources=_resources({
-            "train-images": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-            "train-labels": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-            "t10k-images": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-            "t10k-labels": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-        }),
+        resources=_resources(
+            {
+                "train-images": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+                "train-labels": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+                "t10k-images": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+                "t10k-labels": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+            }
+        ),
         # yann.lecun.com is left out: in 2026 its domain answered with an HTML error page.
         mirrors=(
             "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -126,15 +143,27 @@ DATASETS: dict[str, DatasetSpec] = {
     ),
     "fashion-mnist": DatasetSpec(
         name="fashion-mnist",
-        resources=_resources({
-            "train-images": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-            "train-labels": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-            "t10k-images": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-            "t10k-labels": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-        }),
+        resources=_resources(
+            {
+                "train-images": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+                "train-labels": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+                "t10k-images": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+                "t10k-labels": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+            }
+        ),
         mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
-        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                 "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        classes=(
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
         pixel_mean=0.2860,
         pixel_std=0.3530,
     ),
@@ -228,7 +257,9 @@ def ensure(
     entries = {}
     with _lock(folder):
         for resource in spec.resources:
-            entries[resource.key] = _cached(folder, resource) or _fetch(spec, folder, resource, options)
+            entries[resource.key] = _cached(folder, resource) or _fetch(
+                spec, folder, resource, options
+            )
     return entries
 
 
@@ -279,14 +310,22 @@ def _fetch(spec: DatasetSpec, folder: Path, resource: Resource, options: FetchOp
                 log.info("%s failed (%s); trying the next source", location, exc)
             continue
         path = folder / f"{resource.key}.npy"
-        atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
-        meta = {"file": resource.filename, "sha256": resource.sha256, "source": location,
-                "fetched": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(meta, indent=1).encode()))
+        atomic_write(path, functools.partial(np.save, arr=array, allow_pickle=False))
+        meta = {
+            "file": resource.filename,
+            "sha256": resource.sha256,
+            "source": location,
+            "fetched": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        atomic_write(
+            path.with_suffix(".json"),
+            json.dumps(meta, indent=1).encode(),
+        )
         return Entry(resource, path, location, array, fetched=True)
     hint = "" if os.environ.get(ENV_MIRROR) else f" (offline? set {ENV_MIRROR} to a local copy)"
     raise DownloadError(
-        f"could not get {spec.name}/{resource.filename} from any source{hint}: " + "; ".join(failures)
+        f"could not get {spec.name}/{resource.filename} from any source{hint}: "
+        + "; ".join(failures)
     )
 
 
@@ -298,7 +337,9 @@ def _join(base: str, filename: str) -> str:
     return base if base.endswith(filename) else base.rstrip("/") + "/" + filename
 
 
-def _fetch_one(location: str, folder: Path, resource: Resource, options: FetchOptions) -> np.ndarray:
+def _fetch_one(
+    location: str, folder: Path, resource: Resource, options: FetchOptions
+) -> np.ndarray:
     """Download ``location`` into ``folder``, verify it as ``resource``, return its array."""
     # A gzip of IDX is never much larger than the IDX itself; more than that is not our file.
     limit = resource.idx_size + (1 << 20)
@@ -319,7 +360,9 @@ def _fetch_one(location: str, folder: Path, resource: Resource, options: FetchOp
         raise _SourceFailed(f"holds {array.dtype} {array.shape}, expected uint8 {resource.shape}")
     digest = hashlib.sha256(content).hexdigest()
     if digest != resource.sha256:
-        raise _SourceFailed(f"sha256 {digest[:12]}... of the content does not match {resource.sha256[:12]}...")
+        raise _SourceFailed(
+            f"sha256 {digest[:12]}... of the content does not match {resource.sha256[:12]}..."
+        )
     return np.array(array)  # own the memory: the parsed view points into `data`
 
 
@@ -329,8 +372,14 @@ def _copy(location: str, out, limit: int, label: str, options: FetchOptions) -> 
     if path is not None:
         try:
             with open(path, "rb") as f:
-                _stream(iter(lambda: f.read(CHUNK), b""), out, os.fstat(f.fileno()).st_size, limit,
-                        label, options)
+                _stream(
+                    iter(lambda: f.read(CHUNK), b""),
+                    out,
+                    os.fstat(f.fileno()).st_size,
+                    limit,
+                    label,
+                    options,
+                )
         except OSError as exc:
             raise _SourceFailed(exc.strerror or str(exc)) from None
         return
@@ -340,8 +389,9 @@ def _copy(location: str, out, limit: int, label: str, options: FetchOptions) -> 
         out.seek(0)
         out.truncate()
         try:
-            with requests.get(location, stream=True,
-                              timeout=(options.connect_timeout, options.read_timeout)) as response:
+            with requests.get(
+                location, stream=True, timeout=(options.connect_timeout, options.read_timeout)
+            ) as response:
                 if response.status_code >= 400:
                     transient = response.status_code in (408, 429) or response.status_code >= 500
                     raise _HttpError(f"HTTP {response.status_code} {response.reason}", transient)
@@ -368,8 +418,15 @@ def _stream(chunks, out, size: int, limit: int, label: str, options: FetchOption
 
     received = 0
     # disable=None turns the bar off when stderr is not a terminal.
-    with tqdm(total=size or None, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
-              leave=False, disable=None if options.progress else True) as bar:
+    with tqdm(
+        total=size or None,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=label,
+        leave=False,
+        disable=None if options.progress else True,
+    ) as bar:
         for chunk in chunks:
             received += len(chunk)
             if received > limit:
@@ -396,8 +453,12 @@ def _transient(exc: Exception, reason: str) -> bool:
     """Whether retrying the same source could help (an unknown host or a bad URL will not)."""
     import requests
 
-    permanent = (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-                 requests.exceptions.InvalidSchema, requests.exceptions.TooManyRedirects)
+    permanent = (
+        requests.exceptions.InvalidURL,
+        requests.exceptions.MissingSchema,
+        requests.exceptions.InvalidSchema,
+        requests.exceptions.TooManyRedirects,
+    )
     return not isinstance(exc, permanent) and reason != "unknown host"
 
 

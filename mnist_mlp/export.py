@@ -27,24 +27,32 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_mlp import __version__
+from mnist_mlp import __version__, model
 from mnist_mlp import checkpoint as ckpt_mod
-from mnist_mlp import model
 from mnist_mlp.errors import MlpError
 from mnist_mlp.fsutil import atomic_write
 
-INSTALL_HINT = "mlp export needs the onnx package: pip install 'mnist-mlp[export]' (or pip install onnx)"
+INSTALL_HINT = (
+    "mlp export needs the onnx package: pip install 'mnist-mlp[export]' (or pip install onnx)"
+)
 DEFAULT_OPSET = 17  # onnxruntime 1.11 (2022) and later, onnxruntime-web, most mobile runtimes
 MIN_OPSET = 13  # the first where Softmax normalises over one axis rather than flattening
 INPUT_SHAPES = {"28x28": [28, 28], "784": [model.N_INPUTS]}
-ONNX_ACTIVATIONS = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}  # model.ACTIVATIONS' twins
+ONNX_ACTIVATIONS = {
+    "relu": "Relu",
+    "sigmoid": "Sigmoid",
+    "tanh": "Tanh",
+}  # model.ACTIVATIONS' twins
 
-DOC = ("A {arch} multilayer perceptron ({activation}) trained by mnist_mlp {version} on {dataset}. "
-       "Input 'pixels': float32 of shape {shape}, values 0..255, exactly the pixels of "
-       "a {dataset} image (bright ink on a black background); the input scaling is part of the graph. "
-       "Outputs: 'probabilities' (N, 10) and 'label' (N,) int64. Users' photos and drawings must first "
-       "be prepared the way MNIST was made (ink made white on black, the digit fitted into 20x20 and "
-       "centred by its mass in 28x28), as `mlp predict` does.")
+DOC = (
+    "A {arch} multilayer perceptron ({activation}) trained by mnist_mlp {version} on {dataset}. "
+    "Input 'pixels': float32 of shape {shape}, values 0..255, exactly the pixels of "
+    "a {dataset} image (bright ink on a black background); the input scaling is part of the graph. "
+    "Outputs: 'probabilities' (N, 10) and 'label' (N,) int64. Users' photos and drawings must "
+    "first "
+    "be prepared the way MNIST was made (ink made white on black, the digit fitted into 20x20 and "
+    "centred by its mass in 28x28), as `mlp predict` does."
+)
 
 
 def _onnx():
@@ -88,46 +96,77 @@ def build(ckpt: ckpt_mod.Checkpoint, opset: int = DEFAULT_OPSET, input_shape: st
 
     newest = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= newest:
-        raise MlpError(f"--opset must be in [{MIN_OPSET}, {newest}] (Softmax over one axis needs "
-                       f"{MIN_OPSET}; this onnx {onnx.__version__} knows up to {newest}), got {opset}")
+        raise MlpError(
+            f"--opset must be in [{MIN_OPSET}, {newest}] (Softmax over one axis needs "
+            f"{MIN_OPSET}; this onnx {onnx.__version__} knows up to {newest}), got {opset}"
+        )
     if input_shape not in INPUT_SHAPES:
-        raise MlpError(f"--input-shape must be one of {', '.join(INPUT_SHAPES)}, got {input_shape!r}")
+        raise MlpError(
+            f"--input-shape must be one of {', '.join(INPUT_SHAPES)}, got {input_shape!r}"
+        )
     _check_exportable(ckpt)
     activation = ckpt.activation
     scale, offset = ckpt.scaling
     n = model.n_layers(ckpt.params)
     sizes = model.layer_sizes(ckpt.config.model.hidden)
 
-    inits = [numpy_helper.from_array(np.array([-1, model.N_INPUTS], np.int64), "flat_shape"),
-             numpy_helper.from_array(np.array(scale, np.float32), "input_scale"),
-             numpy_helper.from_array(np.array(offset, np.float32), "input_offset")]
-    nodes = [helper.make_node("Reshape", ["pixels", "flat_shape"], ["flat"], name="flatten"),
-             helper.make_node("Mul", ["flat", "input_scale"], ["scaled"], name="scale"),
-             helper.make_node("Add", ["scaled", "input_offset"], ["a0"], name="offset")]
+    inits = [
+        numpy_helper.from_array(np.array([-1, model.N_INPUTS], np.int64), "flat_shape"),
+        numpy_helper.from_array(np.array(scale, np.float32), "input_scale"),
+        numpy_helper.from_array(np.array(offset, np.float32), "input_offset"),
+    ]
+    nodes = [
+        helper.make_node("Reshape", ["pixels", "flat_shape"], ["flat"], name="flatten"),
+        helper.make_node("Mul", ["flat", "input_scale"], ["scaled"], name="scale"),
+        helper.make_node("Add", ["scaled", "input_offset"], ["a0"], name="offset"),
+    ]
     a = "a0"
     for l in range(1, n + 1):
-        inits += [numpy_helper.from_array(ckpt.params[f"W{l}"], f"W{l}"),
-                  numpy_helper.from_array(ckpt.params[f"b{l}"], f"b{l}")]
+        inits += [
+            numpy_helper.from_array(ckpt.params[f"W{l}"], f"W{l}"),
+            numpy_helper.from_array(ckpt.params[f"b{l}"], f"b{l}"),
+        ]
         z = "logits" if l == n else f"z{l}"
-        nodes += [helper.make_node("MatMul", [a, f"W{l}"], [f"m{l}"], name=f"matmul{l}"),
-                  helper.make_node("Add", [f"m{l}", f"b{l}"], [z], name=f"bias{l}")]
+        nodes += [
+            helper.make_node("MatMul", [a, f"W{l}"], [f"m{l}"], name=f"matmul{l}"),
+            helper.make_node("Add", [f"m{l}", f"b{l}"], [z], name=f"bias{l}"),
+        ]
         if l < n:
             a = f"a{l}"
-            nodes.append(helper.make_node(ONNX_ACTIVATIONS[activation], [z], [a], name=f"{activation}{l}"))
-    nodes += [helper.make_node("Softmax", ["logits"], ["probabilities"], name="softmax", axis=-1),
-              helper.make_node("ArgMax", ["probabilities"], ["label"], name="argmax", axis=1, keepdims=0)]
+            nodes.append(
+                helper.make_node(ONNX_ACTIVATIONS[activation], [z], [a], name=f"{activation}{l}")
+            )
+    nodes += [
+        helper.make_node("Softmax", ["logits"], ["probabilities"], name="softmax", axis=-1),
+        helper.make_node("ArgMax", ["probabilities"], ["label"], name="argmax", axis=1, keepdims=0),
+    ]
 
-    pixels = helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["N", *INPUT_SHAPES[input_shape]])
-    outputs = [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", model.N_CLASSES]),
-               helper.make_tensor_value_info("label", TensorProto.INT64, ["N"])]
+    pixels = helper.make_tensor_value_info(
+        "pixels", TensorProto.FLOAT, ["N", *INPUT_SHAPES[input_shape]]
+    )
+    outputs = [
+        helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", model.N_CLASSES]),
+        helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+    ]
     arch = "-".join(map(str, sizes))
     dataset = ckpt.meta.get("dataset", {})
     graph = helper.make_graph(nodes, f"mnist_mlp_{arch}", [pixels], outputs, inits)
     opsets = [helper.make_opsetid("", opset)]
-    doc = DOC.format(shape=_shape_text(input_shape), arch=arch, activation=activation, version=__version__,
-                     dataset=dataset.get("name", "unknown data"))
-    proto = helper.make_model(graph, opset_imports=opsets, producer_name="mnist_mlp", producer_version=__version__,
-                              ir_version=helper.find_min_ir_version_for(opsets), doc_string=doc)
+    doc = DOC.format(
+        shape=_shape_text(input_shape),
+        arch=arch,
+        activation=activation,
+        version=__version__,
+        dataset=dataset.get("name", "unknown data"),
+    )
+    proto = helper.make_model(
+        graph,
+        opset_imports=opsets,
+        producer_name="mnist_mlp",
+        producer_version=__version__,
+        ir_version=helper.find_min_ir_version_for(opsets),
+        doc_string=doc,
+    )
     helper.set_model_props(proto, metadata(ckpt))
     onnx.checker.check_model(proto, full_check=True)
     return proto
@@ -150,7 +189,9 @@ def metadata(ckpt: ckpt_mod.Checkpoint) -> dict[str, str]:
         "dataset_digest": str(dataset.get("digest", "")),
         "test_accuracy": "" if test.get("accuracy") is None else f"{test['accuracy']:.6f}",
         "epoch": str(ckpt.meta.get("epoch", "")),
-        "input": json.dumps({"shape": [28, 28], "range": [0, 255], "scale": scale, "offset": offset}),
+        "input": json.dumps(
+            {"shape": [28, 28], "range": [0, 255], "scale": scale, "offset": offset}
+        ),
         "config": json.dumps(config_mod.to_dict(ckpt.config)),
         "mnist_mlp_version": __version__,
     }
@@ -160,14 +201,20 @@ def _check_exportable(ckpt: ckpt_mod.Checkpoint) -> None:
     """Refuse, in one line, what the graph would not reproduce exactly."""
     activation = ckpt.activation
     if activation not in ONNX_ACTIVATIONS:
-        raise MlpError(f"cannot export activation {activation!r}: ONNX export knows "
-                       f"{', '.join(ONNX_ACTIVATIONS)}")
+        raise MlpError(
+            f"cannot export activation {activation!r}: ONNX export knows "
+            f"{', '.join(ONNX_ACTIVATIONS)}"
+        )
     shape = ckpt.meta.get("input", {}).get("shape", [28, 28])
     if list(shape) != [28, 28]:
-        raise MlpError(f"cannot export a net for {shape} inputs: the exported graph takes 28x28 pixels")
+        raise MlpError(
+            f"cannot export a net for {shape} inputs: the exported graph takes 28x28 pixels"
+        )
     if len(ckpt.classes) != model.N_CLASSES:
-        raise MlpError(f"cannot export a net with {len(ckpt.classes)} class names for "
-                       f"{model.N_CLASSES} outputs")
+        raise MlpError(
+            f"cannot export a net with {len(ckpt.classes)} class names for "
+            f"{model.N_CLASSES} outputs"
+        )
 
 
 def default_path(checkpoint: str | os.PathLike) -> Path:
@@ -175,18 +222,31 @@ def default_path(checkpoint: str | os.PathLike) -> Path:
     return Path(checkpoint).with_suffix(".onnx")
 
 
-def export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None, fmt: str = "onnx",
-           opset: int = DEFAULT_OPSET, input_shape: str = "28x28") -> Exported:
+def export(
+    checkpoint: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    fmt: str = "onnx",
+    opset: int = DEFAULT_OPSET,
+    input_shape: str = "28x28",
+) -> Exported:
     """Write the network of ``checkpoint`` as an ONNX file (atomically) and say what was written."""
     if fmt != "onnx":
         raise MlpError(f"--format must be onnx, got {fmt!r}")
     ckpt = ckpt_mod.load(checkpoint)
-    proto = build(ckpt, opset, input_shape)  # before any file is touched: nothing is written on refusal
+    proto = build(
+        ckpt, opset, input_shape
+    )  # before any file is touched: nothing is written on refusal
     path = Path(out) if out is not None else default_path(checkpoint)
     if path.is_dir():
         raise MlpError(f"--out {path} is a folder; give a file name such as {path / 'model.onnx'}")
     data = proto.SerializeToString()
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda f: f.write(data))
-    return Exported(path, opset, proto.ir_version, len(data),
-                    "-".join(map(str, model.layer_sizes(ckpt.config.model.hidden))), _shape_text(input_shape))
+    atomic_write(path, data)
+    return Exported(
+        path,
+        opset,
+        proto.ir_version,
+        len(data),
+        "-".join(map(str, model.layer_sizes(ckpt.config.model.hidden))),
+        _shape_text(input_shape),
+    )

@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
-    """Write ``path`` by calling ``write(f)`` on a temporary file, then renaming it into place.
+def atomic_write(path: str | os.PathLike, write: bytes | Callable[[BinaryIO], object]) -> None:
+    """Write ``path`` by calling ``write(f)`` on a temporary file (or writing ``write`` itself,
+    when it is bytes), then renaming it into place.
 
     The temporary file lives in the same folder (a rename is atomic only within one file
     system) and is flushed to disk first, so a crash at any point leaves either the previous
@@ -21,7 +23,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            if isinstance(write, bytes):
+                f.write(write)
+            else:
+                write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions

@@ -16,7 +16,7 @@ import numpy as np
 from mnist_mlp.errors import IdxError
 
 # dtype code -> NumPy dtype; multi-byte values are big-endian in the file.
-DTYPES = {
+DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
     0x0B: np.dtype(">i2"),
@@ -48,7 +48,9 @@ def parse_idx(data: bytes) -> np.ndarray:
     """
     data = bytes(data)
     if len(data) < 4:
-        raise IdxError(f"not an IDX file: {len(data)} bytes is shorter than the 4-byte magic number")
+        raise IdxError(
+            f"not an IDX file: {len(data)} bytes is shorter than the 4-byte magic number"
+        )
     zero, code, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or code not in DTYPES:
         raise IdxError(f"not an IDX file: bad magic number 0x{data[:4].hex()} ({_describe(data)})")
@@ -56,7 +58,9 @@ def parse_idx(data: bytes) -> np.ndarray:
         raise IdxError("bad IDX header: zero dimensions")
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise IdxError(f"truncated IDX header: {ndim} dimensions need {header} bytes, got {len(data)}")
+        raise IdxError(
+            f"truncated IDX header: {ndim} dimensions need {header} bytes, got {len(data)}"
+        )
     shape = struct.unpack(f">{ndim}I", data[4:header])
     dtype = DTYPES[code]
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
@@ -64,7 +68,8 @@ def parse_idx(data: bytes) -> np.ndarray:
     if payload != expected:
         what = "truncated" if payload < expected else "has extra bytes"
         raise IdxError(
-            f"IDX payload {what}: shape {shape} of {dtype.name} needs {expected} bytes, got {payload}"
+            f"IDX payload {what}: shape {shape} of {dtype.name} needs {expected} bytes, got "
+            f"{payload}"
         )
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
 
@@ -139,4 +144,3 @@ def _describe(data: bytes) -> str:
     if data.startswith(GZIP_MAGIC):
         return "gzip data"
     return f"starts with {data[:8]!r}"
-

@@ -71,14 +71,17 @@ def list_images(paths: list[str | os.PathLike]) -> list[Path]:
     out = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(f for f in p.iterdir() if f.suffix.lower() in SUFFIXES and f.is_file()))
+            out.extend(
+                sorted(f for f in p.iterdir() if f.suffix.lower() in SUFFIXES and f.is_file())
+            )
         else:
             out.append(p)
     return out
 
 
-def load_gray(source: str | os.PathLike | bytes, name: str | None = None,
-              max_pixels: int | None = None) -> np.ndarray:
+def load_gray(
+    source: str | os.PathLike | bytes, name: str | None = None, max_pixels: int | None = None
+) -> np.ndarray:
     """Read an image as grayscale float32 in [0, 1], of shape (H, W), long side <= WORK_SIZE.
 
     Transparent pixels become paper: the image is composited onto a background of the
@@ -103,7 +106,7 @@ def load_gray(source: str | os.PathLike | bytes, name: str | None = None,
         name = name or "image"
         if not len(source):
             raise ImageError(f"{name}: empty file")
-        opened = io.BytesIO(source)
+        opened: io.BytesIO | Path = io.BytesIO(source)
     else:
         path = Path(source)
         name = name or str(path)
@@ -118,14 +121,19 @@ def load_gray(source: str | os.PathLike | bytes, name: str | None = None,
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(opened) as im:
-                if max_pixels is not None and im.width * im.height > max_pixels:  # from the header alone
-                    raise ImageTooLarge(f"{name}: {im.width}x{im.height} is too many pixels (the limit is "
-                                     f"{max_pixels / 1e6:g} million); send a smaller image")
+                # known from the header alone, before decoding
+                if max_pixels is not None and im.width * im.height > max_pixels:
+                    raise ImageTooLarge(
+                        f"{name}: {im.width}x{im.height} is too many pixels (the limit is "
+                        f"{max_pixels / 1e6:g} million); send a smaller image"
+                    )
                 im = ImageOps.exif_transpose(im)
                 im.load()
                 return _to_gray(im)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageTooLarge(f"{name}: too many pixels to be safe (Pillow's decompression-bomb limit)") from None
+        raise ImageTooLarge(
+            f"{name}: too many pixels to be safe (Pillow's decompression-bomb limit)"
+        ) from None
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image Pillow can read") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
@@ -142,7 +150,9 @@ def _to_gray(im: Image.Image) -> np.ndarray:
     else:
         if im.mode == "P":
             im = im.convert("RGBA")
-        has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "RGB" and "transparency" in im.info)
+        has_alpha = im.mode in ("RGBA", "LA", "PA") or (
+            im.mode == "RGB" and "transparency" in im.info
+        )
         if has_alpha:
             rgba = np.asarray(im.convert("RGBA"), np.float32) / 255
             alpha = rgba[..., 3]
@@ -240,7 +250,9 @@ def square_filter(a: np.ndarray, k: int, reduce) -> np.ndarray:
     for axis in (0, 1):
         pad = [(0, 0), (0, 0)]
         pad[axis] = (before, after)
-        windows = np.lib.stride_tricks.sliding_window_view(np.pad(out, pad, mode="edge"), k, axis=axis)
+        windows = np.lib.stride_tricks.sliding_window_view(
+            np.pad(out, pad, mode="edge"), k, axis=axis
+        )
         out = reduce(windows, axis=-1)
     return out.astype(np.float32)
 
@@ -249,7 +261,9 @@ def _background(ink: np.ndarray) -> np.ndarray:
     """A smooth estimate of the paper's level under the ink (same shape as ``ink``)."""
     h, w = ink.shape
     small_size = (max(8, w // 4), max(8, h // 4))
-    small = np.asarray(Image.fromarray(ink, "F").resize(small_size, Image.Resampling.BOX), np.float32)
+    small = np.asarray(
+        Image.fromarray(ink, "F").resize(small_size, Image.Resampling.BOX), np.float32
+    )
     # Window: a third of the image, wider than any stroke of a digit that fills it (strokes
     # are about a tenth of the digit); lighting changes over larger distances than that.
     k = max(3, (min(small_size) // 3) | 1)
@@ -281,7 +295,7 @@ def _components(mask: np.ndarray) -> np.ndarray:
         best = labels.copy()
         for dy in (0, 1, 2):
             for dx in (0, 1, 2):
-                np.minimum(best, padded[dy:dy + h, dx:dx + w], out=best)
+                np.minimum(best, padded[dy : dy + h, dx : dx + w], out=best)
         best[~mask] = outside
         table = np.append(best.reshape(-1), outside)  # pixel index -> its current label
         best = table[table[best]]  # jump twice: a label's label is in the same component
@@ -299,8 +313,11 @@ def keep_digit(ink: np.ndarray) -> np.ndarray:
     h, w = ink.shape
     scale = min(1.0, 64 / max(h, w))  # blobs are found at <= 64 px: fast, and never upsampled
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    small = ink if scale == 1 else np.asarray(Image.fromarray(ink, "F").resize(size, Image.Resampling.BOX),
-                                              np.float32)
+    small = (
+        ink
+        if scale == 1
+        else np.asarray(Image.fromarray(ink, "F").resize(size, Image.Resampling.BOX), np.float32)
+    )
     mask = small > 0.25
     if not mask.any():
         return ink
@@ -314,11 +331,22 @@ def keep_digit(ink: np.ndarray) -> np.ndarray:
     for i, area in zip(ids, areas):
         yy, xx = np.nonzero(labels == i)
         gap = max(y0 - yy.max(), yy.min() - y1, x0 - xx.max(), xx.min() - x1, 0)
-        if i == main or (area >= 0.15 * areas.max() and gap <= 2 * reach) or (area >= 3 and gap <= reach):
+        if (
+            i == main
+            or (area >= 0.15 * areas.max() and gap <= 2 * reach)
+            or (area >= 3 and gap <= reach)
+        ):
             keep |= labels == i
-    keep = square_filter(keep.astype(np.float32), 3, np.max) > 0  # a pixel's margin around what is kept
+    keep = (
+        square_filter(keep.astype(np.float32), 3, np.max) > 0
+    )  # a pixel's margin around what is kept
     if scale < 1:
-        keep = np.asarray(Image.fromarray(keep.astype(np.uint8)).resize((w, h), Image.Resampling.NEAREST)) > 0
+        keep = (
+            np.asarray(
+                Image.fromarray(keep.astype(np.uint8)).resize((w, h), Image.Resampling.NEAREST)
+            )
+            > 0
+        )
     keep_full = keep
     return np.where(keep_full, ink, 0).astype(np.float32)
 
@@ -351,7 +379,7 @@ def normalise_stroke(ink: np.ndarray) -> np.ndarray:
         return ink
     # Grey dilation/erosion by a square window of k px changes the width by about k - 1.
     change = STROKE_RATIO * size - width
-    k = int(round(abs(change))) + 1
+    k = round(abs(change)) + 1
     if k < 2:
         return ink
     k |= 1  # odd: the window stays centred on its pixel
@@ -379,7 +407,9 @@ def to_field(ink: np.ndarray) -> np.ndarray:
     if max(h, w) != BOX:
         scale = BOX / max(h, w)
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        digit = np.asarray(Image.fromarray(crop, "F").resize(size, Image.Resampling.LANCZOS), np.float32)
+        digit = np.asarray(
+            Image.fromarray(crop, "F").resize(size, Image.Resampling.LANCZOS), np.float32
+        )
     digit = np.clip(digit, 0, None)
     if digit.max() > 0:
         digit /= digit.max()
@@ -392,12 +422,13 @@ def to_field(ink: np.ndarray) -> np.ndarray:
     top = int(np.clip(round(CENTRE - cy), 0, FIELD - dh))
     left = int(np.clip(round(CENTRE - cx), 0, FIELD - dw))
     field = np.zeros((FIELD, FIELD), np.float32)
-    field[top:top + dh, left:left + dw] = digit
+    field[top : top + dh, left : left + dw] = digit
     return field
 
 
-def prepare(source: str | os.PathLike | bytes, name: str | None = None,
-            max_pixels: int | None = None) -> Prepared:
+def prepare(
+    source: str | os.PathLike | bytes, name: str | None = None, max_pixels: int | None = None
+) -> Prepared:
     """Read one image (a file or its bytes) and bring it to MNIST's form (see the module docstring).
 
     ``name`` and ``max_pixels`` are as for :func:`load_gray`.

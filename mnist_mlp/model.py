@@ -25,6 +25,7 @@ checks compare :func:`loss_and_grads` with finite differences (``tests/test_mode
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,7 +77,9 @@ DERIVATIVES = {"relu": relu_prime, "sigmoid": sigmoid_prime, "tanh": tanh_prime}
 # --- parameters ---------------------------------------------------------------------------------
 
 
-def layer_sizes(hidden: list[int], n_inputs: int = N_INPUTS, n_classes: int = N_CLASSES) -> list[int]:
+def layer_sizes(
+    hidden: list[int], n_inputs: int = N_INPUTS, n_classes: int = N_CLASSES
+) -> list[int]:
     """[n_inputs, *hidden, n_classes]: [784, 1024, 10] for the default net."""
     return [n_inputs, *hidden, n_classes]
 
@@ -100,7 +103,7 @@ def init_params(sizes: list[int], activation: str, rng: np.random.Generator) -> 
         ``W{l}`` of shape (sizes[l-1], sizes[l]) and ``b{l}`` of shape (sizes[l],), float32.
     """
     params = {}
-    for l, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+    for l, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes), start=1):
         var = 2 / fan_in if activation == "relu" else 2 / (fan_in + fan_out)
         w = rng.standard_normal((fan_in, fan_out)) * np.sqrt(var)
         params[f"W{l}"] = w.astype(np.float32)
@@ -116,7 +119,7 @@ def n_layers(params: Params) -> int:
 def param_shapes(sizes: list[int]) -> dict[str, tuple[int, ...]]:
     """The shape of every array :func:`init_params` makes for ``sizes``."""
     shapes: dict[str, tuple[int, ...]] = {}
-    for l, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+    for l, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes), start=1):
         shapes[f"W{l}"], shapes[f"b{l}"] = (fan_in, fan_out), (fan_out,)
     return shapes
 
@@ -150,18 +153,27 @@ class Forward:
         return self.z[-1]
 
 
-def dropout_mask(shape: tuple[int, ...], rate: float, rng: np.random.Generator) -> np.ndarray:
+def dropout_mask(
+    shape: tuple[int, ...], rate: float, rng: np.random.Generator | None
+) -> np.ndarray:
     """Inverted dropout: 0 with probability ``rate``, else 1 / (1 - rate), float32.
 
     Survivors are scaled up so that a neuron's expected output is the same with and without
     dropout: nothing changes at evaluation, when no mask is drawn.
     """
+    if rng is None:
+        raise ValueError("dropout needs a random generator (rng)")
     keep = rng.random(shape, dtype=np.float32) >= rate
     return keep * np.float32(1 / (1 - rate))
 
 
-def forward(params: Params, x: np.ndarray, activation: str, dropout: float = 0.0,
-            rng: np.random.Generator | None = None) -> Forward:
+def forward(
+    params: Params,
+    x: np.ndarray,
+    activation: str,
+    dropout: float = 0.0,
+    rng: np.random.Generator | None = None,
+) -> Forward:
     """Run the network on a batch.
 
     Parameters
@@ -214,7 +226,9 @@ def predict_proba(params: Params, x: np.ndarray, activation: str, batch: int = 2
     """
     out = np.empty((len(x), params[f"b{n_layers(params)}"].shape[0]), np.float32)
     for start in range(0, len(x), batch):
-        out[start:start + batch] = softmax(forward(params, x[start:start + batch], activation).logits)
+        out[start : start + batch] = softmax(
+            forward(params, x[start : start + batch], activation).logits
+        )
     return out
 
 
@@ -264,7 +278,9 @@ def l2_penalty(params: Params, l2: float) -> float:
 # --- backward -----------------------------------------------------------------------------------
 
 
-def sensitivities(params: Params, fwd: Forward, delta: np.ndarray, activation: str) -> list[np.ndarray]:
+def sensitivities(
+    params: Params, fwd: Forward, delta: np.ndarray, activation: str
+) -> list[np.ndarray]:
     """Every layer's sensitivities, from the output back: the chain rule once per layer.
 
     A neuron j of a hidden layer feeds every neuron k of the next through the link W[j, k], so
@@ -291,7 +307,9 @@ def sensitivities(params: Params, fwd: Forward, delta: np.ndarray, activation: s
     f_prime = DERIVATIVES[activation]
     deltas = [delta]
     for l in range(n_layers(params), 1, -1):
-        back = deltas[0] @ params[f"W{l}"].T  # dL/dA_{l-1}: the sensitivities sent back along the links
+        back = (
+            deltas[0] @ params[f"W{l}"].T
+        )  # dL/dA_{l-1}: the sensitivities sent back along the links
         mask = fwd.masks[l - 2]
         if mask is not None:
             back = back * mask
@@ -299,8 +317,9 @@ def sensitivities(params: Params, fwd: Forward, delta: np.ndarray, activation: s
     return deltas
 
 
-def backward(params: Params, fwd: Forward, delta: np.ndarray, activation: str,
-             l2: float = 0.0) -> tuple[Params, list[np.ndarray]]:
+def backward(
+    params: Params, fwd: Forward, delta: np.ndarray, activation: str, l2: float = 0.0
+) -> tuple[Params, list[np.ndarray]]:
     """Gradients of the loss with respect to every parameter.
 
     Each link's gradient is its input's activation times the sensitivity of the neuron it
@@ -330,9 +349,16 @@ def backward(params: Params, fwd: Forward, delta: np.ndarray, activation: str,
     return grads, deltas
 
 
-def loss_and_grads(params: Params, x: np.ndarray, y: np.ndarray, activation: str, l2: float = 0.0,
-                   dropout: float = 0.0, rng: np.random.Generator | None = None,
-                   smoothing: float = 0.0) -> tuple[float, Params, np.ndarray]:
+def loss_and_grads(
+    params: Params,
+    x: np.ndarray,
+    y: np.ndarray,
+    activation: str,
+    l2: float = 0.0,
+    dropout: float = 0.0,
+    rng: np.random.Generator | None = None,
+    smoothing: float = 0.0,
+) -> tuple[float, Params, np.ndarray]:
     """One forward and backward pass: what one step of training computes.
 
     Parameters
@@ -359,7 +385,9 @@ def loss_and_grads(params: Params, x: np.ndarray, y: np.ndarray, activation: str
     return loss, grads, fwd.logits.argmax(axis=1)
 
 
-def input_gradient(params: Params, x: np.ndarray, activation: str, classes: np.ndarray) -> np.ndarray:
+def input_gradient(
+    params: Params, x: np.ndarray, activation: str, classes: np.ndarray
+) -> np.ndarray:
     """The pixels' sensitivity: how much each input moves the logit of a chosen class.
 
     The same backward sweep, started from the logit of ``classes[i]`` alone (dZ_L = onehot)

@@ -31,8 +31,14 @@ def init_state(params: Params) -> Params:
     return {k: np.zeros_like(v) for k, v in params.items()}
 
 
-def sgd_step(params: Params, grads: Params, velocity: Params, lr: float, momentum: float,
-             nesterov: bool = False) -> None:
+def sgd_step(
+    params: Params,
+    grads: Params,
+    velocity: Params,
+    lr: float,
+    momentum: float,
+    nesterov: bool = False,
+) -> None:
     """One step of SGD with momentum: update ``params`` and ``velocity`` in place.
 
     Parameters
@@ -86,8 +92,15 @@ def clip_norms(params: Params, max_norm: float, previous: Params | None = None) 
             w *= scale
 
 
-def learning_rate(progress: float, base: float, total_epochs: int, schedule: str,
-                  warmup_epochs: float = 0.0, step_every: int = 10, step_gamma: float = 0.1) -> float:
+def learning_rate(
+    progress: float,
+    base: float,
+    total_epochs: int,
+    schedule: str,
+    warmup_epochs: float = 0.0,
+    step_every: int = 10,
+    step_gamma: float = 0.1,
+) -> float:
     """The learning rate at ``progress`` epochs into training (fractional within an epoch).
 
     Parameters

@@ -23,8 +23,13 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def digit_grid(rows: list[list[np.ndarray]], captions: list[list[str]] | None = None,
-               row_labels: list[str] | None = None, scale: int = 3, title: str | None = None) -> Image.Image:
+def digit_grid(
+    rows: list[list[np.ndarray]],
+    captions: list[list[str]] | None = None,
+    row_labels: list[str] | None = None,
+    scale: int = 3,
+    title: str | None = None,
+) -> Image.Image:
     """Lay out digits in a grid, each under an optional caption.
 
     Parameters
@@ -61,13 +66,22 @@ def digit_grid(rows: list[list[np.ndarray]], captions: list[list[str]] | None = 
             left = label_w + pad + c * (cell + pad)
             pixels = np.asarray(digit, np.float32)
             if pixels.max() > 1.0:
-                pixels = pixels / 255
+                pixels = pixels / np.float32(255)
             tile = Image.fromarray((255 * (1 - np.clip(pixels, 0, 1))).astype(np.uint8), "L")
-            image.paste(tile.resize((cell, cell), Image.Resampling.NEAREST).convert("RGB"), (left, top))
+            image.paste(
+                tile.resize((cell, cell), Image.Resampling.NEAREST).convert("RGB"), (left, top)
+            )
             draw.rectangle([left - 1, top - 1, left + cell, top + cell], outline=(200, 200, 200))
             if captions:
-                draw.multiline_text((left + cell // 2, top + cell + 3), captions[r][c], fill=INK, font=small,
-                                    anchor="ma", align="center", spacing=2)
+                draw.multiline_text(
+                    (left + cell // 2, top + cell + 3),
+                    captions[r][c],
+                    fill=INK,
+                    font=small,
+                    anchor="ma",
+                    align="center",
+                    spacing=2,
+                )
     return image
 
 
@@ -103,17 +117,27 @@ def sensitivity_rgb(pixels: np.ndarray, sensitivity: np.ndarray) -> np.ndarray:
     return (base * (1 - alpha) + colour * alpha).round().astype(np.uint8)
 
 
-def explanation(pixels: np.ndarray, sensitivity: np.ndarray, prediction: str, probability: float,
-                scale: int = 10) -> Image.Image:
-    """The 28x28 input the network saw beside its sensitivity map, with a sentence on the colours."""
+def explanation(
+    pixels: np.ndarray,
+    sensitivity: np.ndarray,
+    prediction: str,
+    probability: float,
+    scale: int = 10,
+) -> Image.Image:
+    """The 28x28 input the network saw beside its sensitivity map, with a sentence on the
+    colours."""
     cell, pad = 28 * scale, 12
     font, small = _font(16), _font(13)
     width, height = 2 * cell + 3 * pad, cell + 2 * pad + 30 + 44
     image = Image.new("RGB", (width, height), PAPER)
     draw = ImageDraw.Draw(image)
     draw.text((pad, pad), "the network's input", fill=INK, font=small)
-    draw.text((2 * pad + cell, pad), f"sensitivity of '{prediction}' ({100 * probability:.1f}%)", fill=INK,
-              font=small)
+    draw.text(
+        (2 * pad + cell, pad),
+        f"sensitivity of '{prediction}' ({100 * probability:.1f}%)",
+        fill=INK,
+        font=small,
+    )
     top = pad + 24
     seen = Image.fromarray((255 * (1 - np.clip(pixels, 0, 1))).astype(np.uint8), "L").convert("RGB")
     image.paste(seen.resize((cell, cell), Image.Resampling.NEAREST), (pad, top))
@@ -121,16 +145,25 @@ def explanation(pixels: np.ndarray, sensitivity: np.ndarray, prediction: str, pr
     image.paste(tinted.resize((cell, cell), Image.Resampling.NEAREST), (2 * pad + cell, top))
     for left in (pad, 2 * pad + cell):
         draw.rectangle([left - 1, top - 1, left + cell, top + cell], outline=(200, 200, 200))
-    draw.multiline_text((pad, top + cell + 8), SENTENCE.format(digit=prediction), fill=INK, font=font, spacing=4)
+    draw.multiline_text(
+        (pad, top + cell + 8), SENTENCE.format(digit=prediction), fill=INK, font=font, spacing=4
+    )
     return image
 
 
-SENTENCE = ("Red: ink there would make the network more sure of '{digit}'.\n"
-            "Blue: ink there speaks against '{digit}'. The stronger the colour, the larger the effect.")
+SENTENCE = (
+    "Red: ink there would make the network more sure of '{digit}'.\n"
+    "Blue: ink there speaks against '{digit}'. The stronger the colour, the larger the effect."
+)
 
 
-def weight_grid(weights: np.ndarray, captions: list[str], per_row: int = 8, scale: int = 3,
-                title: str | None = None) -> Image.Image:
+def weight_grid(
+    weights: np.ndarray,
+    captions: list[str],
+    per_row: int = 8,
+    scale: int = 3,
+    title: str | None = None,
+) -> Image.Image:
     """First-layer weight images: one 28x28 tile per hidden unit, red positive, blue negative.
 
     Each tile is scaled to its own largest magnitude (white is zero), so a unit's pattern shows
@@ -148,7 +181,11 @@ def weight_grid(weights: np.ndarray, captions: list[str], per_row: int = 8, scal
     rows = -(-len(weights) // per_row)
     title_h = 28 if title else 0
     caption_h = 15
-    image = Image.new("RGB", (pad + per_row * (cell + pad), title_h + pad + rows * (cell + caption_h + pad)), PAPER)
+    image = Image.new(
+        "RGB",
+        (pad + per_row * (cell + pad), title_h + pad + rows * (cell + caption_h + pad)),
+        PAPER,
+    )
     draw = ImageDraw.Draw(image)
     if title:
         draw.text((pad, 6), title, fill=INK, font=font)
@@ -160,7 +197,9 @@ def weight_grid(weights: np.ndarray, captions: list[str], per_row: int = 8, scal
         rgb = (255 * (1 - strength) + colour * strength).round().astype(np.uint8)
         left = pad + (i % per_row) * (cell + pad)
         top = title_h + pad + (i // per_row) * (cell + caption_h + pad)
-        image.paste(Image.fromarray(rgb, "RGB").resize((cell, cell), Image.Resampling.NEAREST), (left, top))
+        image.paste(
+            Image.fromarray(rgb, "RGB").resize((cell, cell), Image.Resampling.NEAREST), (left, top)
+        )
         draw.rectangle([left - 1, top - 1, left + cell, top + cell], outline=(200, 200, 200))
         draw.text((left + cell // 2, top + cell + 2), caption, fill=INK, font=small, anchor="ma")
     return image

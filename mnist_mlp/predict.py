@@ -35,16 +35,22 @@ class Prediction:
     def as_dict(self) -> dict:
         if self.error is not None:
             return {"file": self.file, "error": self.error}
-        return {"file": self.file, "prediction": self.prediction, "probability": self.probability,
-                "top_k": self.top_k}
+        return {
+            "file": self.file,
+            "prediction": self.prediction,
+            "probability": self.probability,
+            "top_k": self.top_k,
+        }
 
 
 def default_checkpoint() -> Path:
     """The newest run's best checkpoint (``runs/latest/checkpoint.npz``)."""
     if LATEST.exists():
         return LATEST
-    raise MlpError(f"no trained model found at {LATEST}: train one first "
-                   f"(mlp train --config configs/default.yaml) or pass --checkpoint PATH")
+    raise MlpError(
+        f"no trained model found at {LATEST}: train one first "
+        f"(mlp train --config configs/default.yaml) or pass --checkpoint PATH"
+    )
 
 
 class Predictor:
@@ -58,8 +64,8 @@ class Predictor:
     """
 
     def __init__(self, checkpoint: str | os.PathLike | list | None = None):
-        paths = checkpoint if isinstance(checkpoint, (list, tuple)) else [checkpoint]
-        paths = [Path(p or default_checkpoint()) for p in paths]
+        given = checkpoint if isinstance(checkpoint, (list, tuple)) else [checkpoint]
+        paths = [Path(p or default_checkpoint()) for p in given]
         self.path = paths[0]
         self.members = [ckpt_mod.load(p) for p in paths]
         ckpt_mod.check_committee(paths, self.members)
@@ -72,7 +78,8 @@ class Predictor:
         return np.float32(255 * scale), np.float32(offset)
 
     def inputs(self, pixels: np.ndarray, ckpt=None) -> np.ndarray:
-        """(N, 28, 28) pixels in [0, 1] -> (N, 784) float32 inputs of ``ckpt`` (the first member's)."""
+        """(N, 28, 28) pixels in [0, 1] -> (N, 784) float32 inputs of ``ckpt`` (the first
+        member's)."""
         scale, offset = self._scaling(ckpt or self.ckpt)
         x = pixels.reshape(len(pixels), -1).astype(np.float32) * scale
         x += offset
@@ -80,7 +87,10 @@ class Predictor:
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities, ndarray of shape (N, 10), for ``pixels`` (N, 28, 28) in [0, 1]."""
-        total = sum(model.predict_proba(c.params, self.inputs(pixels, c), c.activation) for c in self.members)
+        total = sum(
+            model.predict_proba(c.params, self.inputs(pixels, c), c.activation)
+            for c in self.members
+        )
         return total / np.float32(len(self.members))
 
     def sensitivity(self, pixels: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -95,18 +105,19 @@ class Predictor:
             Positive where more ink would raise the class's score, negative where it would
             lower it.
         """
-        total = 0
-        for c in self.members:
-            grad = model.input_gradient(c.params, self.inputs(pixels, c), c.activation, classes)
-            total = total + grad * self._scaling(c)[0]
-        return (total / np.float32(len(self.members))).reshape(-1, 28, 28)
+        grads = [
+            model.input_gradient(c.params, self.inputs(pixels, c), c.activation, classes)
+            * self._scaling(c)[0]
+            for c in self.members
+        ]
+        return (sum(grads[1:], grads[0]) / np.float32(len(grads))).reshape(-1, 28, 28)
 
     def fill(self, results: list[Prediction], top_k: int = 3, explain: bool = False) -> None:
         """Predict, in one batch, every result that has pixels and no error."""
         ready = [r for r in results if r.error is None and r.pixels is not None]
         if not ready:
             return
-        pixels = np.stack([r.pixels for r in ready])
+        pixels = np.stack([r.pixels for r in ready if r.pixels is not None])
         probs = self.probabilities(pixels)
         k = max(1, min(top_k, probs.shape[1]))
         for r, p in zip(ready, probs):
@@ -118,8 +129,14 @@ class Predictor:
             for r, m in zip(ready, maps):
                 r.sensitivity = m
 
-    def predict_image(self, source: str | os.PathLike | bytes, name: str, top_k: int = 3,
-                      explain: bool = False, max_pixels: int | None = None) -> Prediction:
+    def predict_image(
+        self,
+        source: str | os.PathLike | bytes,
+        name: str,
+        top_k: int = 3,
+        explain: bool = False,
+        max_pixels: int | None = None,
+    ) -> Prediction:
         """Prepare one image (a file or its bytes) as MNIST was made, and classify it.
 
         Raises
@@ -132,8 +149,12 @@ class Predictor:
         return result
 
 
-def predict_files(paths: list[str | os.PathLike], checkpoint: str | os.PathLike | list | None = None,
-                  top_k: int = 3, explain_to: str | os.PathLike | None = None) -> list[Prediction]:
+def predict_files(
+    paths: list[str | os.PathLike],
+    checkpoint: str | os.PathLike | list | None = None,
+    top_k: int = 3,
+    explain_to: str | os.PathLike | None = None,
+) -> list[Prediction]:
     """Prepare every image as MNIST was made and classify them in one batch.
 
     A file that cannot be read, or holds no digit, gets a :class:`Prediction` with ``error``
@@ -144,7 +165,9 @@ def predict_files(paths: list[str | os.PathLike], checkpoint: str | os.PathLike 
     predictor = Predictor(checkpoint)
     files = images.list_images(paths)
     if not files:
-        raise MlpError("no image files given (a folder counts its .png, .jpg, .bmp, .gif, .tif, .webp files)")
+        raise MlpError(
+            "no image files given (a folder counts its .png, .jpg, .bmp, .gif, .tif, .webp files)"
+        )
     results = []
     for f in files:
         try:
@@ -157,7 +180,9 @@ def predict_files(paths: list[str | os.PathLike], checkpoint: str | os.PathLike 
     return results
 
 
-def write_explanations(results: list[Prediction], out: str | os.PathLike, classes: list[str]) -> None:
+def write_explanations(
+    results: list[Prediction], out: str | os.PathLike, classes: list[str]
+) -> None:
     """Save each predicted image's input and sensitivity map as a PNG (``result.explanation``).
 
     One image: ``out`` itself. Several: ``out``'s name with each image's name added
@@ -167,9 +192,15 @@ def write_explanations(results: list[Prediction], out: str | os.PathLike, classe
 
     out = Path(out)
     for r in results:
-        if r.sensitivity is None:
+        if r.sensitivity is None or r.pixels is None or r.prediction is None:
             continue
-        path = out if len(results) == 1 else out.with_name(f"{out.stem}-{Path(r.file).stem}{out.suffix or '.png'}")
+        path = (
+            out
+            if len(results) == 1
+            else out.with_name(f"{out.stem}-{Path(r.file).stem}{out.suffix or '.png'}")
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_png(explanation(r.pixels, r.sensitivity, classes[r.prediction], r.probability), path)
+        save_png(
+            explanation(r.pixels, r.sensitivity, classes[r.prediction], r.probability or 0.0), path
+        )
         r.explanation = path

@@ -19,8 +19,16 @@ from mnist_mlp import model, run
 from mnist_mlp.errors import MlpError
 from mnist_mlp.fsutil import atomic_write
 from mnist_mlp.pictures import digit_grid, save_png, weight_grid
-from mnist_mlp.plots import (INSTALL_HINT, have_matplotlib, plot_confusion, plot_curves, plot_importances,
-                             plot_runs_curves, plot_sweep_params, plot_sweep_trials)
+from mnist_mlp.plots import (
+    INSTALL_HINT,
+    have_matplotlib,
+    plot_confusion,
+    plot_curves,
+    plot_importances,
+    plot_runs_curves,
+    plot_sweep_params,
+    plot_sweep_trials,
+)
 
 
 def resolve(target: str | os.PathLike) -> tuple[Path, Path]:
@@ -36,8 +44,14 @@ def resolve(target: str | os.PathLike) -> tuple[Path, Path]:
     return target.parent, target
 
 
-def mistakes_grid(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, classes: list[str],
-                  count: int = 40, per_row: int = 10):
+def mistakes_grid(
+    images: np.ndarray,
+    labels: np.ndarray,
+    probs: np.ndarray,
+    classes: list[str],
+    count: int = 40,
+    per_row: int = 10,
+):
     """The most confidently wrong digits, each captioned "true -> predicted, probability".
 
     Parameters
@@ -50,16 +64,26 @@ def mistakes_grid(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, cla
     wrong = np.nonzero(predicted != labels)[0]
     wrong = wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")][:count]
     if len(wrong) == 0:
-        return digit_grid([[np.zeros((28, 28))]], [["no mistakes"]], title="No test digit is misclassified")
+        return digit_grid(
+            [[np.zeros((28, 28))]], [["no mistakes"]], title="No test digit is misclassified"
+        )
     short = [c if len(c) <= 8 else c[:7] + "." for c in classes]
     rows, captions = [], []
     for start in range(0, len(wrong), per_row):
-        chunk = wrong[start:start + per_row]
+        chunk = wrong[start : start + per_row]
         rows.append([images[i].reshape(28, 28) for i in chunk])
-        captions.append([f"{short[labels[i]]} -> {short[predicted[i]]}\n{100 * probs[i, predicted[i]]:.1f}%"
-                         for i in chunk])
-    return digit_grid(rows, captions, title=f"The {len(wrong)} most confidently wrong test digits "
-                                            f"(true -> predicted, probability)")
+        captions.append(
+            [
+                f"{short[labels[i]]} -> {short[predicted[i]]}\n{100 * probs[i, predicted[i]]:.1f}%"
+                for i in chunk
+            ]
+        )
+    return digit_grid(
+        rows,
+        captions,
+        title=f"The {len(wrong)} most confidently wrong test digits "
+        f"(true -> predicted, probability)",
+    )
 
 
 def most_used_units(ckpt, images: np.ndarray, count: int = 64) -> np.ndarray:
@@ -84,12 +108,17 @@ def hidden_units(ckpt, images: np.ndarray, count: int = 64):
     """
     w1 = ckpt.params["W1"]
     top = most_used_units(ckpt, images, count)
-    return weight_grid(w1[:, top].T, [f"unit {i}" for i in top],
-                       title=f"What the {len(top)} most-used of the {w1.shape[1]} first-layer units respond to "
-                             f"(red excites, blue inhibits)")
+    return weight_grid(
+        w1[:, top].T,
+        [f"unit {i}" for i in top],
+        title=f"What the {len(top)} most-used of the {w1.shape[1]} first-layer units respond to "
+        f"(red excites, blue inhibits)",
+    )
 
 
-def make(target: str | os.PathLike, out: str | os.PathLike | None = None, progress: bool = True) -> dict:
+def make(
+    target: str | os.PathLike, out: str | os.PathLike | None = None, progress: bool = True
+) -> dict:
     """Write the report of a run (folder or checkpoint) into ``out`` (default: the run folder).
 
     Returns
@@ -114,28 +143,39 @@ def make(target: str | os.PathLike, out: str | os.PathLike | None = None, progre
         written["curves"] = out / "curves.png"
         plot_curves(rows, written["curves"], f"{name}: learning curves")
     written["confusion"] = out / "confusion.png"
-    plot_confusion(cm, classes, written["confusion"],
-                   f"{name}: test confusion matrix ({100 * metrics.accuracy:.2f}% correct)")
+    plot_confusion(
+        cm,
+        classes,
+        written["confusion"],
+        f"{name}: test confusion matrix ({100 * metrics.accuracy:.2f}% correct)",
+    )
     written["mistakes"] = out / "mistakes.png"
-    save_png(mistakes_grid(test.images, test.labels, metrics.probabilities, classes),
-             written["mistakes"])
+    save_png(
+        mistakes_grid(test.images, test.labels, metrics.probabilities, classes), written["mistakes"]
+    )
     written["units"] = out / "units.png"
     save_png(hidden_units(ckpt, test.images[:2000]), written["units"])
     per_class = run.per_class(cm, classes)
     written["html"] = out / "report.html"
     page = _html(name, ckpt, metrics, per_class, rows, written)
-    atomic_write(written["html"], lambda f: f.write(page.encode()))
-    return {"paths": {k: str(v) for k, v in written.items()}, "accuracy": metrics.accuracy,
-            "loss": metrics.loss, "n": int(len(test))}
+    atomic_write(written["html"], page.encode())
+    return {
+        "paths": {k: str(v) for k, v in written.items()},
+        "accuracy": metrics.accuracy,
+        "loss": metrics.loss,
+        "n": len(test),
+    }
 
 
-# --- a sweep's report ------------------------------------------------------------------------------
+# --- a sweep's report -----------------------------------------------------------------------------
 
 
 def is_sweep(target: str | os.PathLike) -> bool:
     """Whether ``target`` is a sweep folder (``mlp sweep``'s results.csv and summary.json)."""
     target = Path(target)
-    return target.is_dir() and (target / "summary.json").exists() and (target / "results.csv").exists()
+    return (
+        target.is_dir() and (target / "summary.json").exists() and (target / "results.csv").exists()
+    )
 
 
 def read_sweep(folder: Path) -> tuple[dict, list[dict]]:
@@ -147,7 +187,7 @@ def read_sweep(folder: Path) -> tuple[dict, list[dict]]:
     rows = []
     with open(folder / "results.csv", newline="") as f:
         for raw in csv.DictReader(f):
-            row = {}
+            row: dict = {}
             for key, text in raw.items():
                 if text in ("", None):
                     row[key] = None
@@ -170,13 +210,20 @@ def make_sweep(folder: Path, out: str | os.PathLike | None = None, best_curves: 
     out.mkdir(parents=True, exist_ok=True)
     metric, goal, name = summary["metric"], summary["goal"], summary["name"]
     written = {"trials": out / "trials.png", "parameters": out / "parameters.png"}
-    plot_sweep_trials(rows, metric, goal, written["trials"], f"sweep {name}: {metric} of each trial")
-    plot_sweep_params(rows, summary.get("parameters") or _guess_parameters(rows), metric, written["parameters"])
+    plot_sweep_trials(
+        rows, metric, goal, written["trials"], f"sweep {name}: {metric} of each trial"
+    )
+    plot_sweep_params(
+        rows, summary.get("parameters") or _guess_parameters(rows), metric, written["parameters"]
+    )
     if summary.get("importances"):
         written["importances"] = out / "importances.png"
         plot_importances(summary["importances"], written["importances"])
-    done = sorted((r for r in rows if r["state"] == "complete" and r["value"] is not None),
-                  key=lambda r: r["value"], reverse=goal == "maximize")[:best_curves]
+    done = sorted(
+        (r for r in rows if r["state"] == "complete" and r["value"] is not None),
+        key=lambda r: r["value"],
+        reverse=goal == "maximize",
+    )[:best_curves]
     curves = {}
     for r in done:
         path = folder / "trials" / str(r["number"]) / "metrics.csv"
@@ -187,7 +234,7 @@ def make_sweep(folder: Path, out: str | os.PathLike | None = None, best_curves: 
         plot_runs_curves(curves, metric, written["curves"])
     written["html"] = out / "sweep.html"
     page = _sweep_html(summary, rows, done, written)
-    atomic_write(written["html"], lambda f: f.write(page.encode()))
+    atomic_write(written["html"], page.encode())
     return {"paths": {k: str(v) for k, v in written.items()}, "best": summary.get("best")}
 
 
@@ -197,7 +244,9 @@ def _guess_parameters(rows: list[dict]) -> dict[str, str]:
     out = {}
     for key in (k for k in (rows[0] if rows else {}) if k not in fixed):
         values = [r[key] for r in rows if r.get(key) is not None]
-        numeric = values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        numeric = values and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+        )
         spread = numeric and min(values) > 0 and max(values) / min(values) > 50
         out[key] = "log_uniform_values" if spread else "uniform" if numeric else "categorical"
     return out
@@ -208,25 +257,49 @@ def _sweep_html(summary: dict, rows: list[dict], best_rows: list[dict], written:
     params = list(summary.get("parameters", {}))
     best = summary.get("best") or {}
     t = summary["trials"]
-    facts = [("trials", f"{t['complete']} complete, {t['pruned']} pruned, {t['fail']} failed"),
-             ("epochs run", str(summary.get("epochs_run"))),
-             ("wall time", f"{summary.get('wall_seconds', 0):.0f} s (this session)"),
-             ("best trial", str(best.get("number", "-"))),
-             (f"best {summary['metric']}", "-" if best.get("value") is None else f"{best['value']:.4f}"),
-             ("its test accuracy", "-" if best.get("test_accuracy") is None else f"{100 * best['test_accuracy']:.2f}%")]
+    facts = [
+        ("trials", f"{t['complete']} complete, {t['pruned']} pruned, {t['fail']} failed"),
+        ("epochs run", str(summary.get("epochs_run"))),
+        ("wall time", f"{summary.get('wall_seconds', 0):.0f} s (this session)"),
+        ("best trial", str(best.get("number", "-"))),
+        (f"best {summary['metric']}", "-" if best.get("value") is None else f"{best['value']:.4f}"),
+        (
+            "its test accuracy",
+            "-" if best.get("test_accuracy") is None else f"{100 * best['test_accuracy']:.2f}%",
+        ),
+    ]
     facts_html = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
-    head = "".join(f"<th>{esc(c)}</th>" for c in ["trial", "state", summary["metric"], *params, "epochs", "host"])
-    body = "".join("<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in [
-        r["number"], r["state"], "-" if r["value"] is None else f"{r['value']:.4f}",
-        *(r.get(p) for p in params), r.get("epochs"), r.get("host")]) + "</tr>" for r in best_rows)
-    figures = "".join(f"<figure>{_img(written[k])}</figure>" for k in ("trials", "parameters", "importances",
-                                                                        "curves") if k in written)
+    head = "".join(
+        f"<th>{esc(c)}</th>"
+        for c in ["trial", "state", summary["metric"], *params, "epochs", "host"]
+    )
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{esc(str(v))}</td>"
+            for v in [
+                r["number"],
+                r["state"],
+                "-" if r["value"] is None else f"{r['value']:.4f}",
+                *(r.get(p) for p in params),
+                r.get("epochs"),
+                r.get("host"),
+            ]
+        )
+        + "</tr>"
+        for r in best_rows
+    )
+    figures = "".join(
+        f"<figure>{_img(written[k])}</figure>"
+        for k in ("trials", "parameters", "importances", "curves")
+        if k in written
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
-<title>mlp report: sweep {esc(summary['name'])}</title>
+<title>mlp report: sweep {esc(summary["name"])}</title>
 <style>{PAGE_STYLE}</style></head><body>
-<h1>Sweep <code>{esc(summary['name'])}</code> ({esc(summary['method'])}, {esc(summary['goal'])}
-{esc(summary['metric'])})</h1>
+<h1>Sweep <code>{esc(summary["name"])}</code> ({esc(summary["method"])}, {esc(summary["goal"])}
+{esc(summary["metric"])})</h1>
 <table>{facts_html}</table>
 <h2>The best trials</h2>
 <table><tr>{head}</tr>{body}</table>
@@ -247,7 +320,8 @@ def _history(folder: Path, ckpt) -> list[dict]:
 
 
 PAGE_STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;
+       color: #222; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 2em; }
 table { border-collapse: collapse; }
 td, th { padding: 0.25em 0.8em; border-bottom: 1px solid #ddd; text-align: right; }
@@ -270,24 +344,32 @@ def _html(name, ckpt, metrics, per_class, rows, written) -> str:
     best = ckpt.meta.get("best", {})
     table = "".join(
         f"<tr><td>{esc(c['class'])}</td><td>{_pct(c['precision'])}</td><td>{_pct(c['recall'])}</td>"
-        f"<td>{c['support']}</td></tr>" for c in per_class)
+        f"<td>{c['support']}</td></tr>"
+        for c in per_class
+    )
     last = rows[-1] if rows else {}
-    facts = [("test accuracy", f"{100 * metrics.accuracy:.2f}%"), ("test loss", f"{metrics.loss:.4f}"),
-             ("best epoch", str(best.get("epoch", ckpt.meta.get("epoch", "?")))),
-             ("best validation accuracy", _pct(best.get("val_acc"))),
-             ("epochs run", str(len(rows))),
-             ("training time", f"{sum(r.get('seconds') or 0 for r in rows):.0f} s"),
-             ("final training accuracy", _pct(last.get("train_acc")))]
+    facts = [
+        ("test accuracy", f"{100 * metrics.accuracy:.2f}%"),
+        ("test loss", f"{metrics.loss:.4f}"),
+        ("best epoch", str(best.get("epoch", ckpt.meta.get("epoch", "?")))),
+        ("best validation accuracy", _pct(best.get("val_acc"))),
+        ("epochs run", str(len(rows))),
+        ("training time", f"{sum(r.get('seconds') or 0 for r in rows):.0f} s"),
+        ("final training accuracy", _pct(last.get("train_acc"))),
+    ]
     facts_html = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
     config_text = yaml.safe_dump(config_mod.to_dict(ckpt.config), sort_keys=False)
-    figures = "".join(f"<figure>{_img(written[k])}</figure>" for k in ("curves", "confusion", "mistakes",
-                                                                        "units") if k in written)
+    figures = "".join(
+        f"<figure>{_img(written[k])}</figure>"
+        for k in ("curves", "confusion", "mistakes", "units")
+        if k in written
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>mlp report: {esc(name)}</title>
 <style>{PAGE_STYLE}</style></head><body>
 <h1>Run <code>{esc(name)}</code>: {100 * metrics.accuracy:.2f}% on the
-{esc(ckpt.meta.get('dataset', {}).get('name', ''))} test set</h1>
+{esc(ckpt.meta.get("dataset", {}).get("name", ""))} test set</h1>
 <table>{facts_html}</table>
 <h2>Pictures</h2>
 {figures}

@@ -1,4 +1,4 @@
-"""A training run on disk: its folder, checkpoints, metrics file, and the evaluation of a checkpoint.
+"""A training run on disk: its folder, checkpoints and metrics file; and evaluating a checkpoint.
 
 This module joins the loop (:mod:`mnist_mlp.train`) to the files (:mod:`mnist_mlp.checkpoint`),
 so that neither needs the other. A run folder holds:
@@ -16,12 +16,11 @@ from __future__ import annotations
 import copy
 import csv
 import io
-import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -58,9 +57,17 @@ def load_data(config: config_mod.Config, progress: bool = True) -> data_mod.Data
     return data_mod.load(d.dataset, d.validation, config.training.seed, d.subset, d.dir, progress)
 
 
-def train_run(config: config_mod.Config, folder: Path, *, resume: str | os.PathLike | None = None,
-              overrides: tuple[str, ...] = (), force: bool = False, progress: bool = True,
-              echo: Callable[[str], None] = print, stop: train.StopFlag | None = None) -> RunResult:
+def train_run(
+    config: config_mod.Config,
+    folder: Path,
+    *,
+    resume: str | os.PathLike | None = None,
+    overrides: tuple[str, ...] = (),
+    force: bool = False,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+    stop: train.StopFlag | None = None,
+) -> RunResult:
     """Train into ``folder`` (or continue the run saved in ``resume``) and test the best epoch.
 
     Parameters
@@ -93,11 +100,15 @@ def train_run(config: config_mod.Config, folder: Path, *, resume: str | os.PathL
         config = _resume_config(saved.config, overrides)
         state = train.State.from_meta(saved.params, saved.momentum, saved.meta)
         if state.epoch >= config.training.epochs and not state.batch:
-            raise MlpError(f"{resume} already finished its {config.training.epochs} epochs; to train "
-                           f"longer, add --set training.epochs=N with N > {state.epoch}")
+            raise MlpError(
+                f"{resume} already finished its {config.training.epochs} epochs; to train "
+                f"longer, add --set training.epochs=N with N > {state.epoch}"
+            )
     elif not force and ((folder / "checkpoint.npz").exists() or (folder / "last.npz").exists()):
-        raise MlpError(f"{folder} already holds a run; continue it with --resume {folder / 'last.npz'}, "
-                       f"train into another folder with --out DIR, or replace it with --force")
+        raise MlpError(
+            f"{folder} already holds a run; continue it with --resume {folder / 'last.npz'}, "
+            f"train into another folder with --out DIR, or replace it with --force"
+        )
 
     train.check_memory(config)
     data = load_data(config, progress)
@@ -121,8 +132,10 @@ def train_run(config: config_mod.Config, folder: Path, *, resume: str | os.PathL
     if state.status == "interrupted":
         files.save("last.npz", state)
         raise TrainingInterrupted(
-            f"interrupted at epoch {state.epoch + 1}, step {state.step}; saved {folder / 'last.npz'}. "
-            f"Resume with: mlp train --resume {folder / 'last.npz'}")
+            f"interrupted at epoch {state.epoch + 1}, step {state.step}; saved "
+            f"{folder / 'last.npz'}. "
+            f"Resume with: mlp train --resume {folder / 'last.npz'}"
+        )
     if state.status == "early-stopped":
         echo(f"early stop: validation loss has not improved for {config.training.patience} epochs")
     curves.update(state.history, final=True)
@@ -133,16 +146,27 @@ def train_run(config: config_mod.Config, folder: Path, *, resume: str | os.PathL
     # without the test set at hand.
     best.meta["test"] = {"accuracy": test.accuracy, "loss": test.loss, "n": len(data.test)}
     ckpt_mod.save(folder / "checkpoint.npz", best)
-    which = f"best epoch {best.meta['epoch']}" if len(data.val) else \
-        f"last epoch {best.meta['epoch']} (no validation split)"
-    echo(f"{which}: test accuracy {100 * test.accuracy:.2f}% "
-         f"(loss {test.loss:.4f}) -> {folder / 'checkpoint.npz'}")
+    which = (
+        f"best epoch {best.meta['epoch']}"
+        if len(data.val)
+        else f"last epoch {best.meta['epoch']} (no validation split)"
+    )
+    echo(
+        f"{which}: test accuracy {100 * test.accuracy:.2f}% "
+        f"(loss {test.loss:.4f}) -> {folder / 'checkpoint.npz'}"
+    )
     return RunResult(folder, state, test.accuracy, test.loss)
 
 
-def trial_run(config: config_mod.Config, folder: Path, data: data_mod.Data, *,
-              epoch_hook: Callable[[dict], None], progress: bool = False,
-              stop: train.StopFlag | None = None) -> train.State:
+def trial_run(
+    config: config_mod.Config,
+    folder: Path,
+    data: data_mod.Data,
+    *,
+    epoch_hook: Callable[[dict], None],
+    progress: bool = False,
+    stop: train.StopFlag | None = None,
+) -> train.State:
     """A sweep's trial: train into ``folder`` and keep only what choosing among trials needs.
 
     Unlike :func:`train_run`: no test at the end (trials are chosen on validation only, and the
@@ -177,8 +201,13 @@ def trial_run(config: config_mod.Config, folder: Path, data: data_mod.Data, *,
     def on_epoch(state: train.State, row: dict, is_best: bool) -> None:
         files.append(row)
         if is_best:
-            best[:] = [train.State({k: v.copy() for k, v in state.params.items()}, {},
-                                   **copy.deepcopy(state.meta()))]
+            best[:] = [
+                train.State(
+                    {k: v.copy() for k, v in state.params.items()},
+                    {},
+                    **copy.deepcopy(state.meta()),
+                )
+            ]
         epoch_hook(row)
 
     state = _fit(config, data, None, on_epoch, stop, progress)
@@ -193,12 +222,17 @@ class _RunFiles:
     """A run folder's files: ``config.yaml`` and ``metrics.csv`` written anew (with the rows of
     ``history``) when made, then rows appended and checkpoints saved."""
 
-    def __init__(self, folder: Path, config: config_mod.Config, data: data_mod.Data, history: list[dict]):
+    def __init__(
+        self, folder: Path, config: config_mod.Config, data: data_mod.Data, history: list[dict]
+    ):
         self.folder, self.config = folder, config
-        self.meta = {"dataset": {"name": data.name, "digest": data.digest}, "classes": list(data.classes),
-                     "input": {"scale": data.scaling[0], "offset": data.scaling[1], "shape": [28, 28]}}
+        self.meta = {
+            "dataset": {"name": data.name, "digest": data.digest},
+            "classes": list(data.classes),
+            "input": {"scale": data.scaling[0], "offset": data.scaling[1], "shape": [28, 28]},
+        }
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(folder / "config.yaml", lambda f: f.write(_yaml(config).encode()))
+        atomic_write(folder / "config.yaml", _yaml(config).encode())
         self.metrics = folder / "metrics.csv"
         _write_metrics(self.metrics, history)
 
@@ -206,17 +240,34 @@ class _RunFiles:
         _append_metrics(self.metrics, row)
 
     def save(self, name: str, state: train.State) -> None:
-        ckpt_mod.save(self.folder / name, ckpt_mod.Checkpoint(state.params, self.config,
-                                                              {**self.meta, **state.meta()}, state.momentum))
+        ckpt_mod.save(
+            self.folder / name,
+            ckpt_mod.Checkpoint(
+                state.params, self.config, {**self.meta, **state.meta()}, state.momentum
+            ),
+        )
 
 
-def _fit(config: config_mod.Config, data: data_mod.Data, state: train.State | None,
-         on_epoch: train.EpochCallback, stop: train.StopFlag | None, progress: bool) -> train.State:
+def _fit(
+    config: config_mod.Config,
+    data: data_mod.Data,
+    state: train.State | None,
+    on_epoch: train.EpochCallback,
+    stop: train.StopFlag | None,
+    progress: bool,
+) -> train.State:
     """:func:`mnist_mlp.train.fit` with the config's distortions, Ctrl-C ending it between steps."""
     flag = stop or train.StopFlag()
     with train.stop_on_sigint(flag):
-        return train.fit(config, data, state, on_epoch=on_epoch, stop=flag, progress=progress,
-                         augment=_augmenter(config))
+        return train.fit(
+            config,
+            data,
+            state,
+            on_epoch=on_epoch,
+            stop=flag,
+            progress=progress,
+            augment=_augmenter(config),
+        )
 
 
 class _Curves:
@@ -255,18 +306,25 @@ def _resume_config(saved: config_mod.Config, overrides: tuple[str, ...]) -> conf
     for item in overrides:
         key = item.partition("=")[0].strip()
         if key not in RESUMABLE_KEYS:
-            raise ConfigError(f"--set {item}: only {', '.join(RESUMABLE_KEYS)} can change when resuming; "
-                              f"start a new run to change {key}")
+            raise ConfigError(
+                f"--set {item}: only {', '.join(RESUMABLE_KEYS)} can change when resuming; "
+                f"start a new run to change {key}"
+            )
     return config_mod.apply_overrides(saved, overrides)
 
 
 def _epoch_line(row: dict, epochs: int, is_best: bool) -> str:
     width = len(str(epochs))
-    val = ("val loss   -    acc   -   " if row["val_acc"] is None else
-           f"val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:6.2f}%")
-    return (f"epoch {row['epoch']:>{width}}/{epochs}  train loss {row['train_loss']:.4f} "
-            f"acc {100 * row['train_acc']:6.2f}%  {val}  lr {row['lr']:.4g}  "
-            f"{row['seconds']:.1f}s{'  *' if is_best else ''}")
+    val = (
+        "val loss   -    acc   -   "
+        if row["val_acc"] is None
+        else f"val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:6.2f}%"
+    )
+    return (
+        f"epoch {row['epoch']:>{width}}/{epochs}  train loss {row['train_loss']:.4f} "
+        f"acc {100 * row['train_acc']:6.2f}%  {val}  lr {row['lr']:.4g}  "
+        f"{row['seconds']:.1f}s{'  *' if is_best else ''}"
+    )
 
 
 def _write_metrics(path: Path, rows: list[dict]) -> None:
@@ -274,7 +332,7 @@ def _write_metrics(path: Path, rows: list[dict]) -> None:
     writer = csv.DictWriter(buf, train.COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
+    atomic_write(path, buf.getvalue().encode())
 
 
 def _append_metrics(path: Path, row: dict) -> None:
@@ -285,8 +343,10 @@ def _append_metrics(path: Path, row: dict) -> None:
 def read_metrics(path: str | os.PathLike) -> list[dict]:
     """Rows of a ``metrics.csv``, numbers as floats (None where empty)."""
     with open(path, newline="") as f:
-        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()}
-                for row in csv.DictReader(f)]
+        return [
+            {k: (float(v) if v not in ("", None) else None) for k, v in row.items()}
+            for row in csv.DictReader(f)
+        ]
 
 
 def _link_latest(config: config_mod.Config, folder: Path) -> None:
@@ -326,7 +386,8 @@ class Evaluation:
 
 
 def evaluate_on(path: str | os.PathLike, split: str = "test", progress: bool = True) -> Evaluation:
-    """Load a checkpoint and its dataset (checking it is the same data) and run it over ``split``."""
+    """Load a checkpoint and its dataset (checking it is the same data) and run it over
+    ``split``."""
     ckpt = ckpt_mod.load(path)
     data = load_data(ckpt.config, progress)
     _check_same_data(path, ckpt, data)
@@ -334,10 +395,14 @@ def evaluate_on(path: str | os.PathLike, split: str = "test", progress: bool = T
     if not len(chosen):
         raise MlpError(f"the {split} split of {path} is empty (data.validation is 0)")
     metrics = train.evaluate(ckpt.params, ckpt.activation, chosen, scaling=ckpt.scaling)
-    return Evaluation(ckpt, data, chosen, metrics, confusion_matrix(chosen.labels, metrics.predictions))
+    return Evaluation(
+        ckpt, data, chosen, metrics, confusion_matrix(chosen.labels, metrics.predictions)
+    )
 
 
-def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", progress: bool = True) -> dict:
+def evaluate_checkpoint(
+    path: str | os.PathLike, split: str = "test", progress: bool = True
+) -> dict:
     """Accuracy, loss, per-class precision and recall, and the confusion matrix of a checkpoint.
 
     Returns
@@ -349,12 +414,22 @@ def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", progress: 
     """
     e = evaluate_on(path, split, progress)
     classes = e.checkpoint.classes
-    return {"checkpoint": str(path), "dataset": e.data.name, "split": split, "n": int(len(e.split)),
-            "accuracy": e.metrics.accuracy, "loss": e.metrics.loss, "classes": classes,
-            "per_class": per_class(e.confusion, classes), "confusion_matrix": e.confusion.tolist()}
+    return {
+        "checkpoint": str(path),
+        "dataset": e.data.name,
+        "split": split,
+        "n": len(e.split),
+        "accuracy": e.metrics.accuracy,
+        "loss": e.metrics.loss,
+        "classes": classes,
+        "per_class": per_class(e.confusion, classes),
+        "confusion_matrix": e.confusion.tolist(),
+    }
 
 
-def evaluate_committee(paths: list[str | os.PathLike], split: str = "test", progress: bool = True) -> dict:
+def evaluate_committee(
+    paths: list[str | os.PathLike], split: str = "test", progress: bool = True
+) -> dict:
     """Several checkpoints as one classifier: the mean of their probabilities.
 
     Returns
@@ -369,14 +444,23 @@ def evaluate_committee(paths: list[str | os.PathLike], split: str = "test", prog
         If the members were trained on different datasets or class lists (see
         :func:`~mnist_mlp.checkpoint.check_committee`).
     """
-    first = evaluate_on(paths[0], split, progress)  # checks the first member against the cached data
+    first = evaluate_on(
+        paths[0], split, progress
+    )  # checks the first member against the cached data
     others = [ckpt_mod.load(p) for p in paths[1:]]
     ckpt_mod.check_committee(paths, [first.checkpoint, *others])
     members, probs = [first], first.metrics.probabilities.copy()
     for ckpt in others:
         metrics = train.evaluate(ckpt.params, ckpt.activation, first.split, scaling=ckpt.scaling)
-        members.append(Evaluation(ckpt, first.data, first.split, metrics, confusion_matrix(
-            first.split.labels, metrics.predictions)))
+        members.append(
+            Evaluation(
+                ckpt,
+                first.data,
+                first.split,
+                metrics,
+                confusion_matrix(first.split.labels, metrics.predictions),
+            )
+        )
         probs += metrics.probabilities
     probs /= len(members)
     labels = first.split.labels.astype(np.intp)
@@ -384,14 +468,26 @@ def evaluate_committee(paths: list[str | os.PathLike], split: str = "test", prog
     cm = confusion_matrix(labels, predictions)
     classes = first.checkpoint.classes
     loss = float(-np.mean(np.log(np.maximum(probs[np.arange(len(labels)), labels], 1e-30))))
-    return {"checkpoint": [str(p) for p in paths], "dataset": first.data.name, "split": split,
-            "n": int(len(labels)), "accuracy": float(np.mean(predictions == labels)), "loss": loss,
-            "classes": classes, "per_class": per_class(cm, classes), "confusion_matrix": cm.tolist(),
-            "members": [{"checkpoint": str(p), "accuracy": m.metrics.accuracy, "loss": m.metrics.loss}
-                        for p, m in zip(paths, members)]}
+    return {
+        "checkpoint": [str(p) for p in paths],
+        "dataset": first.data.name,
+        "split": split,
+        "n": len(labels),
+        "accuracy": float(np.mean(predictions == labels)),
+        "loss": loss,
+        "classes": classes,
+        "per_class": per_class(cm, classes),
+        "confusion_matrix": cm.tolist(),
+        "members": [
+            {"checkpoint": str(p), "accuracy": m.metrics.accuracy, "loss": m.metrics.loss}
+            for p, m in zip(paths, members)
+        ],
+    }
 
 
-def _check_same_data(path: str | os.PathLike, ckpt: ckpt_mod.Checkpoint, data: data_mod.Data) -> None:
+def _check_same_data(
+    path: str | os.PathLike, ckpt: ckpt_mod.Checkpoint, data: data_mod.Data
+) -> None:
     recorded = ckpt.meta.get("dataset", {}).get("digest")
     if recorded not in (None, data.digest):
         raise MlpError(f"{path} was trained on other data than the cached {data.name}")
@@ -406,7 +502,12 @@ def per_class(cm: np.ndarray, classes: list[str]) -> list[dict]:
     """Precision, recall and support of each class from a confusion matrix."""
     hits = np.diag(cm)
     predicted, actual = cm.sum(axis=0), cm.sum(axis=1)
-    return [{"class": classes[i],
-             "precision": float(hits[i] / predicted[i]) if predicted[i] else None,
-             "recall": float(hits[i] / actual[i]) if actual[i] else None,
-             "support": int(actual[i])} for i in range(len(classes))]
+    return [
+        {
+            "class": classes[i],
+            "precision": float(hits[i] / predicted[i]) if predicted[i] else None,
+            "recall": float(hits[i] / actual[i]) if actual[i] else None,
+            "support": int(actual[i]),
+        }
+        for i in range(len(classes))
+    ]

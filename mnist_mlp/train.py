@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import math
 import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,6 +28,9 @@ from mnist_mlp.config import Config
 from mnist_mlp.errors import ConfigError, MlpError
 from mnist_mlp.fast import step as fast_step
 from mnist_mlp.fast.step import Step
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 
 class TrainingDiverged(MlpError):
@@ -81,8 +86,19 @@ class State:
     since_improved: int = 0
     status: str = "running"
 
-    _JSON_FIELDS = ("momentum_form", "epoch", "step", "batch", "totals", "rng", "history", "best",
-                    "best_val_loss", "since_improved", "status")
+    _JSON_FIELDS = (
+        "momentum_form",
+        "epoch",
+        "step",
+        "batch",
+        "totals",
+        "rng",
+        "history",
+        "best",
+        "best_val_loss",
+        "since_improved",
+        "status",
+    )
 
     def meta(self) -> dict:
         """The JSON-able part, for a checkpoint."""
@@ -137,11 +153,13 @@ def memory_estimate(config: Config) -> dict[str, int]:
         batches; ``data``: the uint8 images of the dataset (60,000 + 10,000 of 784 bytes).
     """
     sizes = model.layer_sizes(config.model.hidden)
-    n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    n_params = sum(a * b + b for a, b in itertools.pairwise(sizes))
     width = sum(sizes)
-    return {"weights": 4 * 3 * n_params,
-            "batch": 4 * (3 * config.training.batch_size * width + 2 * 2500 * width),
-            "data": 70000 * model.N_INPUTS}
+    return {
+        "weights": 4 * 3 * n_params,
+        "batch": 4 * (3 * config.training.batch_size * width + 2 * 2500 * width),
+        "data": 70000 * model.N_INPUTS,
+    }
 
 
 def available_memory() -> int | None:
@@ -174,11 +192,16 @@ def check_memory(config: Config, available: int | None = None) -> None:
         return
     # The layers are to blame if even a batch of one would not fit; else the batch size.
     one = dataclasses.replace(config, training=dataclasses.replace(config.training, batch_size=1))
-    key, value = (("model.hidden", config.model.hidden) if sum(memory_estimate(one).values()) > available else
-                  ("training.batch_size", config.training.batch_size))
-    raise ConfigError(f"{key}={value}: training would need about {_size(need)} of memory (weights and optimiser "
-                      f"state {_size(parts['weights'])}, batch buffers {_size(parts['batch'])}), but "
-                      f"{_size(available)} is available; choose a smaller {key}")
+    key, value = (
+        ("model.hidden", config.model.hidden)
+        if sum(memory_estimate(one).values()) > available
+        else ("training.batch_size", config.training.batch_size)
+    )
+    raise ConfigError(
+        f"{key}={value}: training would need about {_size(need)} of memory (weights and optimiser "
+        f"state {_size(parts['weights'])}, batch buffers {_size(parts['batch'])}), but "
+        f"{_size(available)} is available; choose a smaller {key}"
+    )
 
 
 def _size(n: float) -> str:
@@ -192,8 +215,9 @@ def _size(n: float) -> str:
 def new_state(config: Config) -> State:
     """Freshly initialised parameters and zero velocities, from ``training.seed``."""
     sizes = model.layer_sizes(config.model.hidden)
-    params = model.init_params(sizes, config.model.activation,
-                               data_mod.rng_for(config.training.seed, data_mod.INIT))
+    params = model.init_params(
+        sizes, config.model.activation, data_mod.rng_for(config.training.seed, data_mod.INIT)
+    )
     return State(params, optim.init_state(params))
 
 
@@ -217,8 +241,13 @@ class Metrics:
     predictions: np.ndarray
 
 
-def evaluate(params: model.Params, activation: str, split: data_mod.Split, batch: int = 2500,
-             scaling: tuple[float, float] = (data_mod.SCALE, data_mod.OFFSET)) -> Metrics:
+def evaluate(
+    params: model.Params,
+    activation: str,
+    split: data_mod.Split,
+    batch: int = 2500,
+    scaling: tuple[float, float] = (data_mod.SCALE, data_mod.OFFSET),
+) -> Metrics:
     """Run the network over a whole split (no dropout, no augmentation).
 
     ``scaling`` is the (scale, offset) the network was trained with (a checkpoint's
@@ -228,22 +257,31 @@ def evaluate(params: model.Params, activation: str, split: data_mod.Split, batch
     probs = np.empty((n, model.N_CLASSES), np.float32)
     x = np.empty((min(batch, n), model.N_INPUTS), np.float32)
     for start in range(0, n, batch):
-        chunk = split.images[start:start + batch]
-        xb = data_mod.scale(chunk, x[:len(chunk)], *scaling)
-        probs[start:start + batch] = fast_step.predict_proba(params, xb, activation, batch)
+        chunk = split.images[start : start + batch]
+        xb = data_mod.scale(chunk, x[: len(chunk)], *scaling)
+        probs[start : start + batch] = fast_step.predict_proba(params, xb, activation, batch)
     labels = split.labels.astype(np.intp)
     true_p = probs[np.arange(n), labels]
     loss = float(-np.mean(np.log(np.maximum(true_p, 1e-30))))
     predictions = probs.argmax(axis=1)
-    return Metrics(loss, float(np.mean(predictions == labels)) if n else math.nan, probs, predictions)
+    return Metrics(
+        loss, float(np.mean(predictions == labels)) if n else math.nan, probs, predictions
+    )
 
 
 EpochCallback = Callable[[State, dict, bool], None]
 
 
-def fit(config: Config, data: data_mod.Data, state: State | None = None, *,
-        on_epoch: EpochCallback | None = None, stop: StopFlag | None = None,
-        progress: bool = True, augment: Callable | None = None) -> State:
+def fit(
+    config: Config,
+    data: data_mod.Data,
+    state: State | None = None,
+    *,
+    on_epoch: EpochCallback | None = None,
+    stop: StopFlag | None = None,
+    progress: bool = True,
+    augment: Callable | None = None,
+) -> State:
     """Train (or continue training) the network described by ``config`` on ``data``.
 
     Parameters
@@ -299,30 +337,49 @@ def _loop(config, data, state, on_epoch, stop, progress, augment) -> State:
             state.totals = [0.0, 0, 0]
         started = time.perf_counter()
         lr = t.lr
-        bar = tqdm(total=n_batches, initial=state.batch, desc=f"epoch {epoch + 1}/{t.epochs}",
-                   unit="batch", leave=False, disable=None if progress else True, mininterval=0.25)
+        bar = tqdm(
+            total=n_batches,
+            initial=state.batch,
+            desc=f"epoch {epoch + 1}/{t.epochs}",
+            unit="batch",
+            leave=False,
+            disable=None if progress else True,
+            mininterval=0.25,
+        )
         batches = _Batches(train, order, batch_size, augment, t.seed, epoch)
         with bar, batches:
             for b in range(state.batch, n_batches):
                 idx, images, rows = batches.get(b)
                 xb = step.inputs(images, rows, len(idx), data.scaling)
                 yb = train.labels[idx].astype(np.intp)
-                lr = optim.learning_rate(epoch + b / n_batches, t.lr, t.epochs, t.schedule,
-                                         t.warmup_epochs, t.step_every, t.step_gamma)
+                lr = optim.learning_rate(
+                    epoch + b / n_batches,
+                    t.lr,
+                    t.epochs,
+                    t.schedule,
+                    t.warmup_epochs,
+                    t.step_every,
+                    t.step_gamma,
+                )
                 loss, predictions = step(xb, yb, lr, rng)
                 if not math.isfinite(loss):
                     raise TrainingDiverged(
-                        f"the loss became {loss} at epoch {epoch + 1}, step {b + 1}: the learning rate "
+                        f"the loss became {loss} at epoch {epoch + 1}, step {b + 1}: the learning "
+                        "rate "
                         f"(training.lr={t.lr:g}) is probably too high; try {t.lr / 10:g}, or add "
-                        f"training.warmup_epochs")
+                        f"training.warmup_epochs"
+                    )
                 state.step += 1
                 state.batch = b + 1
                 state.totals[0] += loss * len(idx)
                 state.totals[1] += int(np.count_nonzero(predictions == yb))
                 state.totals[2] += len(idx)
                 if b % 20 == 0:
-                    bar.set_postfix(loss=f"{state.totals[0] / state.totals[2]:.4f}", lr=f"{lr:.4g}",
-                                    refresh=False)
+                    bar.set_postfix(
+                        loss=f"{state.totals[0] / state.totals[2]:.4f}",
+                        lr=f"{lr:.4g}",
+                        refresh=False,
+                    )
                 bar.update()
                 if stop.requested and state.batch < n_batches:
                     state.rng = rng.bit_generator.state
@@ -351,12 +408,20 @@ class _Batches:
     the time it takes. Without augmentation there is nothing worth overlapping.
     """
 
-    def __init__(self, split: data_mod.Split, order: np.ndarray, batch_size: int,
-                 augment: Callable | None, seed: int, epoch: int):
+    def __init__(
+        self,
+        split: data_mod.Split,
+        order: np.ndarray,
+        batch_size: int,
+        augment: Callable | None,
+        seed: int,
+        epoch: int,
+    ):
         self.split, self.order, self.size = split, order, batch_size
         self.augment, self.seed, self.epoch = augment, seed, epoch
         self.n = math.ceil(len(order) / batch_size)
-        self.pool = self.pending = None
+        self.pool: ThreadPoolExecutor | None = None
+        self.pending: Future | None = None
         self.pending_b = -1  # the batch `pending` will deliver
         if augment is not None:
             from concurrent.futures import ThreadPoolExecutor
@@ -364,17 +429,22 @@ class _Batches:
             self.pool = ThreadPoolExecutor(1, thread_name_prefix="mnist_mlp-batches")
 
     def _make(self, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        idx = self.order[b * self.size:(b + 1) * self.size]
+        idx = self.order[b * self.size : (b + 1) * self.size]
         if self.augment is None:
             return idx, self.split.images, idx  # gathered while scaled (data.scale)
         rng = data_mod.rng_for(self.seed, data_mod.AUGMENT, self.epoch, b)
         return idx, self.augment(self.split.images[idx], rng), None
 
     def get(self, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Batch ``b``: (indices, uint8 images, rows), its images being ``images[rows]`` (all if None)."""
+        """Batch ``b``: (indices, uint8 images, rows), its images being ``images[rows]`` (all if
+        None)."""
         if self.pool is None:
             return self._make(b)
-        result = self.pending.result() if self.pending_b == b else self._make(b)
+        result = (
+            self.pending.result()
+            if self.pending is not None and self.pending_b == b
+            else self._make(b)
+        )
         self.pending_b = b + 1
         self.pending = self.pool.submit(self._make, b + 1) if b + 1 < self.n else None
         return result
@@ -387,10 +457,19 @@ class _Batches:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _finish_epoch(config: Config, data: data_mod.Data, state: State, lr: float, seconds: float) -> dict:
+def _finish_epoch(
+    config: Config, data: data_mod.Data, state: State, lr: float, seconds: float
+) -> dict:
     loss_sum, correct, seen = state.totals
-    row = {"epoch": state.epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
-           "val_loss": None, "val_acc": None, "lr": lr, "seconds": 0.0}
+    row = {
+        "epoch": state.epoch + 1,
+        "train_loss": loss_sum / seen,
+        "train_acc": correct / seen,
+        "val_loss": None,
+        "val_acc": None,
+        "lr": lr,
+        "seconds": 0.0,
+    }
     if len(data.val):
         metrics = evaluate(state.params, config.model.activation, data.val, scaling=data.scaling)
         row["val_loss"], row["val_acc"] = metrics.loss, metrics.accuracy
@@ -411,8 +490,11 @@ def _is_best(state: State, row: dict) -> bool:
     else:
         state.since_improved += 1
     best = state.best
-    if not best or row["val_acc"] > best["val_acc"] or (
-            row["val_acc"] == best["val_acc"] and row["val_loss"] < best["val_loss"]):
+    if (
+        not best
+        or row["val_acc"] > best["val_acc"]
+        or (row["val_acc"] == best["val_acc"] and row["val_loss"] < best["val_loss"])
+    ):
         state.best = {"epoch": row["epoch"], "val_acc": row["val_acc"], "val_loss": row["val_loss"]}
         return True
     return False

@@ -41,13 +41,21 @@ def compare(path: str) -> dict:
         probs, labels = session.run(["probabilities", "label"], {"pixels": images})
         ort_s = timed(lambda: session.run(["probabilities", "label"], {"pixels": images}))
     ours = train.evaluate(ckpt.params, ckpt.activation, data.test, scaling=ckpt.scaling)
-    ours_s = timed(lambda: train.evaluate(ckpt.params, ckpt.activation, data.test, scaling=ckpt.scaling))
-    return {"checkpoint": path, "architecture": "-".join(map(str, model.layer_sizes(ckpt.config.model.hidden))),
-            "activation": ckpt.activation, "n": int(len(labels)),
-            "labels_equal": int(np.sum(labels == ours.predictions)),
-            "max_abs_prob_diff": float(np.max(np.abs(probs - ours.probabilities))),
-            "accuracy_mlp": ours.accuracy, "accuracy_onnx": float(np.mean(labels == data.test.labels)),
-            "seconds_onnxruntime": ort_s, "seconds_mlp_eval": ours_s}
+    ours_s = timed(
+        lambda: train.evaluate(ckpt.params, ckpt.activation, data.test, scaling=ckpt.scaling)
+    )
+    return {
+        "checkpoint": path,
+        "architecture": "-".join(map(str, model.layer_sizes(ckpt.config.model.hidden))),
+        "activation": ckpt.activation,
+        "n": len(labels),
+        "labels_equal": int(np.sum(labels == ours.predictions)),
+        "max_abs_prob_diff": float(np.max(np.abs(probs - ours.probabilities))),
+        "accuracy_mlp": ours.accuracy,
+        "accuracy_onnx": float(np.mean(labels == data.test.labels)),
+        "seconds_onnxruntime": ort_s,
+        "seconds_mlp_eval": ours_s,
+    }
 
 
 def main() -> int:
@@ -59,12 +67,17 @@ def main() -> int:
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    print(f"{'checkpoint':<40} {'net':<16} {'labels equal':>12} {'max |dp|':>9} {'acc':>7} "
-          f"{'onnxruntime':>11} {'mlp eval':>9}")
+    print(
+        f"{'checkpoint':<40} {'net':<16} {'labels equal':>12} {'max |dp|':>9} {'acc':>7} "
+        f"{'onnxruntime':>11} {'mlp eval':>9}"
+    )
     for r in results:
-        print(f"{r['checkpoint']:<40} {r['architecture'] + ' ' + r['activation']:<16} "
-              f"{r['labels_equal']:>6}/{r['n']:<5} {r['max_abs_prob_diff']:9.1e} {100 * r['accuracy_onnx']:6.2f}% "
-              f"{r['seconds_onnxruntime']:10.3f}s {r['seconds_mlp_eval']:8.3f}s")
+        print(
+            f"{r['checkpoint']:<40} {r['architecture'] + ' ' + r['activation']:<16} "
+            f"{r['labels_equal']:>6}/{r['n']:<5} {r['max_abs_prob_diff']:9.1e} "
+            f"{100 * r['accuracy_onnx']:6.2f}% "
+            f"{r['seconds_onnxruntime']:10.3f}s {r['seconds_mlp_eval']:8.3f}s"
+        )
     return 0
 
 

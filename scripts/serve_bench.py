@@ -1,6 +1,7 @@
 """Measure `mlp serve` on this machine: start-up, latency, and a bounded load on 127.0.0.1.
 
-    python scripts/serve_bench.py runs/default/checkpoint.npz [--requests 3000] [--clients 32] [--json]
+    python scripts/serve_bench.py runs/default/checkpoint.npz
+        [--requests 3000] [--clients 32] [--json]
 
 - start-up: from starting `mlp serve` to the first answer of POST /api/predict;
 - latency: sequential requests on one kept-alive connection, median and 99th percentile, for
@@ -44,15 +45,22 @@ def png_bytes(digit: np.ndarray) -> bytes:
 
 def photo_bytes(digit: np.ndarray, rng: np.random.Generator, size: int = 1000) -> bytes:
     """The digit as dark ink on unevenly lit, noisy paper, size x size, JPEG."""
-    ink = np.asarray(Image.fromarray(digit).resize((600, 600), Image.Resampling.BICUBIC), np.float32) / 255
+    ink = (
+        np.asarray(Image.fromarray(digit).resize((600, 600), Image.Resampling.BICUBIC), np.float32)
+        / 255
+    )
     paper = np.full((size, size), 0.8, np.float32)
     paper += np.linspace(-0.08, 0.08, size, dtype=np.float32)[None, :]
     top, left = rng.integers(50, size - 650, 2)
     a = np.zeros_like(paper)
-    a[top:top + 600, left:left + 600] = np.clip(ink, 0, 1) * 0.85
+    a[top : top + 600, left : left + 600] = np.clip(ink, 0, 1) * 0.85
     gray = paper * (1 - a) + 0.1 * a + rng.normal(0, 0.02, paper.shape).astype(np.float32)
-    rgb = np.repeat(np.clip(gray, 0, 1)[..., None], 3, axis=2) * np.array([1.0, 0.97, 0.9], np.float32)
-    image = Image.fromarray((rgb * 255).astype(np.uint8), "RGB").filter(ImageFilter.GaussianBlur(0.8))
+    rgb = np.repeat(np.clip(gray, 0, 1)[..., None], 3, axis=2) * np.array(
+        [1.0, 0.97, 0.9], np.float32
+    )
+    image = Image.fromarray((rgb * 255).astype(np.uint8), "RGB").filter(
+        ImageFilter.GaussianBlur(0.8)
+    )
     buf = io.BytesIO()
     image.save(buf, "JPEG", quality=85)
     return buf.getvalue()
@@ -83,8 +91,12 @@ def main() -> int:
     photos = [photo_bytes(d, rng) for d in digits]
 
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "mnist_mlp", "serve", "-c", args.checkpoint, "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mnist_mlp", "serve", "-c", args.checkpoint, "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = proc.stdout.readline().split(" at ")[1].split()[0].rstrip("/")
         client = httpx.Client(base_url=url, timeout=30)
@@ -96,15 +108,21 @@ def main() -> int:
             return c.post("/api/predict", content=body, headers={"Content-Type": kind})
 
         latency = {}
-        for name, bodies, kind in (("png28", small, "image/png"), ("photo1000", photos, "image/jpeg")):
+        for name, bodies, kind in (
+            ("png28", small, "image/png"),
+            ("photo1000", photos, "image/jpeg"),
+        ):
             times = []
             for i in range(args.latency_requests):
                 t = time.perf_counter()
                 r = post(client, bodies[i % len(bodies)], kind)
                 times.append(time.perf_counter() - t)
                 assert r.status_code == 200, r.text
-            latency[name] = {"median_ms": 1000 * statistics.median(times), "p99_ms": 1000 * percentile(times, 99),
-                             "bytes": int(np.mean([len(b) for b in bodies]))}
+            latency[name] = {
+                "median_ms": 1000 * statistics.median(times),
+                "p99_ms": 1000 * percentile(times, 99),
+                "bytes": int(np.mean([len(b) for b in bodies])),
+            }
 
         bodies = [(b, "image/png") for b in small] + [(b, "image/jpeg") for b in photos]
         expected = [post(client, b, k).json()["prediction"] for b, k in bodies]
@@ -132,10 +150,16 @@ def main() -> int:
             results = list(pool.map(worker, range(args.clients)))
         load_s = time.perf_counter() - t
         rss_end = rss_mb(proc.pid)
-        load = {"requests": per_client * args.clients, "clients": args.clients, "seconds": load_s,
-                "requests_per_s": per_client * args.clients / load_s,
-                "errors": sum(e for e, _ in results), "wrong": sum(w for _, w in results),
-                "rss_after_warmup_mb": rss_warm, "rss_end_mb": rss_end}
+        load = {
+            "requests": per_client * args.clients,
+            "clients": args.clients,
+            "seconds": load_s,
+            "requests_per_s": per_client * args.clients / load_s,
+            "errors": sum(e for e, _ in results),
+            "wrong": sum(w for _, w in results),
+            "rss_after_warmup_mb": rss_warm,
+            "rss_end_mb": rss_end,
+        }
         client.close()
     finally:
         proc.terminate()
@@ -146,11 +170,18 @@ def main() -> int:
         return 0
     print(f"start-up to first answer   {startup:.2f} s")
     for name, v in latency.items():
-        print(f"latency {name:<10}        median {v['median_ms']:.1f} ms, p99 {v['p99_ms']:.1f} ms "
-              f"({v['bytes'] / 1000:.1f} kB bodies)")
-    print(f"load: {load['requests']} requests from {load['clients']} clients in {load['seconds']:.1f} s "
-          f"({load['requests_per_s']:.0f}/s): {load['errors']} errors, {load['wrong']} wrong answers; "
-          f"server RSS {load['rss_after_warmup_mb']:.0f} MB after warm-up, {load['rss_end_mb']:.0f} MB at the end")
+        print(
+            f"latency {name:<10}        median {v['median_ms']:.1f} ms, p99 {v['p99_ms']:.1f} ms "
+            f"({v['bytes'] / 1000:.1f} kB bodies)"
+        )
+    print(
+        f"load: {load['requests']} requests from {load['clients']} clients in "
+        f"{load['seconds']:.1f} s "
+        f"({load['requests_per_s']:.0f}/s): {load['errors']} errors, {load['wrong']} wrong "
+        "answers; "
+        f"server RSS {load['rss_after_warmup_mb']:.0f} MB after warm-up, {load['rss_end_mb']:.0f} "
+        "MB at the end"
+    )
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import http.server
@@ -88,8 +89,12 @@ def random_checkpoint(tmp_path):
     config = load_config(overrides=["model.hidden=[16]"])
     params = model.init_params(model.layer_sizes([16]), "relu", np.random.default_rng(0))
     path = tmp_path / "c.npz"
-    checkpoint.save(path, checkpoint.Checkpoint(params, config, {"input": {"scale": data.SCALE,
-                                                                           "offset": data.OFFSET}}))
+    checkpoint.save(
+        path,
+        checkpoint.Checkpoint(
+            params, config, {"input": {"scale": data.SCALE, "offset": data.OFFSET}}
+        ),
+    )
     return path
 
 
@@ -103,16 +108,18 @@ def tiny(monkeypatch):
         filename = f"{prefix}-{kind}-idx{array.ndim}-ubyte.gz"
         raw = to_idx(array)
         idx[filename], gz[filename] = raw, gzip.compress(raw, mtime=0)
-        resources.append(download.Resource(split, kind, filename, array.shape,
-                                           hashlib.sha256(raw).hexdigest()))
-    spec = download.DatasetSpec("tiny", tuple(resources), mirrors=(),
-                                classes=tuple(str(d) for d in range(10)))
+        resources.append(
+            download.Resource(split, kind, filename, array.shape, hashlib.sha256(raw).hexdigest())
+        )
+    spec = download.DatasetSpec(
+        "tiny", tuple(resources), mirrors=(), classes=tuple(str(d) for d in range(10))
+    )
     monkeypatch.setitem(download.DATASETS, "tiny", spec)
     return TinyDataset(spec, arrays, idx, gz)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 (http.server's naming)
+    def do_GET(self):
         server = self.server
         server.hits.append(self.path)
         route = server.routes.get(self.path)
@@ -129,10 +136,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if stall:
             time.sleep(stall)
             return
-        try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
 
     def log_message(self, *args):
         pass
@@ -146,7 +151,9 @@ class Server:
         self.httpd.daemon_threads = True
         self.httpd.routes, self.httpd.hits = {}, []
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
 
     @property
     def hits(self) -> list[str]:
@@ -175,8 +182,10 @@ def server():
 def real_cache(tmp_path_factory):
     """A cache folder filled once per session from the real mirror, or a skip saying why."""
     if not REAL_MIRROR:
-        pytest.skip("real-data test: set MNIST_MLP_MIRROR to a folder or URL holding "
-                    "mnist/ and fashion-mnist/ (../shared/data), as .ci/run does")
+        pytest.skip(
+            "real-data test: set MNIST_MLP_MIRROR to a folder or URL holding "
+            "mnist/ and fashion-mnist/ (../shared/data), as .ci/run does"
+        )
     root = tmp_path_factory.mktemp("real-cache")
     saved = os.environ.get("MNIST_MLP_MIRROR")
     os.environ["MNIST_MLP_MIRROR"] = REAL_MIRROR
@@ -216,8 +225,10 @@ def smoke_checkpoint(real_cache, tmp_path_factory):
     from mnist_mlp import run
     from mnist_mlp.config import load_config
 
-    config = load_config(Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml",
-                         [f"data.dir={real_cache}"])
+    config = load_config(
+        Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml",
+        [f"data.dir={real_cache}"],
+    )
     folder = tmp_path_factory.mktemp("smoke-run")
     config.output.dir = str(folder)
     run.train_run(config, folder / "smoke", progress=False, echo=lambda line: None)
@@ -227,5 +238,7 @@ def smoke_checkpoint(real_cache, tmp_path_factory):
 @pytest.fixture(scope="session")
 def mnist_test(real_cache):
     """MNIST's test images (10000, 28, 28) and labels."""
-    return (np.load(real_cache / "mnist" / "test-images.npy"),
-            np.load(real_cache / "mnist" / "test-labels.npy"))
+    return (
+        np.load(real_cache / "mnist" / "test-images.npy"),
+        np.load(real_cache / "mnist" / "test-labels.npy"),
+    )

@@ -21,22 +21,64 @@ def test_epoch_flops_of_the_design_card_net():
 
 
 def _result():
-    per = {b: {"gemm_gflops": 150.0, "epoch_s": 1.5, "floor_s": 1.2, "ratio_to_floor": 1.25,
-               "samples_per_s": 36000.0, "dense_epoch_s": 1.8, "dense_ratio_to_floor": 1.5, "blank_share": 0.33,
-               "batches_skipping": 1.0} for b in bench.BATCHES}
-    return {"n_train": 55000, "quick": False, "threads": 2, "kernels": True, "epoch_gflop": 180.0, "per_batch": per,
-            "gemm_gflops": 150.0, "epoch_s": 1.5, "ratio_to_floor": 1.25, "eval_s": 0.1, "load_s": None,
-            "help_s": 0.1, "peak_rss_mb": 190.0, "augment_compiled": True, "augment_s": 0.5, "augment_numpy_s": 1.9,
-            "augmented_epoch_s": 1.6, "augment_share": 0.5 / 1.6}
+    per = {
+        b: {
+            "gemm_gflops": 150.0,
+            "epoch_s": 1.5,
+            "floor_s": 1.2,
+            "ratio_to_floor": 1.25,
+            "samples_per_s": 36000.0,
+            "dense_epoch_s": 1.8,
+            "dense_ratio_to_floor": 1.5,
+            "blank_share": 0.33,
+            "batches_skipping": 1.0,
+        }
+        for b in bench.BATCHES
+    }
+    return {
+        "n_train": 55000,
+        "quick": False,
+        "threads": 2,
+        "kernels": True,
+        "epoch_gflop": 180.0,
+        "per_batch": per,
+        "gemm_gflops": 150.0,
+        "epoch_s": 1.5,
+        "ratio_to_floor": 1.25,
+        "eval_s": 0.1,
+        "load_s": None,
+        "help_s": 0.1,
+        "peak_rss_mb": 190.0,
+        "augment_compiled": True,
+        "augment_s": 0.5,
+        "augment_numpy_s": 1.9,
+        "augmented_epoch_s": 1.6,
+        "augment_share": 0.5 / 1.6,
+    }
 
 
 def test_table_names_every_figure_and_target():
     table = bench.format_table(_result())
-    for text in ("GEMM GFLOP/s", "<= 1.0", "<= 1.6", "dense s", "33% of 784 in 100% of batches", "decided per batch",
-                 "more than 80% of its columns inked", "evaluate 10,000 images", "<= 0.15 s",
-                 "load MNIST from cache", "not cached", "mlp --help", "peak RSS", "190 MB",
-                 "generating them (compiled kernel)    0.50 s", "NumPy definition 1.90 s", "31 %",
-                 "target <= 35 %"):
+    for text in (
+        "GEMM GFLOP/s",
+        "<= 1.0",
+        "<= 1.6",
+        "dense s",
+        "33% of 784 in 100% of batches",
+        "decided per batch",
+        "more than 80% of its columns inked",
+        "evaluate 10,000 images",
+        "<= 0.15 s",
+        "load MNIST from cache",
+        "not cached",
+        "mlp --help",
+        "peak RSS",
+        "190 MB",
+        "generating them (compiled kernel)    0.50 s",
+        "NumPy definition 1.90 s",
+        "31 %",
+        "target <= 35 %",
+    ):
         assert text in table
     assert "compiled kernels" in table
     assert "NumPy only" in bench.format_table({**_result(), "kernels": False})
@@ -47,8 +89,18 @@ def test_cli_json_is_the_result_alone(monkeypatch):
     result = CliRunner().invoke(main, ["bench", "--json"])
     assert result.exit_code == 0
     data = json.loads(result.stdout)
-    assert {"gemm_gflops", "epoch_s", "ratio_to_floor", "eval_s", "load_s", "peak_rss_mb", "help_s",
-            "augment_s", "augmented_epoch_s", "augment_share"} <= set(data)
+    assert {
+        "gemm_gflops",
+        "epoch_s",
+        "ratio_to_floor",
+        "eval_s",
+        "load_s",
+        "peak_rss_mb",
+        "help_s",
+        "augment_s",
+        "augmented_epoch_s",
+        "augment_share",
+    } <= set(data)
 
 
 def test_child_peak_memory_is_the_childs_own_not_its_parents():
@@ -78,4 +130,4 @@ def test_distortion_timing_puts_the_kernel_switch_back():
     before = kernels.WIDE
     images = np.random.default_rng(0).integers(0, 256, (130, 784), dtype=np.uint8)
     assert bench.augment_seconds(images, compiled=False, repeat=1) > 0
-    assert kernels.WIDE == before
+    assert before == kernels.WIDE

@@ -16,8 +16,12 @@ def make(hidden=(16,)):
     config = load_config(overrides=[f"model.hidden={list(hidden)}"])
     params = model.init_params(model.layer_sizes(list(hidden)), "relu", np.random.default_rng(0))
     momentum = {k: np.full_like(v, 0.5) for k, v in params.items()}
-    meta = {"epoch": 3, "history": [{"epoch": 1}], "input": {"scale": 0.5, "offset": -1.0},
-            "momentum_form": "previous"}
+    meta = {
+        "epoch": 3,
+        "history": [{"epoch": 1}],
+        "input": {"scale": 0.5, "offset": -1.0},
+        "momentum_form": "previous",
+    }
     return checkpoint.Checkpoint(params, config, meta, momentum)
 
 
@@ -53,26 +57,50 @@ def _meta_with(path, **fields):
     return np.frombuffer(json.dumps(meta).encode(), np.uint8)
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda p: _rewrite(p, param__W1=None), "missing ['W1']"),
-    (lambda p: _rewrite(p, param__W9=np.zeros(3, np.float32)), "unexpected ['W9']"),
-    (lambda p: _rewrite(p, param__W1=np.zeros((784, 15), np.float32)), "shape (784, 15), expected (784, 16)"),
-    (lambda p: _rewrite(p, param__b1=np.zeros(16, np.float64)), "dtype float64, expected float32"),
-    (lambda p: _rewrite(p, param__b1=np.full(16, np.nan, np.float32)), "NaN"),
-    (lambda p: _rewrite(p, meta=None), "no metadata"),
-    (lambda p: _rewrite(p, meta=np.frombuffer(b"{not json", np.uint8)), "not valid JSON"),
-    (lambda p: _rewrite(p, meta=_meta_with(p, version=99)), "format version 99 is not supported"),
-    (lambda p: _rewrite(p, meta=_meta_with(p, format="other")), "not a checkpoint written by mnist_mlp"),
-    (lambda p: _rewrite(p, meta=_meta_with(p, config={"model": {"hidden": "x"}})), "model.hidden must be"),
-    (lambda p: _rewrite(p, extra=np.zeros(2)), "unexpected arrays ['extra']"),
-    (lambda p: _rewrite(p, momentum__b1=None), "momentum arrays missing ['b1']"),
-    (lambda p: _rewrite(p, meta=_meta_with(p, momentum_form="acceleration")), "momentum_form 'acceleration'"),
-    (lambda p: _rewrite(p, meta=_meta_with(p, input={"scale": "x"})), "does not record the input scaling"),
-    (lambda p: np.savez(p, meta=np.array([{"a": 1}], dtype=object)), "pickled objects"),
-    (lambda p: p.write_bytes(b"PK\x03\x04 truncated zip"), "not a valid checkpoint"),
-    (lambda p: p.write_bytes(b""), "not a valid checkpoint"),
-    (lambda p: p.write_bytes(b"hello"), "not a valid checkpoint"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda p: _rewrite(p, param__W1=None), "missing ['W1']"),
+        (lambda p: _rewrite(p, param__W9=np.zeros(3, np.float32)), "unexpected ['W9']"),
+        (
+            lambda p: _rewrite(p, param__W1=np.zeros((784, 15), np.float32)),
+            "shape (784, 15), expected (784, 16)",
+        ),
+        (
+            lambda p: _rewrite(p, param__b1=np.zeros(16, np.float64)),
+            "dtype float64, expected float32",
+        ),
+        (lambda p: _rewrite(p, param__b1=np.full(16, np.nan, np.float32)), "NaN"),
+        (lambda p: _rewrite(p, meta=None), "no metadata"),
+        (lambda p: _rewrite(p, meta=np.frombuffer(b"{not json", np.uint8)), "not valid JSON"),
+        (
+            lambda p: _rewrite(p, meta=_meta_with(p, version=99)),
+            "format version 99 is not supported",
+        ),
+        (
+            lambda p: _rewrite(p, meta=_meta_with(p, format="other")),
+            "not a checkpoint written by mnist_mlp",
+        ),
+        (
+            lambda p: _rewrite(p, meta=_meta_with(p, config={"model": {"hidden": "x"}})),
+            "model.hidden must be",
+        ),
+        (lambda p: _rewrite(p, extra=np.zeros(2)), "unexpected arrays ['extra']"),
+        (lambda p: _rewrite(p, momentum__b1=None), "momentum arrays missing ['b1']"),
+        (
+            lambda p: _rewrite(p, meta=_meta_with(p, momentum_form="acceleration")),
+            "momentum_form 'acceleration'",
+        ),
+        (
+            lambda p: _rewrite(p, meta=_meta_with(p, input={"scale": "x"})),
+            "does not record the input scaling",
+        ),
+        (lambda p: np.savez(p, meta=np.array([{"a": 1}], dtype=object)), "pickled objects"),
+        (lambda p: p.write_bytes(b"PK\x03\x04 truncated zip"), "not a valid checkpoint"),
+        (lambda p: p.write_bytes(b""), "not a valid checkpoint"),
+        (lambda p: p.write_bytes(b"hello"), "not a valid checkpoint"),
+    ],
+)
 def test_bad_checkpoints_give_one_clear_error(tmp_path, damage, message):
     path = tmp_path / "c.npz"
     checkpoint.save(path, make())

@@ -21,10 +21,23 @@ def test_defaults_are_the_design_card():
     c = load_config()
     assert c.model.hidden == [1024] and c.model.activation == "relu"
     assert c.data.dataset == "mnist" and c.data.validation == 5000
-    assert {"training.epochs", "training.batch_size", "training.lr", "training.seed",
-            "model.hidden", "model.activation", "data.dataset", "data.dir", "output.dir",
-            "training.momentum", "training.nesterov", "training.l2", "training.schedule",
-            "training.warmup_epochs", "training.patience"} <= set(keys())
+    assert {
+        "training.epochs",
+        "training.batch_size",
+        "training.lr",
+        "training.seed",
+        "model.hidden",
+        "model.activation",
+        "data.dataset",
+        "data.dir",
+        "output.dir",
+        "training.momentum",
+        "training.nesterov",
+        "training.l2",
+        "training.schedule",
+        "training.warmup_epochs",
+        "training.patience",
+    } <= set(keys())
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
@@ -37,8 +50,10 @@ def test_shipped_configs_load(path):
 
 
 def test_file_then_overrides(tmp_path):
-    c = load_config(write(tmp_path, "training:\n  lr: 0.2\n  epochs: 3\n"),
-                    ["training.lr=0.05", "model.hidden=[512, 256]", "training.nesterov=true"])
+    c = load_config(
+        write(tmp_path, "training:\n  lr: 0.2\n  epochs: 3\n"),
+        ["training.lr=0.05", "model.hidden=[512, 256]", "training.nesterov=true"],
+    )
     assert c.training.lr == 0.05 and c.training.epochs == 3
     assert c.model.hidden == [512, 256] and c.training.nesterov is True
     assert c.training.batch_size == 128  # untouched default
@@ -53,26 +68,44 @@ def test_int_and_exponent_notation_are_accepted_for_float(tmp_path):
         load_config(overrides=["training.epochs=1e3"])
 
 
-@pytest.mark.parametrize("text, message", [
-    ("training:\n  learning_rate: 0.1\n", "unknown key 'training.learning_rate' (did you mean 'training.lr'?)"),
-    ("trainig:\n  lr: 0.1\n", "unknown key 'trainig' (did you mean 'training'?)"),
-    ("training:\n  dropout: 0.1\n", "did you mean 'model.dropout'?"),
-    ("training:\n  lr: -1\n", "training.lr must be > 0, got -1"),
-    ("training:\n  lr: fast\n", "training.lr must be a number, got 'fast' (str)"),
-    ("training:\n  epochs: 2.5\n", "training.epochs must be an integer, got 2.5"),
-    ("training:\n  nesterov: 1\n", "training.nesterov must be true or false, got 1"),
-    ("training:\n  epochs: true\n", "training.epochs must be an integer, got True"),
-    ("model:\n  activation: gelu\n", "model.activation must be one of relu, sigmoid, tanh, got 'gelu'"),
-    ("model:\n  hidden: 1024\n", "model.hidden must be a non-empty list of int, got 1024"),
-    ("model:\n  hidden: [1024, 0]\n", "model.hidden must be a list of sizes > 0, got [1024, 0]"),
-    ("model:\n  hidden: [1024, x]\n", "model.hidden[1] must be an integer, got 'x' (str)"),
-    ("training: 5\n", "training must be a mapping, got 5"),
-    ("- 1\n- 2\n", "must be a mapping of sections, got list"),
-    ("training:\n  lr: [0.1\n", "not valid YAML at line"),
-    ("data:\n  dataset: cifar\n", "data.dataset must be one of mnist, fashion-mnist, got 'cifar'"),
-    ("data:\n  validation: 0\ntraining:\n  patience: 3\n",
-     "training.patience must be 0 when data.validation is 0 (early stopping watches the validation loss), got 3"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "training:\n  learning_rate: 0.1\n",
+            "unknown key 'training.learning_rate' (did you mean 'training.lr'?)",
+        ),
+        ("trainig:\n  lr: 0.1\n", "unknown key 'trainig' (did you mean 'training'?)"),
+        ("training:\n  dropout: 0.1\n", "did you mean 'model.dropout'?"),
+        ("training:\n  lr: -1\n", "training.lr must be > 0, got -1"),
+        ("training:\n  lr: fast\n", "training.lr must be a number, got 'fast' (str)"),
+        ("training:\n  epochs: 2.5\n", "training.epochs must be an integer, got 2.5"),
+        ("training:\n  nesterov: 1\n", "training.nesterov must be true or false, got 1"),
+        ("training:\n  epochs: true\n", "training.epochs must be an integer, got True"),
+        (
+            "model:\n  activation: gelu\n",
+            "model.activation must be one of relu, sigmoid, tanh, got 'gelu'",
+        ),
+        ("model:\n  hidden: 1024\n", "model.hidden must be a non-empty list of int, got 1024"),
+        (
+            "model:\n  hidden: [1024, 0]\n",
+            "model.hidden must be a list of sizes > 0, got [1024, 0]",
+        ),
+        ("model:\n  hidden: [1024, x]\n", "model.hidden[1] must be an integer, got 'x' (str)"),
+        ("training: 5\n", "training must be a mapping, got 5"),
+        ("- 1\n- 2\n", "must be a mapping of sections, got list"),
+        ("training:\n  lr: [0.1\n", "not valid YAML at line"),
+        (
+            "data:\n  dataset: cifar\n",
+            "data.dataset must be one of mnist, fashion-mnist, got 'cifar'",
+        ),
+        (
+            "data:\n  validation: 0\ntraining:\n  patience: 3\n",
+            "training.patience must be 0 when data.validation is 0 (early stopping watches the "
+            "validation loss), got 3",
+        ),
+    ],
+)
 def test_errors_name_key_rule_and_value(tmp_path, text, message):
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as info:
@@ -82,13 +115,16 @@ def test_errors_name_key_rule_and_value(tmp_path, text, message):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("item, message", [
-    ("training.lr", "expected KEY=VALUE"),
-    ("training.lrr=0.1", "unknown key 'training.lrr' (did you mean 'training.lr'?)"),
-    ("training=3", "unknown key 'training'"),
-    ("training.lr.x=3", "unknown key 'training.lr.x'"),
-    ("training.momentum=1.5", "training.momentum must be in [0, 1), got 1.5"),
-])
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ("training.lr", "expected KEY=VALUE"),
+        ("training.lrr=0.1", "unknown key 'training.lrr' (did you mean 'training.lr'?)"),
+        ("training=3", "unknown key 'training'"),
+        ("training.lr.x=3", "unknown key 'training.lr.x'"),
+        ("training.momentum=1.5", "training.momentum must be in [0, 1), got 1.5"),
+    ],
+)
 def test_override_errors(item, message):
     with pytest.raises(ConfigError, match=None) as info:
         load_config(overrides=[item])

@@ -40,8 +40,9 @@ def test_scale_standardises():
 
 def test_scale_gathers_the_rows_asked_for():
     images = np.arange(12, dtype=np.uint8).reshape(4, 3)
-    np.testing.assert_array_equal(data.scale(images, scale=1.0, offset=0.5, rows=np.array([2, 0, 2])),
-                                  images[[2, 0, 2]] + 0.5)
+    np.testing.assert_array_equal(
+        data.scale(images, scale=1.0, offset=0.5, rows=np.array([2, 0, 2])), images[[2, 0, 2]] + 0.5
+    )
 
 
 def test_random_streams_are_independent_of_each_other():
@@ -55,4 +56,6 @@ def test_random_streams_are_independent_of_each_other():
 def test_real_mnist_pixel_statistics_match_the_declared_ones(real_env):
     d = data.load("mnist", validation=0, progress=False)
     x = d.train.images.astype(np.float64) / 255
-    assert x.mean() == pytest.approx(0.1307, abs=1e-4) and x.std() == pytest.approx(0.3081, abs=1e-4)
+    assert x.mean() == pytest.approx(0.1307, abs=1e-4) and x.std() == pytest.approx(
+        0.3081, abs=1e-4
+    )

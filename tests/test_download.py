@@ -11,13 +11,17 @@ import pytest
 from mnist_mlp import download
 from mnist_mlp.errors import DownloadError
 
-FAST = download.FetchOptions(connect_timeout=2, read_timeout=0.5, retries=1, backoff=0.01,
-                             progress=False)
+FAST = download.FetchOptions(
+    connect_timeout=2, read_timeout=0.5, retries=1, backoff=0.01, progress=False
+)
 
 
 def use_mirrors(monkeypatch, tiny, *bases):
-    monkeypatch.setitem(download.DATASETS, "tiny", download.DatasetSpec(
-        "tiny", tiny.spec.resources, tuple(bases), tiny.spec.classes))
+    monkeypatch.setitem(
+        download.DATASETS,
+        "tiny",
+        download.DatasetSpec("tiny", tiny.spec.resources, tuple(bases), tiny.spec.classes),
+    )
 
 
 def assert_arrays(entries, tiny):
@@ -39,7 +43,9 @@ def test_happy_path_over_http(server, tiny, monkeypatch, tmp_path):
     assert_arrays(entries, tiny)
     assert all(e.fetched and e.source.startswith(server.url) for e in entries.values())
     assert len(server.hits) == 4
-    assert cache_files(tmp_path) == sorted(f"{k}.{ext}" for k in tiny.arrays for ext in ("json", "npy"))
+    assert cache_files(tmp_path) == sorted(
+        f"{k}.{ext}" for k in tiny.arrays for ext in ("json", "npy")
+    )
 
 
 def test_uncompressed_and_recompressed_copies_are_accepted(server, tiny, monkeypatch, tmp_path):
@@ -80,7 +86,9 @@ def test_html_page_with_status_200_is_refused(server, tiny, monkeypatch):
 def test_truncated_body_is_refused(server, tiny, monkeypatch, tmp_path):
     name = next(iter(tiny.gz))
     # The server promises the full length and closes early, as a dropped connection does.
-    server.route(f"/cut/{name}", tiny.gz[name][:200], headers={"Content-Length": str(len(tiny.gz[name]))})
+    server.route(
+        f"/cut/{name}", tiny.gz[name][:200], headers={"Content-Length": str(len(tiny.gz[name]))}
+    )
     use_mirrors(monkeypatch, tiny, server.url + "/cut/")
     with pytest.raises(DownloadError, match="truncated"):
         download.ensure("tiny", options=FAST)
@@ -127,8 +135,14 @@ def test_stalled_server_is_bounded_by_the_read_timeout(server, tiny, monkeypatch
 def test_every_mirror_failing_names_each(server, tiny, monkeypatch, tmp_path):
     server.route("/html/" + tiny.spec.resources[0].filename, b"<html>error</html>")
     server.route("/boom/" + tiny.spec.resources[0].filename, b"", status=503)
-    use_mirrors(monkeypatch, tiny, server.url + "/html/", server.url + "/boom/", server.url + "/none/",
-                "http://127.0.0.1:9/")  # port 9 (discard) has no listener
+    use_mirrors(
+        monkeypatch,
+        tiny,
+        server.url + "/html/",
+        server.url + "/boom/",
+        server.url + "/none/",
+        "http://127.0.0.1:9/",
+    )  # port 9 (discard) has no listener
     monkeypatch.setenv("MNIST_MLP_MIRROR", str(tmp_path / "no-such-folder"))
     with pytest.raises(DownloadError) as info:
         download.ensure("tiny", options=FAST)

@@ -17,15 +17,22 @@ ort = pytest.importorskip("onnxruntime", reason="onnxruntime (the dev extra) is 
 
 def make(tmp_path, hidden=(32,), activation="relu", seed=0, name="c.npz", **meta):
     """A checkpoint with random weights (biases too, so a missing Add would show)."""
-    config = load_config(overrides=[f"model.hidden={list(hidden)}", f"model.activation={activation}"])
+    config = load_config(
+        overrides=[f"model.hidden={list(hidden)}", f"model.activation={activation}"]
+    )
     rng = np.random.default_rng(seed)
     params = model.init_params(model.layer_sizes(list(hidden)), activation, rng)
     for key in params:
         if key.startswith("b"):
             params[key] = rng.normal(0, 0.5, params[key].shape).astype(np.float32)
-    meta = {"epoch": 2, "input": {"scale": data.SCALE, "offset": data.OFFSET, "shape": [28, 28]},
-            "dataset": {"name": "mnist", "digest": "abc123"}, "classes": [str(d) for d in range(10)],
-            "test": {"accuracy": 0.9876, "loss": 0.04, "n": 10000}, **meta}
+    meta = {
+        "epoch": 2,
+        "input": {"scale": data.SCALE, "offset": data.OFFSET, "shape": [28, 28]},
+        "dataset": {"name": "mnist", "digest": "abc123"},
+        "classes": [str(d) for d in range(10)],
+        "test": {"accuracy": 0.9876, "loss": 0.04, "n": 10000},
+        **meta,
+    }
     path = tmp_path / name
     checkpoint.save(path, checkpoint.Checkpoint(params, config, meta))
     return path
@@ -50,8 +57,10 @@ def numpy_probs(ckpt_path, images):
     return model.predict_proba(ckpt.params, x, ckpt.activation)
 
 
-@pytest.mark.parametrize("hidden, activation", [((32,), "relu"), ((48, 24), "tanh"), ((40, 30, 20), "sigmoid"),
-                                                ((32,), "tanh")])
+@pytest.mark.parametrize(
+    "hidden, activation",
+    [((32,), "relu"), ((48, 24), "tanh"), ((40, 30, 20), "sigmoid"), ((32,), "tanh")],
+)
 def test_onnxruntime_matches_the_numpy_forward_pass(tmp_path, hidden, activation):
     path = make(tmp_path, hidden, activation)
     done = export.export(path)
@@ -62,14 +71,29 @@ def test_onnxruntime_matches_the_numpy_forward_pass(tmp_path, hidden, activation
     assert probs.shape == (64, 10) and labels.shape == (64,) and labels.dtype == np.int64
     np.testing.assert_allclose(probs, expected, atol=1e-6)
     np.testing.assert_array_equal(labels, expected.argmax(axis=1))
-    assert np.ptp(expected, axis=0).max() > 1e-3  # answers that vary, so the comparison means something
+    assert (
+        np.ptp(expected, axis=0).max() > 1e-3
+    )  # answers that vary, so the comparison means something
 
 
 def test_the_graph_is_the_documented_one(tmp_path):
     proto = onnx.load(export.export(make(tmp_path, (48, 24), "tanh")).path)
     ops = [n.op_type for n in proto.graph.node]
-    assert ops == ["Reshape", "Mul", "Add", "MatMul", "Add", "Tanh", "MatMul", "Add", "Tanh", "MatMul", "Add",
-                   "Softmax", "ArgMax"]
+    assert ops == [
+        "Reshape",
+        "Mul",
+        "Add",
+        "MatMul",
+        "Add",
+        "Tanh",
+        "MatMul",
+        "Add",
+        "Tanh",
+        "MatMul",
+        "Add",
+        "Softmax",
+        "ArgMax",
+    ]
     assert proto.opset_import[0].version == export.DEFAULT_OPSET and proto.ir_version == 8
     (inp,) = proto.graph.input
     dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
@@ -108,12 +132,15 @@ def test_oldest_opset_gives_the_same_answers(tmp_path):
     np.testing.assert_allclose(run_onnx(old_path, images)[0], new, atol=1e-7)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"opset": 12}, "--opset must be in [13,"),
-    ({"opset": 999}, "--opset must be in [13,"),
-    ({"fmt": "tflite"}, "--format must be onnx"),
-    ({"input_shape": "28"}, "--input-shape must be one of 28x28, 784"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"opset": 12}, "--opset must be in [13,"),
+        ({"opset": 999}, "--opset must be in [13,"),
+        ({"fmt": "tflite"}, "--format must be onnx"),
+        ({"input_shape": "28"}, "--input-shape must be one of 28x28, 784"),
+    ],
+)
 def test_bad_options_are_refused_and_nothing_is_written(tmp_path, kwargs, message):
     path = make(tmp_path)
     with pytest.raises(MlpError, match=message.replace("[", r"\[")):
@@ -150,22 +177,36 @@ def test_an_existing_file_survives_a_failed_export(tmp_path):
 
 
 def test_a_trained_run_records_its_test_accuracy_for_the_export(tiny_as_mnist, tmp_path):
-    config = load_config(overrides=["data.validation=16", "model.hidden=[16]", "training.epochs=2",
-                                    "training.batch_size=8"])
+    config = load_config(
+        overrides=[
+            "data.validation=16",
+            "model.hidden=[16]",
+            "training.epochs=2",
+            "training.batch_size=8",
+        ]
+    )
     result = run.train_run(config, tmp_path / "runs" / "t", progress=False, echo=lambda line: None)
     ckpt = checkpoint.load(result.folder / "checkpoint.npz")
     assert ckpt.meta["test"]["accuracy"] == result.test_accuracy and ckpt.meta["test"]["n"] == 32
     proto = onnx.load(export.export(result.folder / "checkpoint.npz").path)
-    assert {p.key: p.value for p in proto.metadata_props}["test_accuracy"] == f"{result.test_accuracy:.6f}"
+    assert {p.key: p.value for p in proto.metadata_props}[
+        "test_accuracy"
+    ] == f"{result.test_accuracy:.6f}"
 
 
 @pytest.mark.realdata
 def test_on_real_mnist_every_test_label_agrees(smoke_checkpoint, real_env, mnist_test, tmp_path):
     images, labels = mnist_test
-    probs, predicted = run_onnx(export.export(smoke_checkpoint, tmp_path / "smoke.onnx").path, images)
+    probs, predicted = run_onnx(
+        export.export(smoke_checkpoint, tmp_path / "smoke.onnx").path, images
+    )
     ckpt = checkpoint.load(smoke_checkpoint)
-    ours = train.evaluate(ckpt.params, ckpt.activation, data.Split(images.reshape(-1, 784), labels),
-                          scaling=ckpt.scaling)
+    ours = train.evaluate(
+        ckpt.params,
+        ckpt.activation,
+        data.Split(images.reshape(-1, 784), labels),
+        scaling=ckpt.scaling,
+    )
     assert np.abs(probs - ours.probabilities).max() <= 1e-5
     # Every label agrees but where the two most likely classes tie to within that tolerance
     # (two summation orders may then break the tie differently: seen once, with one BLAS thread).

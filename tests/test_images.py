@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import imagegen
 import numpy as np
 import pytest
 from PIL import Image
 
-import imagegen
 from mnist_mlp import images
 
 
@@ -22,7 +22,9 @@ def ink_box(p):
 
 def mnist_like(seed=0):
     """A white-on-black 28x28 digit made as MNIST was: drawn large, then fitted and centred."""
-    big = imagegen.drawn(seed % 10, 25, canvas=400, rng=np.random.default_rng(seed), dark_on_light=False)
+    big = imagegen.drawn(
+        seed % 10, 25, canvas=400, rng=np.random.default_rng(seed), dark_on_light=False
+    )
     field = images.to_field(np.asarray(big, np.float32) / 255)
     return (field * 255).astype(np.uint8)
 
@@ -38,7 +40,7 @@ def test_a_large_off_centre_drawing_is_fitted_and_centred(tmp_path, digit):
     path = save(tmp_path, imagegen.drawn(digit, 40, canvas=900, rng=np.random.default_rng(digit)))
     p = images.prepare(path).pixels
     assert p.shape == (28, 28) and p.dtype == np.float32
-    assert 0 <= p.min() and p.max() == pytest.approx(1.0)
+    assert p.min() >= 0 and p.max() == pytest.approx(1.0)
     assert max(ink_box(p)) in (20, 21)  # the longer side fitted to MNIST's 20 px box
     cy, cx = center_of_mass(p)
     assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
@@ -82,7 +84,9 @@ def test_ruled_paper_lines_are_erased(tmp_path):
     diffs = []
     for digit in range(10):
         clean = images.prepare(save(tmp_path, imagegen.drawn(digit, 25), "a.png")).pixels
-        ruled = images.prepare(save(tmp_path, imagegen.on_ruled_paper(imagegen.drawn(digit, 25)), "b.png")).pixels
+        ruled = images.prepare(
+            save(tmp_path, imagegen.on_ruled_paper(imagegen.drawn(digit, 25)), "b.png")
+        ).pixels
         diffs.append(np.abs(ruled - clean).mean())
     assert np.mean(diffs) < 0.03 and max(diffs) < 0.06, diffs
 
@@ -91,7 +95,7 @@ def test_ruled_paper_lines_are_erased(tmp_path):
 def test_image_modes(tmp_path, mode):
     base = imagegen.drawn(2, 30, canvas=300)
     if mode == "I;16":
-        image = Image.fromarray((np.asarray(base, np.uint16) * 257))
+        image = Image.fromarray(np.asarray(base, np.uint16) * 257)
     elif mode == "LA":
         image = base.convert("LA")
     else:
@@ -108,7 +112,9 @@ def test_transparent_pixels_are_paper(tmp_path):
         rgba[..., :3] = colour
         rgba[..., 3] = ink * 255
         p = images.prepare(save(tmp_path, Image.fromarray(rgba, "RGBA"), f"t{colour}.png")).pixels
-        reference = images.prepare(save(tmp_path, imagegen.drawn(6, 30, canvas=300), "r.png")).pixels
+        reference = images.prepare(
+            save(tmp_path, imagegen.drawn(6, 30, canvas=300), "r.png")
+        ).pixels
         assert np.abs(p - reference).max() < 0.05
 
 
@@ -125,13 +131,16 @@ def test_exif_orientation_is_honoured(tmp_path):
     assert np.abs(sideways - reference).mean() > 0.1
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: Image.new("L", (200, 200), 255).save(p), "blank image"),
-    (lambda p: Image.new("RGB", (64, 64), (90, 140, 200)).save(p), "blank image"),
-    (lambda p: p.write_bytes(b""), "empty file"),
-    (lambda p: p.write_bytes(b"this is not an image at all"), "not an image"),
-    (lambda p: p.write_bytes(_png_bytes()[:200]), "unreadable image"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: Image.new("L", (200, 200), 255).save(p), "blank image"),
+        (lambda p: Image.new("RGB", (64, 64), (90, 140, 200)).save(p), "blank image"),
+        (lambda p: p.write_bytes(b""), "empty file"),
+        (lambda p: p.write_bytes(b"this is not an image at all"), "not an image"),
+        (lambda p: p.write_bytes(_png_bytes()[:200]), "unreadable image"),
+    ],
+)
 def test_bad_input(tmp_path, make, message):
     path = tmp_path / "bad.png"
     make(path)
@@ -199,7 +208,9 @@ def test_components_match_a_flood_fill():
         mask = rng.random((rng.integers(1, 40), rng.integers(1, 40))) < rng.uniform(0.2, 0.7)
         ours, oracle = images._components(mask), _flood_fill(mask)
         pairs = set(zip(ours[mask].tolist(), oracle[mask].tolist()))
-        assert len(pairs) == len(np.unique(ours[mask])) == len(np.unique(oracle[mask]))  # same partition
+        assert (
+            len(pairs) == len(np.unique(ours[mask])) == len(np.unique(oracle[mask]))
+        )  # same partition
         assert not ours[~mask].any()
 
 

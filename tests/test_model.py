@@ -103,11 +103,15 @@ def test_one_sgd_step_worked_out_by_hand():
     #   da1 = dlogits @ W2.T = [s, -s], both units active -> dW1 = x.T @ da1 = dW2, db1 = [s, -s]
     # One step of plain SGD with lr 0.5 subtracts half of each gradient.
     s = 0.26894142
-    params = {"W1": np.eye(2, dtype=np.float32), "b1": np.zeros(2, np.float32),
-              "W2": np.eye(2, dtype=np.float32), "b2": np.zeros(2, np.float32)}
+    params = {
+        "W1": np.eye(2, dtype=np.float32),
+        "b1": np.zeros(2, np.float32),
+        "W2": np.eye(2, dtype=np.float32),
+        "b2": np.zeros(2, np.float32),
+    }
     x, y = np.array([[1.0, 2.0]], np.float32), np.array([1])
     loss, grads, pred = model.loss_and_grads(params, x, y, "relu")
-    assert loss == pytest.approx(np.log(1 + np.e ** -1), rel=1e-6)  # -log(1 - s)
+    assert loss == pytest.approx(np.log(1 + np.e**-1), rel=1e-6)  # -log(1 - s)
     assert pred.tolist() == [1]
     optim.sgd_step(params, grads, optim.init_state(params), lr=0.5, momentum=0.0)
     expected_w = np.array([[1 - 0.5 * s, 0.5 * s], [-s, 1 + s]], np.float32)
@@ -144,7 +148,9 @@ def test_overfits_a_tiny_batch(batch):
     lr = 0.05 if batch == 32 else 0.002  # one example's gradient is noisy: smaller steps
     for _ in range(60 if batch == 32 else 20):
         for start in range(0, 32, batch):
-            _, grads, _ = model.loss_and_grads(params, x[start:start + batch], y[start:start + batch], "relu")
+            _, grads, _ = model.loss_and_grads(
+                params, x[start : start + batch], y[start : start + batch], "relu"
+            )
             optim.sgd_step(params, grads, velocity, lr=lr, momentum=0.9)
     probs = model.predict_proba(params, x, "relu")
     assert (probs.argmax(axis=1) == y).mean() == 1.0
@@ -154,8 +160,9 @@ def test_overfits_a_tiny_batch(batch):
 def test_float32_stays_float32():
     params = model.init_params(model.layer_sizes([16]), "tanh", np.random.default_rng(0))
     x = np.random.default_rng(1).random((4, 784), dtype=np.float32)
-    _, grads, _ = model.loss_and_grads(params, x, np.arange(4), "tanh", l2=1e-3, dropout=0.1,
-                                       rng=np.random.default_rng(2))
+    _, grads, _ = model.loss_and_grads(
+        params, x, np.arange(4), "tanh", l2=1e-3, dropout=0.1, rng=np.random.default_rng(2)
+    )
     assert all(g.dtype == np.float32 for g in grads.values())
 
 
@@ -178,7 +185,9 @@ def test_the_reference_stays_stable_for_huge_logits():
     logits = np.array([[1000.0, 0.0, -1000.0], [-5e4, 5e4, 0.0]], np.float32)
     y = np.array([0, 0])
     assert model.cross_entropy(logits, y) == pytest.approx(1e5 / 2, rel=1e-6)  # 0, then 1e5
-    np.testing.assert_allclose(model.cross_entropy_grad(logits, y), [[0, 0, 0], [-0.5, 0.5, 0]], atol=1e-7)
+    np.testing.assert_allclose(
+        model.cross_entropy_grad(logits, y), [[0, 0, 0], [-0.5, 0.5, 0]], atol=1e-7
+    )
 
 
 def test_the_reference_leaves_its_inputs_alone_and_keeps_float32():
@@ -186,7 +195,7 @@ def test_the_reference_leaves_its_inputs_alone_and_keeps_float32():
     params = model.init_params(model.layer_sizes([16, 12]), "sigmoid", rng)
     x = rng.random((5, 784), dtype=np.float32)
     before = {k: v.copy() for k, v in params.items()}, x.copy()
-    loss, grads, _ = model.loss_and_grads(params, x, np.arange(5), "sigmoid", 1e-3, 0.2, rng)
+    loss, _grads, _ = model.loss_and_grads(params, x, np.arange(5), "sigmoid", 1e-3, 0.2, rng)
     for k in params:
         np.testing.assert_array_equal(params[k], before[0][k])
     np.testing.assert_array_equal(x, before[1])
@@ -194,7 +203,9 @@ def test_the_reference_leaves_its_inputs_alone_and_keeps_float32():
     assert [a.shape for a in fwd.a] == [(5, 784), (5, 16), (5, 12)]
     assert [z.shape for z in fwd.z] == [(5, 16), (5, 12), (5, 10)]
     assert all(a.dtype == np.float32 for a in fwd.a + fwd.z)
-    _, deltas = model.backward(params, fwd, model.cross_entropy_grad(fwd.logits, np.arange(5)), "sigmoid")
+    _, deltas = model.backward(
+        params, fwd, model.cross_entropy_grad(fwd.logits, np.arange(5)), "sigmoid"
+    )
     assert [d.shape for d in deltas] == [(5, 16), (5, 12), (5, 10)]
     assert np.isfinite(loss)
 
@@ -209,4 +220,6 @@ def test_a_hidden_neurons_sensitivity_is_the_chain_rule_written_out():
     deltas = model.sensitivities(params, fwd, out, "tanh")
     for j in range(4):
         total = sum(params["W2"][j, k] * out[0, k] for k in range(3))
-        assert deltas[0][0, j] == pytest.approx((1 - np.tanh(fwd.z[0][0, j]) ** 2) * total, rel=1e-5)
+        assert deltas[0][0, j] == pytest.approx(
+            (1 - np.tanh(fwd.z[0][0, j]) ** 2) * total, rel=1e-5
+        )

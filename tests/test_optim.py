@@ -61,8 +61,12 @@ def test_cosine(progress, expected):
 
 def test_step_and_constant_and_warmup():
     assert optim.learning_rate(9.9, 1.0, 30, "step", step_every=10, step_gamma=0.1) == 1.0
-    assert optim.learning_rate(10, 1.0, 30, "step", step_every=10, step_gamma=0.1) == pytest.approx(0.1)
-    assert optim.learning_rate(25, 1.0, 30, "step", step_every=10, step_gamma=0.1) == pytest.approx(0.01)
+    assert optim.learning_rate(10, 1.0, 30, "step", step_every=10, step_gamma=0.1) == pytest.approx(
+        0.1
+    )
+    assert optim.learning_rate(25, 1.0, 30, "step", step_every=10, step_gamma=0.1) == pytest.approx(
+        0.01
+    )
     assert optim.learning_rate(7, 0.3, 10, "constant") == 0.3
     assert optim.learning_rate(0.5, 1.0, 10, "cosine", warmup_epochs=2) == pytest.approx(0.25)
     assert optim.learning_rate(2, 1.0, 10, "cosine", warmup_epochs=2) == pytest.approx(1.0)

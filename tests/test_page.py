@@ -7,23 +7,33 @@ mouse strokes and with touch events, upload a photo-like image, and read what th
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import shutil
 import threading
 import time
 
+import imagegen
 import numpy as np
 import pytest
-
-import imagegen
 from conftest import require
 
 pytest.importorskip("fastapi", reason="the serve extra (fastapi, uvicorn) is not installed")
 
-CHROMIUM = os.environ.get("MNIST_MLP_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = (
+    os.environ.get("MNIST_MLP_CHROMIUM")
+    or shutil.which("chromium")
+    or shutil.which("chromium-browser")
+)
 # As the machine's notes advise: no background connections, which a closed network refuses.
-CHROMIUM_ARGS = ["--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-sync", "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
 pytestmark = pytest.mark.realdata
 
@@ -34,8 +44,13 @@ def browser():
         from playwright.sync_api import sync_playwright
     except ImportError:
         sync_playwright = None
-    require(sync_playwright is not None, "browser test: playwright (the dev extra) is not installed")
-    require(CHROMIUM is not None, "browser test: no Chromium found (apt-get install chromium, as .ci/run does)")
+    require(
+        sync_playwright is not None, "browser test: playwright (the dev extra) is not installed"
+    )
+    require(
+        CHROMIUM is not None,
+        "browser test: no Chromium found (apt-get install chromium, as .ci/run does)",
+    )
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
@@ -50,8 +65,11 @@ def site(smoke_checkpoint):
     from mnist_mlp.predict import Predictor
 
     sock = serve.listen("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(serve.create_app(Predictor(smoke_checkpoint)), log_level="warning",
-                                           access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            serve.create_app(Predictor(smoke_checkpoint)), log_level="warning", access_log=False
+        )
+    )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -79,7 +97,9 @@ SEVEN = [[(0.25, 0.2), (0.75, 0.2), (0.42, 0.85)]]
 
 
 def draw_with_mouse(page, strokes):
-    page.evaluate("document.body.dataset.state = 'pending'")  # so that answer() waits for the new one
+    page.evaluate(
+        "document.body.dataset.state = 'pending'"
+    )  # so that answer() waits for the new one
     box = page.locator("#canvas").bounding_box()
     for stroke in strokes:
         x, y = stroke[0]
@@ -91,7 +111,9 @@ def draw_with_mouse(page, strokes):
 
 
 def answer(page) -> str:
-    page.wait_for_function("document.body.dataset.state === 'ready' || document.body.dataset.state === 'error'")
+    page.wait_for_function(
+        "document.body.dataset.state === 'ready' || document.body.dataset.state === 'error'"
+    )
     return page.locator("#digit").text_content()
 
 
@@ -100,8 +122,14 @@ def test_drawing_with_the_mouse_shows_the_digit(page, strokes, digit):
     draw_with_mouse(page, strokes)
     assert answer(page) == digit
     assert "sure" in page.locator("#status").text_content()
-    widths = page.eval_on_selector_all(".bars .fill", "els => els.map(e => parseFloat(e.style.width))")
-    assert len(widths) == 10 and int(np.argmax(widths)) == int(digit) and sum(widths) == pytest.approx(100, abs=1)
+    widths = page.eval_on_selector_all(
+        ".bars .fill", "els => els.map(e => parseFloat(e.style.width))"
+    )
+    assert (
+        len(widths) == 10
+        and int(np.argmax(widths)) == int(digit)
+        and sum(widths) == pytest.approx(100, abs=1)
+    )
 
 
 def test_undo_and_clear(page):
@@ -121,8 +149,12 @@ def test_undo_and_clear(page):
 
 
 def test_drawing_with_a_finger_draws_instead_of_scrolling(browser, site):
-    context = browser.new_context(viewport={"width": 390, "height": 700}, has_touch=True, is_mobile=True,
-                                  device_scale_factor=2)
+    context = browser.new_context(
+        viewport={"width": 390, "height": 700},
+        has_touch=True,
+        is_mobile=True,
+        device_scale_factor=2,
+    )
     page = context.new_page()
     try:
         page.goto(site)
@@ -131,13 +163,22 @@ def test_drawing_with_a_finger_draws_instead_of_scrolling(browser, site):
         box = page.locator("#canvas").bounding_box()
         cdp = context.new_cdp_session(page)
         for stroke in SEVEN:
-            points = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke]
-            cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": points[0][0],
-                                                                                          "y": points[0][1]}]})
-            for (x0, y0), (x1, y1) in zip(points, points[1:]):
+            points = [
+                (box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke
+            ]
+            cdp.send(
+                "Input.dispatchTouchEvent",
+                {"type": "touchStart", "touchPoints": [{"x": points[0][0], "y": points[0][1]}]},
+            )
+            for (x0, y0), (x1, y1) in itertools.pairwise(points):
                 for t in np.linspace(0, 1, 12)[1:]:
-                    cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [
-                        {"x": x0 + t * (x1 - x0), "y": y0 + t * (y1 - y0)}]})
+                    cdp.send(
+                        "Input.dispatchTouchEvent",
+                        {
+                            "type": "touchMove",
+                            "touchPoints": [{"x": x0 + t * (x1 - x0), "y": y0 + t * (y1 - y0)}],
+                        },
+                    )
             cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
         assert answer(page) == "7"
         assert page.evaluate("window.scrollY") == 0  # the upward stroke did not scroll the page
@@ -172,7 +213,8 @@ def test_the_sensitivity_map_is_drawn_in_red_and_blue(page):
     draw_with_mouse(page, SEVEN)
     assert answer(page) == "7"
     counts = page.evaluate("""() => {
-        const d = document.getElementById('sensitivity').getContext('2d').getImageData(0, 0, 28, 28).data;
+        const d = document.getElementById('sensitivity').getContext('2d')
+            .getImageData(0, 0, 28, 28).data;
         let red = 0, blue = 0, blank = 0;
         for (let i = 0; i < d.length; i += 4) {
             if (d[i] - d[i + 2] > 60) red++; else if (d[i + 2] - d[i] > 60) blue++;

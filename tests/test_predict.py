@@ -1,15 +1,16 @@
-"""mlp predict: agreement with eval on MNIST's own digits, robustness on users' images, bad files."""
+"""mlp predict: agreement with eval on MNIST's own digits, robustness on users' images, bad
+files."""
 
 from __future__ import annotations
 
 import json
 
+import imagegen
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-import imagegen
 from mnist_mlp import checkpoint, data, predict, run, train
 from mnist_mlp.cli import main
 
@@ -24,8 +25,10 @@ def test_json_output_and_per_file_errors(tmp_path, random_checkpoint):
     write_digits(tmp_path / "imgs")
     (tmp_path / "imgs" / "broken.png").write_bytes(b"not a png")
     Image.new("L", (50, 50), 255).save(tmp_path / "imgs" / "blank.png")
-    result = CliRunner().invoke(main, ["predict", str(tmp_path / "imgs"), "-c", str(random_checkpoint),
-                                       "--json", "--top-k", "4"])
+    result = CliRunner().invoke(
+        main,
+        ["predict", str(tmp_path / "imgs"), "-c", str(random_checkpoint), "--json", "--top-k", "4"],
+    )
     assert result.exit_code == 1  # some files failed
     items = json.loads(result.stdout)  # stdout is one JSON array, nothing else
     by_name = {item["file"].rsplit("/", 1)[-1]: item for item in items}
@@ -41,8 +44,9 @@ def test_json_output_and_per_file_errors(tmp_path, random_checkpoint):
 
 def test_text_output_and_show(tmp_path, random_checkpoint):
     write_digits(tmp_path / "imgs", 1)
-    result = CliRunner().invoke(main, ["predict", str(tmp_path / "imgs" / "0.png"), "-c",
-                                       str(random_checkpoint), "--show"])
+    result = CliRunner().invoke(
+        main, ["predict", str(tmp_path / "imgs" / "0.png"), "-c", str(random_checkpoint), "--show"]
+    )
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
     assert "0.png" in lines[0] and "%" in lines[0] and "then" in lines[0]
@@ -54,13 +58,17 @@ def test_no_trained_model_is_one_line(tmp_path, monkeypatch):
     write_digits(tmp_path / "imgs", 1)
     result = CliRunner().invoke(main, ["predict", "imgs/0.png"])
     assert result.exit_code == 1
-    assert result.stderr.strip() == ("Error: no trained model found at runs/latest/checkpoint.npz: train one "
-                                     "first (mlp train --config configs/default.yaml) or pass --checkpoint PATH")
+    assert result.stderr.strip() == (
+        "Error: no trained model found at runs/latest/checkpoint.npz: train one "
+        "first (mlp train --config configs/default.yaml) or pass --checkpoint PATH"
+    )
 
 
 def test_every_file_bad_still_reports_each(tmp_path, random_checkpoint):
     (tmp_path / "a.png").write_bytes(b"")
-    results = predict.predict_files([tmp_path / "a.png", tmp_path / "missing.png"], random_checkpoint)
+    results = predict.predict_files(
+        [tmp_path / "a.png", tmp_path / "missing.png"], random_checkpoint
+    )
     assert [r.error for r in results] == ["empty file", "no such file"]
 
 
@@ -79,15 +87,21 @@ def test_mnist_test_images_as_png_agree_with_eval(smoke_checkpoint, mnist_test, 
         Image.fromarray(images[i]).save(tmp_path / f"{i:05d}.png")
     results = predict.predict_files([tmp_path], smoke_checkpoint)
     ckpt = checkpoint.load(smoke_checkpoint)
-    reference = train.evaluate(ckpt.params, ckpt.activation, data.Split(images[picks].reshape(-1, 784),
-                                                                         labels[picks]), scaling=ckpt.scaling)
+    reference = train.evaluate(
+        ckpt.params,
+        ckpt.activation,
+        data.Split(images[picks].reshape(-1, 784), labels[picks]),
+        scaling=ckpt.scaling,
+    )
     order = np.argsort(picks)  # files are listed sorted by name
     agree = np.mean([r.prediction for r in results] == reference.predictions[order])
     assert agree >= 0.99
 
 
 @pytest.mark.realdata
-def test_photo_like_digits_within_1_5_points_of_the_test_set(smoke_checkpoint, mnist_test, tmp_path):
+def test_photo_like_digits_within_1_5_points_of_the_test_set(
+    smoke_checkpoint, mnist_test, tmp_path
+):
     images, labels = mnist_test
     rng = np.random.default_rng(1)
     picks = rng.permutation(len(labels))[:500]
@@ -106,7 +120,9 @@ def test_drawn_digits_thin_and_thick(smoke_checkpoint, tmp_path, width):
     truth = []
     for d in range(10):
         for s in range(3):
-            imagegen.drawn(d, width, rng=np.random.default_rng(10 * d + s)).save(tmp_path / f"{d}_{s}.png")
+            imagegen.drawn(d, width, rng=np.random.default_rng(10 * d + s)).save(
+                tmp_path / f"{d}_{s}.png"
+            )
             truth.append(d)
     results = predict.predict_files([tmp_path], smoke_checkpoint)
     assert _accuracy(results, sorted(truth)) >= 0.9

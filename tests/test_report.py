@@ -42,8 +42,12 @@ def test_training_leaves_a_curves_picture(tiny_run):
 def test_report_writes_every_picture_and_the_page(tiny_run):
     result = CliRunner().invoke(main, ["report", str(tiny_run)])
     assert result.exit_code == 0, result.output
-    for name, size in (("curves.png", (800, 300)), ("confusion.png", (500, 500)), ("mistakes.png", (300, 100)),
-                       ("units.png", (700, 300))):
+    for name, size in (
+        ("curves.png", (800, 300)),
+        ("confusion.png", (500, 500)),
+        ("mistakes.png", (300, 100)),
+        ("units.png", (700, 300)),
+    ):
         assert_picture(tiny_run / name, size)
         assert f"wrote {tiny_run / name}" in result.stdout
     page = (tiny_run / "report.html").read_text()
@@ -99,7 +103,9 @@ def test_hidden_units_shows_the_most_used_first_layer_units(tiny_run):
     grid = report.hidden_units(ckpt, images, count=8)
     assert grid.size == (8 + 8 * (84 + 8), 28 + 8 + 84 + 15 + 8)  # one row of 8 tiles under a title
     rgb = np.asarray(grid, np.float32)
-    assert (rgb[..., 0] - rgb[..., 2] > 100).any() and (rgb[..., 2] - rgb[..., 0] > 100).any()  # red and blue
+    assert (rgb[..., 0] - rgb[..., 2] > 100).any() and (
+        rgb[..., 2] - rgb[..., 0] > 100
+    ).any()  # red and blue
     units = report.most_used_units(ckpt, images, count=32)
     assert units[0] == 7 and sorted(units.tolist()) == list(range(32))
     assert 5 in units[-8:]  # among the last: it passes nothing on

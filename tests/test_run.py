@@ -6,16 +6,21 @@ import csv
 
 import numpy as np
 import pytest
-
 from conftest import StopAfter
+
 from mnist_mlp import checkpoint, run, train
 from mnist_mlp import data as data_mod
 from mnist_mlp.config import load_config
 from mnist_mlp.errors import MlpError
 from mnist_mlp.fast.step import Step
 
-TINY = ["data.validation=16", "model.hidden=[32]", "training.epochs=3", "training.batch_size=8",
-        "training.lr=0.05"]
+TINY = [
+    "data.validation=16",
+    "model.hidden=[32]",
+    "training.epochs=3",
+    "training.batch_size=8",
+    "training.lr=0.05",
+]
 
 
 def config(*extra):
@@ -26,8 +31,13 @@ def test_a_run_writes_its_folder(tiny_as_mnist, tmp_path):
     lines = []
     result = run.train_run(config(), tmp_path / "runs" / "t", progress=False, echo=lines.append)
     folder = result.folder
-    assert {p.name for p in folder.iterdir()} >= {"config.yaml", "metrics.csv", "checkpoint.npz", "last.npz"}
-    rows = list(csv.DictReader(open(folder / "metrics.csv")))
+    assert {p.name for p in folder.iterdir()} >= {
+        "config.yaml",
+        "metrics.csv",
+        "checkpoint.npz",
+        "last.npz",
+    }
+    rows = list(csv.DictReader((folder / "metrics.csv").read_text().splitlines()))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     assert set(rows[0]) == set(train.COLUMNS)
     assert load_config(folder / "config.yaml") == config()
@@ -43,8 +53,10 @@ def test_a_run_writes_its_folder(tiny_as_mnist, tmp_path):
 
 def test_without_a_validation_split_the_last_epoch_is_kept_and_tested(tiny_as_mnist, tmp_path):
     lines = []
-    result = run.train_run(config("data.validation=0"), tmp_path / "t", progress=False, echo=lines.append)
-    rows = list(csv.DictReader(open(result.folder / "metrics.csv")))
+    result = run.train_run(
+        config("data.validation=0"), tmp_path / "t", progress=False, echo=lines.append
+    )
+    rows = list(csv.DictReader((result.folder / "metrics.csv").read_text().splitlines()))
     assert [r["val_acc"] for r in rows] == ["", "", ""]
     kept = checkpoint.load(result.folder / "checkpoint.npz")
     last = checkpoint.load(result.folder / "last.npz")
@@ -61,8 +73,13 @@ def test_an_existing_run_is_not_overwritten_without_force(tiny_as_mnist, tmp_pat
     with pytest.raises(MlpError, match="already holds a run; continue it with --resume"):
         run.train_run(config("training.epochs=1"), folder, progress=False, echo=lambda s: None)
     assert (folder / "checkpoint.npz").read_bytes() == before
-    run.train_run(config("training.epochs=1", "training.seed=5"), folder, force=True, progress=False,
-                  echo=lambda s: None)
+    run.train_run(
+        config("training.epochs=1", "training.seed=5"),
+        folder,
+        force=True,
+        progress=False,
+        echo=lambda s: None,
+    )
     assert (folder / "checkpoint.npz").read_bytes() != before
 
 
@@ -70,19 +87,26 @@ def test_interrupt_saves_a_resumable_checkpoint_that_ends_identically(tiny_as_mn
     cfg = config("model.dropout=0.1")
     whole = run.train_run(cfg, tmp_path / "whole", progress=False, echo=lambda s: None)
     with pytest.raises(run.TrainingInterrupted) as info:
-        run.train_run(cfg, tmp_path / "part", progress=False, echo=lambda s: None, stop=StopAfter(9))
+        run.train_run(
+            cfg, tmp_path / "part", progress=False, echo=lambda s: None, stop=StopAfter(9)
+        )
     assert info.value.exit_code == 130
     assert f"mlp train --resume {tmp_path / 'part' / 'last.npz'}" in str(info.value)
     saved = checkpoint.load(tmp_path / "part" / "last.npz")
     assert saved.meta["status"] == "interrupted" and saved.meta["batch"] > 0
-    resumed = run.train_run(None, tmp_path / "part", resume=tmp_path / "part" / "last.npz",
-                            progress=False, echo=lambda s: None)
+    resumed = run.train_run(
+        None,
+        tmp_path / "part",
+        resume=tmp_path / "part" / "last.npz",
+        progress=False,
+        echo=lambda s: None,
+    )
     a = checkpoint.load(tmp_path / "whole" / "last.npz")
     b = checkpoint.load(tmp_path / "part" / "last.npz")
     for key in a.params:
         np.testing.assert_array_equal(a.params[key], b.params[key])
     assert resumed.test_accuracy == whole.test_accuracy
-    rows = list(csv.DictReader(open(tmp_path / "part" / "metrics.csv")))
+    rows = list(csv.DictReader((tmp_path / "part" / "metrics.csv").read_text().splitlines()))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
 
 
@@ -91,11 +115,23 @@ def test_resume_can_extend_epochs_but_not_change_the_run(tiny_as_mnist, tmp_path
     run.train_run(config("training.epochs=1"), folder, progress=False, echo=lambda s: None)
     with pytest.raises(MlpError, match="already finished its 1 epochs"):
         run.train_run(None, folder, resume=folder / "last.npz", progress=False, echo=lambda s: None)
-    with pytest.raises(MlpError, match="only training.epochs, training.patience can change"):
-        run.train_run(None, folder, resume=folder / "last.npz", overrides=("training.lr=1",),
-                      progress=False, echo=lambda s: None)
-    result = run.train_run(None, folder, resume=folder / "last.npz", overrides=("training.epochs=2",),
-                           progress=False, echo=lambda s: None)
+    with pytest.raises(MlpError, match=r"only training\.epochs, training\.patience can change"):
+        run.train_run(
+            None,
+            folder,
+            resume=folder / "last.npz",
+            overrides=("training.lr=1",),
+            progress=False,
+            echo=lambda s: None,
+        )
+    result = run.train_run(
+        None,
+        folder,
+        resume=folder / "last.npz",
+        overrides=("training.epochs=2",),
+        progress=False,
+        echo=lambda s: None,
+    )
     assert result.state.epoch == 2
 
 
@@ -113,8 +149,14 @@ def test_divergence_leaves_the_good_checkpoints_intact(tiny_as_mnist, tmp_path, 
 
     monkeypatch.setattr(Step, "__call__", poisoned)
     with pytest.raises(train.TrainingDiverged, match="the loss became nan at epoch 2"):
-        run.train_run(None, folder, resume=folder / "last.npz", overrides=("training.epochs=3",),
-                      progress=False, echo=lambda s: None)
+        run.train_run(
+            None,
+            folder,
+            resume=folder / "last.npz",
+            overrides=("training.epochs=3",),
+            progress=False,
+            echo=lambda s: None,
+        )
     assert {n: (folder / n).read_bytes() for n in good} == good
 
 
@@ -139,8 +181,14 @@ def test_a_checkpoint_of_other_data_is_refused_by_eval_report_and_resume(tiny_as
     with pytest.raises(MlpError, match="was trained on other data than the cached mnist"):
         run.evaluate_checkpoint(tmp_path / "checkpoint.npz", progress=False)
     with pytest.raises(MlpError, match="was trained on other data"):
-        run.train_run(None, tmp_path / "resumed", resume=tmp_path / "last.npz",
-                      overrides=("training.epochs=4",), progress=False, echo=lambda s: None)
+        run.train_run(
+            None,
+            tmp_path / "resumed",
+            resume=tmp_path / "last.npz",
+            overrides=("training.epochs=4",),
+            progress=False,
+            echo=lambda s: None,
+        )
     pytest.importorskip("matplotlib")
     from mnist_mlp import report
 
@@ -153,8 +201,7 @@ def test_a_committee_averages_its_members_probabilities(tiny_as_mnist, tmp_path)
     paths = []
     for seed in (0, 1, 2):
         folder = tmp_path / f"m{seed}"
-        run.train_run(config(f"training.seed={seed}"), folder, progress=False,
-                      echo=lambda s: None)
+        run.train_run(config(f"training.seed={seed}"), folder, progress=False, echo=lambda s: None)
         paths.append(folder / "checkpoint.npz")
     r = run.evaluate_committee(paths, progress=False)
     evaluations = [run.evaluate_on(p, progress=False) for p in paths]
@@ -162,16 +209,23 @@ def test_a_committee_averages_its_members_probabilities(tiny_as_mnist, tmp_path)
     labels = evaluations[0].split.labels
     assert r["accuracy"] == pytest.approx(np.mean(mean.argmax(axis=1) == labels))
     assert [m["accuracy"] for m in r["members"]] == [e.metrics.accuracy for e in evaluations]
-    assert r["checkpoint"] == [str(p) for p in paths] and np.array(r["confusion_matrix"]).sum() == 32
+    assert (
+        r["checkpoint"] == [str(p) for p in paths] and np.array(r["confusion_matrix"]).sum() == 32
+    )
     other = checkpoint.load(paths[1])
     other.meta["dataset"]["digest"] = "f" * 64
     checkpoint.save(tmp_path / "other.npz", other)
-    with pytest.raises(MlpError, match="other.npz was trained on another copy of mnist than .*m0.checkpoint.npz "
-                                       r"\(its checksum differs\)"):
+    with pytest.raises(
+        MlpError,
+        match="other.npz was trained on another copy of mnist than .*m0.checkpoint.npz "
+        r"\(its checksum differs\)",
+    ):
         run.evaluate_committee([paths[0], tmp_path / "other.npz"], progress=False)
     other.meta["dataset"] = {"name": "fashion-mnist", "digest": "e" * 64}
     checkpoint.save(tmp_path / "fashion.npz", other)
-    with pytest.raises(MlpError, match="fashion.npz was trained on fashion-mnist, .*m0.checkpoint.npz on mnist"):
+    with pytest.raises(
+        MlpError, match=r"fashion\.npz was trained on fashion-mnist, .*m0.checkpoint\.npz on mnist"
+    ):
         run.evaluate_committee([paths[0], tmp_path / "fashion.npz"], progress=False)
     other = checkpoint.load(paths[2])
     other.meta["classes"] = list("abcdefghij")
@@ -182,7 +236,13 @@ def test_a_committee_averages_its_members_probabilities(tiny_as_mnist, tmp_path)
 
     committee, members = Predictor(paths), [Predictor(p) for p in paths]
     pixels = np.random.default_rng(0).random((4, 28, 28)).astype(np.float32)
-    np.testing.assert_allclose(committee.probabilities(pixels), sum(m.probabilities(pixels) for m in members) / 3,
-                               rtol=1e-5, atol=1e-7)
-    with pytest.raises(MlpError, match="the members of a committee must share their dataset and classes"):
+    np.testing.assert_allclose(
+        committee.probabilities(pixels),
+        sum(m.probabilities(pixels) for m in members) / 3,
+        rtol=1e-5,
+        atol=1e-7,
+    )
+    with pytest.raises(
+        MlpError, match="the members of a committee must share their dataset and classes"
+    ):
         Predictor([paths[0], tmp_path / "other.npz"])

@@ -1,4 +1,5 @@
-"""mlp serve: the API's answers, every kind of bad request, the body limit, a live server under load."""
+"""mlp serve: the API's answers, every kind of bad request, the body limit, a live server under
+load."""
 
 from __future__ import annotations
 
@@ -14,19 +15,19 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import imagegen
 import numpy as np
 import pytest
 from PIL import Image
 
-import imagegen
 from mnist_mlp.errors import MlpError
 from mnist_mlp.predict import Predictor
 
 pytest.importorskip("fastapi", reason="the serve extra (fastapi, uvicorn) is not installed")
 pytest.importorskip("httpx", reason="httpx (the dev extra) is needed by FastAPI's TestClient")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from mnist_mlp import serve  # noqa: E402
+from mnist_mlp import serve
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,11 +39,20 @@ def png(image: Image.Image) -> bytes:
 
 
 def png_header_only(width: int, height: int) -> bytes:
-    """A PNG that claims ``width`` x ``height`` pixels in a few dozen bytes (a decompression bomb's header)."""
+    """A PNG that claims ``width`` x ``height`` pixels in a few dozen bytes (a decompression bomb's
+    header)."""
+
     def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 SEVEN = png(imagegen.drawn(7, 30, canvas=400))
@@ -60,7 +70,9 @@ def client(predictor):
 
 
 def test_predict_raw_bytes_matches_the_library(client, predictor):
-    response = client.post("/api/predict?top_k=4", content=SEVEN, headers={"Content-Type": "image/png"})
+    response = client.post(
+        "/api/predict?top_k=4", content=SEVEN, headers={"Content-Type": "image/png"}
+    )
     assert response.status_code == 200, response.text
     a = response.json()
     expected = predictor.predict_image(SEVEN, "x", top_k=4, explain=True)
@@ -71,7 +83,9 @@ def test_predict_raw_bytes_matches_the_library(client, predictor):
     np.testing.assert_allclose(a["input"], expected.pixels, atol=1e-4)
     sens = np.asarray(a["sensitivity"])
     assert sens.shape == (28, 28)
-    np.testing.assert_allclose(sens, expected.sensitivity, atol=1e-3 * np.abs(expected.sensitivity).max())
+    np.testing.assert_allclose(
+        sens, expected.sensitivity, atol=1e-3 * np.abs(expected.sensitivity).max()
+    )
 
 
 def test_predict_multipart_upload_gives_the_same_answer(client):
@@ -84,7 +98,9 @@ def test_model_health_and_openapi(client, predictor):
     assert client.get("/healthz").json() == {"status": "ok"}
     info = client.get("/api/model").json()
     assert info["layers"] == [784, 16, 10] and info["activation"] == "relu"
-    assert info["classes"] == [str(d) for d in range(10)] and info["checkpoint"] == str(predictor.path)
+    assert info["classes"] == [str(d) for d in range(10)] and info["checkpoint"] == str(
+        predictor.path
+    )
     spec = client.get("/openapi.json").json()
     assert {"/api/predict", "/api/model", "/healthz"} <= set(spec["paths"])
     body = spec["paths"]["/api/predict"]["post"]["requestBody"]["content"]
@@ -106,49 +122,126 @@ def test_the_page_and_its_assets(client):
 
 
 TRUNCATED = SEVEN[: len(SEVEN) // 2]
-SVG = b'<svg xmlns="http://www.w3.org/2000/svg" width="28" height="28"><text x="5" y="20">7</text></svg>'
+SVG = (
+    b'<svg xmlns="http://www.w3.org/2000/svg" width="28" height="28">'
+    b'<text x="5" y="20">7</text></svg>'
+)
 BLANK = png(Image.new("L", (200, 200), 255))
 BAD_REQUESTS = [
     # (name, request kwargs, status, fragment of the message)
-    ("empty body", dict(content=b"", headers={"Content-Type": "image/png"}), 400, "the body is empty"),
-    ("text as an image", dict(content=b"seven", headers={"Content-Type": "application/octet-stream"}), 422,
-     "not an image Pillow can read"),
-    ("text content type", dict(content=b"seven", headers={"Content-Type": "text/plain"}), 415,
-     "Content-Type text/plain is not an image"),
-    ("JSON content type", dict(content=b'{"a": 1}', headers={"Content-Type": "application/json"}), 415,
-     "is not an image"),
-    ("curl's form default", dict(content=SEVEN, headers={"Content-Type": "application/x-www-form-urlencoded"}), 415,
-     "add -H 'Content-Type: image/png'"),
-    ("truncated PNG", dict(content=TRUNCATED, headers={"Content-Type": "image/png"}), 422, "unreadable image"),
-    ("SVG", dict(content=SVG, headers={"Content-Type": "image/svg+xml"}), 415, "SVG is a vector format"),
-    ("SVG as bytes", dict(content=SVG, headers={"Content-Type": "application/octet-stream"}), 422,
-     "not an image Pillow can read"),
-    ("decompression bomb", dict(content=png_header_only(20000, 20000), headers={"Content-Type": "image/png"}),
-     413, "too many pixels"),
-    ("over the pixel limit", dict(content=png_header_only(8000, 6000), headers={"Content-Type": "image/png"}),
-     413, "8000x6000 is too many pixels"),
-    ("blank image", dict(content=BLANK, headers={"Content-Type": "image/png"}), 422, "blank image, no digit"),
-    ("over the size limit", dict(content=b"\0" * 1_000_001, headers={"Content-Type": "image/png"}), 413,
-     "over the limit of"),
-    ("malformed multipart", dict(content=b"--xyz\r\nbroken header\r\n\r\n7\r\n--xyz--\r\n",
-                                 headers={"Content-Type": "multipart/form-data; boundary=xyz"}),
-     400, "malformed multipart body: Invalid multipart data"),
-    ("multipart without a boundary", dict(content=b"7", headers={"Content-Type": "multipart/form-data"}), 400,
-     "malformed multipart body: Missing boundary"),
+    (
+        "empty body",
+        dict(content=b"", headers={"Content-Type": "image/png"}),
+        400,
+        "the body is empty",
+    ),
+    (
+        "text as an image",
+        dict(content=b"seven", headers={"Content-Type": "application/octet-stream"}),
+        422,
+        "not an image Pillow can read",
+    ),
+    (
+        "text content type",
+        dict(content=b"seven", headers={"Content-Type": "text/plain"}),
+        415,
+        "Content-Type text/plain is not an image",
+    ),
+    (
+        "JSON content type",
+        dict(content=b'{"a": 1}', headers={"Content-Type": "application/json"}),
+        415,
+        "is not an image",
+    ),
+    (
+        "curl's form default",
+        dict(content=SEVEN, headers={"Content-Type": "application/x-www-form-urlencoded"}),
+        415,
+        "add -H 'Content-Type: image/png'",
+    ),
+    (
+        "truncated PNG",
+        dict(content=TRUNCATED, headers={"Content-Type": "image/png"}),
+        422,
+        "unreadable image",
+    ),
+    (
+        "SVG",
+        dict(content=SVG, headers={"Content-Type": "image/svg+xml"}),
+        415,
+        "SVG is a vector format",
+    ),
+    (
+        "SVG as bytes",
+        dict(content=SVG, headers={"Content-Type": "application/octet-stream"}),
+        422,
+        "not an image Pillow can read",
+    ),
+    (
+        "decompression bomb",
+        dict(content=png_header_only(20000, 20000), headers={"Content-Type": "image/png"}),
+        413,
+        "too many pixels",
+    ),
+    (
+        "over the pixel limit",
+        dict(content=png_header_only(8000, 6000), headers={"Content-Type": "image/png"}),
+        413,
+        "8000x6000 is too many pixels",
+    ),
+    (
+        "blank image",
+        dict(content=BLANK, headers={"Content-Type": "image/png"}),
+        422,
+        "blank image, no digit",
+    ),
+    (
+        "over the size limit",
+        dict(content=b"\0" * 1_000_001, headers={"Content-Type": "image/png"}),
+        413,
+        "over the limit of",
+    ),
+    (
+        "malformed multipart",
+        dict(
+            content=b"--xyz\r\nbroken header\r\n\r\n7\r\n--xyz--\r\n",
+            headers={"Content-Type": "multipart/form-data; boundary=xyz"},
+        ),
+        400,
+        "malformed multipart body: Invalid multipart data",
+    ),
+    (
+        "multipart without a boundary",
+        dict(content=b"7", headers={"Content-Type": "multipart/form-data"}),
+        400,
+        "malformed multipart body: Missing boundary",
+    ),
     ("multipart without a file", dict(files={"note": (None, "hello")}), 400, "holds no file"),
-    ("top_k out of range", dict(content=SEVEN, headers={"Content-Type": "image/png"}, params={"top_k": 11}), 422,
-     "top_k"),
+    (
+        "top_k out of range",
+        dict(content=SEVEN, headers={"Content-Type": "image/png"}, params={"top_k": 11}),
+        422,
+        "top_k",
+    ),
 ]
 
 
-@pytest.mark.parametrize("name, kwargs, status, fragment", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
-def test_bad_requests_get_one_readable_json_error_and_the_server_keeps_serving(client, name, kwargs, status,
-                                                                             fragment):
+@pytest.mark.parametrize(
+    "name, kwargs, status, fragment", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS]
+)
+def test_bad_requests_get_one_readable_json_error_and_the_server_keeps_serving(
+    client, name, kwargs, status, fragment
+):
     response = client.post("/api/predict", **kwargs)
     assert response.status_code == status, response.text
     body = response.json()
     assert list(body) == ["error"] and fragment in body["error"] and "\n" not in body["error"]
-    assert client.post("/api/predict", content=SEVEN, headers={"Content-Type": "image/png"}).status_code == 200
+    assert (
+        client.post(
+            "/api/predict", content=SEVEN, headers={"Content-Type": "image/png"}
+        ).status_code
+        == 200
+    )
 
 
 def test_unknown_paths_and_methods_are_json_errors(client):
@@ -165,7 +258,9 @@ def test_a_body_without_length_is_counted_as_it_arrives(client):
             yield b"\0" * 50_000
 
     response = client.post("/api/predict", content=chunks(), headers={"Content-Type": "image/png"})
-    assert response.status_code == 413 and "over the limit of 0.953674 MiB" in response.json()["error"]
+    assert (
+        response.status_code == 413 and "over the limit of 0.953674 MiB" in response.json()["error"]
+    )
 
 
 def test_sensitivity_is_the_logit_gradient_per_unit_of_raw_pixel(predictor):
@@ -183,8 +278,9 @@ def test_sensitivity_is_the_logit_gradient_per_unit_of_raw_pixel(predictor):
     sens = predictor.sensitivity(p, classes)
     assert sens.shape == (2, 28, 28)
     for i, c in enumerate(classes):
-        for y, x in [(14, 14), (5, 20), (20, 7), (0, 0)]:  # (0, 0): blank in every digit, still sensitive
-            up, down = p[i:i + 1].copy(), p[i:i + 1].copy()
+        # (0, 0): blank in every digit, still sensitive
+        for y, x in [(14, 14), (5, 20), (20, 7), (0, 0)]:
+            up, down = p[i : i + 1].copy(), p[i : i + 1].copy()
             up[0, y, x] += 0.01
             down[0, y, x] -= 0.01
             numeric = (logit(up, c) - logit(down, c)) / 0.02
@@ -199,7 +295,9 @@ def live(predictor):
     import uvicorn
 
     sock = serve.listen("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(serve.create_app(predictor), log_level="warning", access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(serve.create_app(predictor), log_level="warning", access_log=False)
+    )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -224,8 +322,13 @@ def raw_get(url: str, path: str) -> tuple[int, bytes]:
 
 
 def test_no_file_outside_the_page_is_ever_served(live):
-    for path in ("/../../etc/passwd", "/static/../../etc/passwd", "/static/%2e%2e/%2e%2e/etc/passwd",
-                 "/static/../serve.py", "//etc/passwd"):
+    for path in (
+        "/../../etc/passwd",
+        "/static/../../etc/passwd",
+        "/static/%2e%2e/%2e%2e/etc/passwd",
+        "/static/../serve.py",
+        "//etc/passwd",
+    ):
         status, body = raw_get(live, path)
         assert status in (400, 404), path
         assert b"root:" not in body and b"import" not in body
@@ -235,8 +338,12 @@ def test_bounded_load_every_answer_right(live, predictor):
     import httpx
 
     rng = np.random.default_rng(0)
-    bodies = [png(imagegen.drawn(d, int(rng.integers(8, 40)), canvas=int(rng.integers(100, 500)), rng=rng))
-              for d in range(10)]
+    bodies = [
+        png(
+            imagegen.drawn(d, int(rng.integers(8, 40)), canvas=int(rng.integers(100, 500)), rng=rng)
+        )
+        for d in range(10)
+    ]
     expected = [predictor.predict_image(b, "x").prediction for b in bodies]
 
     def worker(k):
@@ -257,8 +364,13 @@ def test_bounded_load_every_answer_right(live, predictor):
 
 
 def test_mlp_serve_prints_its_url_answers_and_stops_cleanly_on_ctrl_c(random_checkpoint, tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "mnist_mlp", "serve", "-c", str(random_checkpoint), "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mnist_mlp", "serve", "-c", str(random_checkpoint), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
     try:
         line = proc.stdout.readline()
         assert line.startswith(f"serving {random_checkpoint} at http://127.0.0.1:"), line
@@ -267,7 +379,7 @@ def test_mlp_serve_prints_its_url_answers_and_stops_cleanly_on_ctrl_c(random_che
 
         assert httpx.get(url + "healthz", timeout=10).json() == {"status": "ok"}
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
+        _out, err = proc.communicate(timeout=20)
         assert proc.returncode == 0, err
         assert "Traceback" not in err
     finally:
@@ -282,7 +394,9 @@ def test_a_busy_port_and_a_bad_checkpoint_are_one_line_errors(random_checkpoint,
     taken = serve.listen("127.0.0.1", 0)
     port = taken.getsockname()[1]
     try:
-        result = CliRunner().invoke(main, ["serve", "-c", str(random_checkpoint), "--port", str(port)])
+        result = CliRunner().invoke(
+            main, ["serve", "-c", str(random_checkpoint), "--port", str(port)]
+        )
         assert result.exit_code == 1 and "Traceback" not in result.output
         assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "--port" in result.stderr
     finally:
@@ -299,4 +413,3 @@ def test_without_the_extra_it_says_how_to_install(random_checkpoint, monkeypatch
     monkeypatch.setitem(sys.modules, "uvicorn", None)
     with pytest.raises(MlpError, match=r"pip install 'mnist-mlp\[serve\]'"):
         serve.serve(random_checkpoint, port=0)
-

@@ -25,8 +25,11 @@ optuna = pytest.importorskip("optuna", reason="the sweep extra (optuna) is not i
 from mnist_mlp import sweep  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY_BASE = {"data": {"validation": 16}, "model": {"hidden": [16]},
-             "training": {"epochs": 3, "batch_size": 16, "lr": 0.05}}
+TINY_BASE = {
+    "data": {"validation": 16},
+    "model": {"hidden": [16]},
+    "training": {"epochs": 3, "batch_size": 16, "lr": 0.05},
+}
 
 
 def write_spec(folder: Path, base_config: dict | None = TINY_BASE, **spec) -> Path:
@@ -36,8 +39,13 @@ def write_spec(folder: Path, base_config: dict | None = TINY_BASE, **spec) -> Pa
         spec.setdefault("base", "base.yaml")
     spec.setdefault("method", "random")
     spec.setdefault("run_cap", 4)
-    spec.setdefault("parameters", {"training.lr": {"distribution": "log_uniform_values", "min": 0.01, "max": 0.3},
-                                   "model.hidden": {"values": [[8], [16]]}})
+    spec.setdefault(
+        "parameters",
+        {
+            "training.lr": {"distribution": "log_uniform_values", "min": 0.01, "max": 0.3},
+            "model.hidden": {"values": [[8], [16]]},
+        },
+    )
     path = folder / "sweep.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -46,31 +54,60 @@ def write_spec(folder: Path, base_config: dict | None = TINY_BASE, **spec) -> Pa
 # --- the sweep file -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"methd": "grid"}, "unknown key 'methd' (did you mean 'method'?)"),
-    ({"method": "bayesian"}, "method must be one of grid, random, bayes, got 'bayesian'"),
-    ({"metric": {"name": "accuracy"}}, "metric.name must be one of val_acc, val_loss, got 'accuracy'"),
-    ({"parameters": {"training.lrr": {"values": [0.1]}}},
-     "parameters.training.lrr: 'training.lrr' is not a config key (did you mean 'training.lr'?)"),
-    ({"parameters": {"lr": {"values": [0.1]}}}, "(did you mean 'training.lr'?)"),
-    ({"parameters": {"training.lr": {"distribution": "log_uniform", "min": 0.1, "max": 1}}},
-     "parameters.training.lr.distribution must be one of constant, categorical, uniform"),
-    ({"parameters": {"training.lr": {"distribution": "uniform", "min": 0.5, "max": 0.1}}}, "min must be < max"),
-    ({"parameters": {"training.lr": {"distribution": "log_uniform_values", "min": 0, "max": 0.1}}},
-     "log_uniform_values needs min > 0"),
-    ({"parameters": {"training.lr": {"distribution": "uniform", "min": -0.1, "max": 0.1}}},
-     "parameters.training.lr: -0.1 would not be a valid config: training.lr must be > 0, got -0.1"),
-    ({"parameters": {"model.activation": {"values": ["relu", "gelu"]}}},
-     "model.activation must be one of relu, sigmoid, tanh, got 'gelu'"),
-    ({"method": "grid", "parameters": {"training.lr": {"min": 0.1, "max": 0.2}}},
-     "method grid needs a list of values for every parameter"),
-    ({"run_cap": 0}, "run_cap must be a whole number >= 1"),
-    ({"early_terminate": {"type": "hyperband", "min_itr": 2}}, "(did you mean 'min_iter'?)"),
-    ({"early_terminate": {"type": "median"}}, "early_terminate.type must be hyperband"),
-    ({"base": "nope.yaml"}, "base 'nope.yaml' not found"),
-    ({"parameters": {"model.hidden": {"values": [[16], [100000000]]}}},
-     "model.hidden=[100000000]: training would need about"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"methd": "grid"}, "unknown key 'methd' (did you mean 'method'?)"),
+        ({"method": "bayesian"}, "method must be one of grid, random, bayes, got 'bayesian'"),
+        (
+            {"metric": {"name": "accuracy"}},
+            "metric.name must be one of val_acc, val_loss, got 'accuracy'",
+        ),
+        (
+            {"parameters": {"training.lrr": {"values": [0.1]}}},
+            "parameters.training.lrr: 'training.lrr' is not a config key (did you mean "
+            "'training.lr'?)",
+        ),
+        ({"parameters": {"lr": {"values": [0.1]}}}, "(did you mean 'training.lr'?)"),
+        (
+            {"parameters": {"training.lr": {"distribution": "log_uniform", "min": 0.1, "max": 1}}},
+            "parameters.training.lr.distribution must be one of constant, categorical, uniform",
+        ),
+        (
+            {"parameters": {"training.lr": {"distribution": "uniform", "min": 0.5, "max": 0.1}}},
+            "min must be < max",
+        ),
+        (
+            {
+                "parameters": {
+                    "training.lr": {"distribution": "log_uniform_values", "min": 0, "max": 0.1}
+                }
+            },
+            "log_uniform_values needs min > 0",
+        ),
+        (
+            {"parameters": {"training.lr": {"distribution": "uniform", "min": -0.1, "max": 0.1}}},
+            "parameters.training.lr: -0.1 would not be a valid config: training.lr must be > 0, "
+            "got -0.1",
+        ),
+        (
+            {"parameters": {"model.activation": {"values": ["relu", "gelu"]}}},
+            "model.activation must be one of relu, sigmoid, tanh, got 'gelu'",
+        ),
+        (
+            {"method": "grid", "parameters": {"training.lr": {"min": 0.1, "max": 0.2}}},
+            "method grid needs a list of values for every parameter",
+        ),
+        ({"run_cap": 0}, "run_cap must be a whole number >= 1"),
+        ({"early_terminate": {"type": "hyperband", "min_itr": 2}}, "(did you mean 'min_iter'?)"),
+        ({"early_terminate": {"type": "median"}}, "early_terminate.type must be hyperband"),
+        ({"base": "nope.yaml"}, "base 'nope.yaml' not found"),
+        (
+            {"parameters": {"model.hidden": {"values": [[16], [100000000]]}}},
+            "model.hidden=[100000000]: training would need about",
+        ),
+    ],
+)
 def test_a_bad_sweep_file_is_one_error_naming_the_key(tmp_path, change, message):
     with pytest.raises(ConfigError) as info:
         sweep.load_spec(write_spec(tmp_path, **change))
@@ -78,10 +115,20 @@ def test_a_bad_sweep_file_is_one_error_naming_the_key(tmp_path, change, message)
 
 
 def test_a_good_sweep_file(tmp_path):
-    spec = sweep.load_spec(write_spec(tmp_path, method="grid", run_cap=None,
-                                      parameters={"training.lr": {"values": [0.01, 0.1]},
-                                                  "model.hidden": {"values": [[8], [16], [8, 8]]}}))
-    assert spec.run_cap == 6 and spec.metric == "val_acc" and spec.goal == "maximize"  # a grid's size
+    spec = sweep.load_spec(
+        write_spec(
+            tmp_path,
+            method="grid",
+            run_cap=None,
+            parameters={
+                "training.lr": {"values": [0.01, 0.1]},
+                "model.hidden": {"values": [[8], [16], [8, 8]]},
+            },
+        )
+    )
+    assert (
+        spec.run_cap == 6 and spec.metric == "val_acc" and spec.goal == "maximize"
+    )  # a grid's size
     assert spec.base.training.epochs == 3 and spec.name == "sweep"
     assert spec.config_for({"model.hidden": [8, 8]}).model.hidden == [8, 8]
 
@@ -104,21 +151,31 @@ def test_too_much_memory_is_one_line_for_train_too(tiny_as_mnist):
     from mnist_mlp.config import load_config
 
     big_batch = load_config(overrides=["training.batch_size=100000"])
-    with pytest.raises(ConfigError, match=r"training.batch_size=100000: .* but 1.0 GB is available"):
-        train.check_memory(big_batch, available=10**9)  # 1024 units fit; a batch of 100,000 does not
+    with pytest.raises(
+        ConfigError, match=r"training.batch_size=100000: .* but 1.0 GB is available"
+    ):
+        train.check_memory(
+            big_batch, available=10**9
+        )  # 1024 units fit; a batch of 100,000 does not
     train.check_memory(load_config(), available=10**9)
 
 
-# --- sweeps on the tiny dataset, in this process ------------------------------------------------------
+# --- sweeps on the tiny dataset, in this process --------------------------------------------------
 
 
 def test_a_sweep_writes_trials_results_and_a_best_config_that_reproduces(tiny_as_mnist, tmp_path):
     spec_path = write_spec(tmp_path / "spec", run_cap=5)
-    summary = sweep.sweep(spec_path, out=tmp_path / "sw", progress=False, log=lambda s: None, seed=1)
+    summary = sweep.sweep(
+        spec_path, out=tmp_path / "sw", progress=False, log=lambda s: None, seed=1
+    )
     folder = tmp_path / "sw"
-    rows = sweep.write_results(sweep.create_study(sweep.load_spec(spec_path),
-                                                  sweep.open_storage(sweep.storage_url(None, folder))),
-                               sweep.load_spec(spec_path), folder)
+    rows = sweep.write_results(
+        sweep.create_study(
+            sweep.load_spec(spec_path), sweep.open_storage(sweep.storage_url(None, folder))
+        ),
+        sweep.load_spec(spec_path),
+        folder,
+    )
     assert summary["trials"]["complete"] == 5 and len(rows) == 5
     assert {r["state"] for r in rows} == {"complete"} and all(r["epochs"] == 3 for r in rows)
     assert all((folder / "trials" / str(r["number"]) / "metrics.csv").exists() for r in rows)
@@ -133,24 +190,35 @@ def test_a_sweep_writes_trials_results_and_a_best_config_that_reproduces(tiny_as
     from mnist_mlp import run
     from mnist_mlp.config import load_config
 
-    again = run.train_run(load_config(folder / "best.yaml"), tmp_path / "again", progress=False,
-                          echo=lambda s: None)
+    again = run.train_run(
+        load_config(folder / "best.yaml"), tmp_path / "again", progress=False, echo=lambda s: None
+    )
     assert again.state.best["val_acc"] == best["value"]
-    assert not (tmp_path / "runs" / "latest").resolve().is_relative_to(folder)  # trials left runs/latest alone
+    assert (
+        not (tmp_path / "runs" / "latest").resolve().is_relative_to(folder)
+    )  # trials left runs/latest alone
     header = (folder / "results.csv").read_text().splitlines()[0]
-    assert header == "number,state,value,model.hidden,training.lr,epochs,seconds,host,sampler_seed"  # file order
+    assert (
+        header == "number,state,value,model.hidden,training.lr,epochs,seconds,host,sampler_seed"
+    )  # file order
 
 
 def test_rerunning_continues_and_never_reruns_a_finished_trial(tiny_as_mnist, tmp_path):
     spec_path = write_spec(tmp_path / "spec", run_cap=3)
     sweep.sweep(spec_path, out=tmp_path / "sw", progress=False, log=lambda s: None, seed=2)
     first = (tmp_path / "sw" / "results.csv").read_text().splitlines()
-    summary = sweep.sweep(spec_path, out=tmp_path / "sw", run_cap=5, progress=False, log=lambda s: None, seed=3)
+    summary = sweep.sweep(
+        spec_path, out=tmp_path / "sw", run_cap=5, progress=False, log=lambda s: None, seed=3
+    )
     lines = (tmp_path / "sw" / "results.csv").read_text().splitlines()
     assert lines[:4] == first and len(lines) == 6  # the first three unchanged, two more
     assert summary["trials"]["complete"] == 5
-    assert sweep.sweep(spec_path, out=tmp_path / "sw", run_cap=5, progress=False,
-                       log=lambda s: None)["trials"]["complete"] == 5  # at its cap: nothing more runs
+    assert (
+        sweep.sweep(spec_path, out=tmp_path / "sw", run_cap=5, progress=False, log=lambda s: None)[
+            "trials"
+        ]["complete"]
+        == 5
+    )  # at its cap: nothing more runs
 
 
 def test_the_cap_holds_over_workers_racing_for_the_last_places(tiny_as_mnist, tmp_path):
@@ -167,9 +235,15 @@ def test_the_cap_holds_over_workers_racing_for_the_last_places(tiny_as_mnist, tm
         t.join(120)
     counts = sweep._counts(study)
     assert counts["complete"] + counts["pruned"] == 6 and counts["running"] == 0
-    seeds = {t.user_attrs["worker"]["sampler_seed"] for t in study.get_trials() if not t.user_attrs.get("discarded")}
+    seeds = {
+        t.user_attrs["worker"]["sampler_seed"]
+        for t in study.get_trials()
+        if not t.user_attrs.get("discarded")
+    }
     assert seeds <= {10, 11, 12} and len(seeds) >= 2  # each worker its own seed, recorded
-    params = [tuple(sorted(t.params.items())) for t in study.get_trials() if t.state.name == "COMPLETE"]
+    params = [
+        tuple(sorted(t.params.items())) for t in study.get_trials() if t.state.name == "COMPLETE"
+    ]
     assert len(set(params)) == len(params)  # different seeds: no trial suggested twice
 
 
@@ -186,11 +260,14 @@ def test_a_dead_workers_trial_is_failed_and_its_budget_given_to_a_new_one(tiny_a
     spec, folder = sweep.load_spec(spec_path), tmp_path / "sw"
     folder.mkdir()
     study = sweep.create_study(spec, sweep.open_storage(sweep.storage_url(None, folder)))
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     trial = study.ask()  # as a worker left it when kill -9 ended it: RUNNING, its process gone
     trial.suggest_float("training.lr", 0.01, 0.3, log=True)
-    trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": int(gone.stdout),
-                                   "boot": sweep._boot_id()})
+    trial.set_user_attr(
+        "worker", {"host": socket.gethostname(), "pid": int(gone.stdout), "boot": sweep._boot_id()}
+    )
     other = study.ask()  # a trial of another machine whose heartbeat stopped two minutes ago
     other.set_user_attr("worker", {"host": "elsewhere", "pid": os.getpid()})
     other.set_user_attr("heartbeat", time.time() - 120)
@@ -206,7 +283,9 @@ def test_a_live_workers_trial_is_left_alone(tiny_as_mnist, tmp_path):
     spec = sweep.load_spec(write_spec(tmp_path / "spec"))
     study = sweep.create_study(spec, optuna.storages.InMemoryStorage())
     trial = study.ask()
-    trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid(), "boot": sweep._boot_id()})
+    trial.set_user_attr(
+        "worker", {"host": socket.gethostname(), "pid": os.getpid(), "boot": sweep._boot_id()}
+    )
     away = study.ask()
     away.set_user_attr("worker", {"host": "elsewhere", "pid": 1})
     away.set_user_attr("heartbeat", time.time())
@@ -216,18 +295,27 @@ def test_a_live_workers_trial_is_left_alone(tiny_as_mnist, tmp_path):
 
 
 def test_hyperband_prunes_trailing_trials_early(tiny_as_mnist, tmp_path):
-    spec_path = write_spec(tmp_path / "spec", run_cap=12, base_config={**TINY_BASE, "training": {
-        **TINY_BASE["training"], "epochs": 9}}, early_terminate={"type": "hyperband", "min_iter": 1, "eta": 3},
-        parameters={"training.lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 0.3}})
+    spec_path = write_spec(
+        tmp_path / "spec",
+        run_cap=12,
+        base_config={**TINY_BASE, "training": {**TINY_BASE["training"], "epochs": 9}},
+        early_terminate={"type": "hyperband", "min_iter": 1, "eta": 3},
+        parameters={"training.lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 0.3}},
+    )
     spec = sweep.load_spec(spec_path)
     study = sweep.create_study(spec, optuna.storages.InMemoryStorage())
     assert study.pruner._max_resource == 9  # the epochs, not "auto" (which prunes nothing at first)
-    summary = sweep.sweep(spec_path, out=tmp_path / "sw", progress=False, log=lambda s: None, seed=5)
+    summary = sweep.sweep(
+        spec_path, out=tmp_path / "sw", progress=False, log=lambda s: None, seed=5
+    )
     _, rows = _read(tmp_path / "sw")
     pruned = [r for r in rows if r["state"] == "pruned"]
     assert pruned and all(r["epochs"] < 9 for r in pruned)
     assert summary["epochs_run"] < 12 * 9
-    assert all(not (tmp_path / "sw" / "trials" / str(r["number"]) / "checkpoint.npz").exists() for r in pruned)
+    assert all(
+        not (tmp_path / "sw" / "trials" / str(r["number"]) / "checkpoint.npz").exists()
+        for r in pruned
+    )
 
 
 def _read(folder):
@@ -240,17 +328,28 @@ def test_sweep_report_draws_the_search(tiny_as_mnist, tmp_path):
     pytest.importorskip("matplotlib")
     from mnist_mlp import report
 
-    sweep.sweep(write_spec(tmp_path / "spec", run_cap=4), out=tmp_path / "sw", progress=False,
-                log=lambda s: None, seed=6)
+    sweep.sweep(
+        write_spec(tmp_path / "spec", run_cap=4),
+        out=tmp_path / "sw",
+        progress=False,
+        log=lambda s: None,
+        seed=6,
+    )
     result = report.make(tmp_path / "sw")
     for key in ("trials", "parameters", "importances", "curves", "html"):
         assert Path(result["paths"][key]).stat().st_size > 1000, key
     page = (tmp_path / "sw" / "sweep.html").read_text()
     assert page.count("data:image/png;base64,") == 4 and "The best trials" in page
     summary = json.loads((tmp_path / "sw" / "summary.json").read_text())
-    assert summary["parameters"] == {"model.hidden": "categorical", "training.lr": "log_uniform_values"}
+    assert summary["parameters"] == {
+        "model.hidden": "categorical",
+        "training.lr": "log_uniform_values",
+    }
     _, rows = _read(tmp_path / "sw")
-    assert report._guess_parameters(rows) == {"model.hidden": "categorical", "training.lr": "uniform"}
+    assert report._guess_parameters(rows) == {
+        "model.hidden": "categorical",
+        "training.lr": "uniform",
+    }
 
 
 def test_cli_json_and_missing_extra(tiny_as_mnist, tmp_path, monkeypatch):
@@ -259,7 +358,9 @@ def test_cli_json_and_missing_extra(tiny_as_mnist, tmp_path, monkeypatch):
     from mnist_mlp.cli import main
 
     spec_path = write_spec(tmp_path / "spec", run_cap=2)
-    result = CliRunner().invoke(main, ["sweep", str(spec_path), "--out", str(tmp_path / "sw"), "--json"])
+    result = CliRunner().invoke(
+        main, ["sweep", str(spec_path), "--out", str(tmp_path / "sw"), "--json"]
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["trials"]["complete"] == 2 and summary["best"]["number"] in (0, 1)
@@ -270,16 +371,26 @@ def test_cli_json_and_missing_extra(tiny_as_mnist, tmp_path, monkeypatch):
     assert result.exit_code == 1 and "pip install 'mnist-mlp[sweep]'" in result.stderr
 
 
-# --- as a user runs it: processes, Ctrl-C, kill -9 (real MNIST) ------------------------------------------
+# --- as a user runs it: processes, Ctrl-C, kill -9 (real MNIST) -----------------------------------
 
 
-REAL_BASE = {"data": {"subset": 3000}, "model": {"hidden": [32]}, "training": {"epochs": 3, "lr": 0.1}}
+REAL_BASE = {
+    "data": {"subset": 3000},
+    "model": {"hidden": [32]},
+    "training": {"epochs": 3, "lr": 0.1},
+}
 REAL_PARAMS = {"training.lr": {"distribution": "log_uniform_values", "min": 0.03, "max": 0.3}}
 
 
 def _mlp_sweep(args, env, cwd):
-    return subprocess.Popen([sys.executable, "-m", "mnist_mlp", "sweep", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "mnist_mlp", "sweep", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for_rows(folder: Path, n: int, timeout: float = 120):
@@ -313,7 +424,10 @@ def _study(folder: Path, spec_path: Path, url: str | None = None):
 @pytest.mark.realdata
 @pytest.mark.parametrize("how", ["ctrl-c", "kill -9"])
 def test_a_stopped_sweep_continues_with_the_same_command(real_env, tmp_path, how):
-    base = {**REAL_BASE, "training": {**REAL_BASE["training"], "epochs": 20}}  # trials long enough to cut into
+    base = {
+        **REAL_BASE,
+        "training": {**REAL_BASE["training"], "epochs": 20},
+    }  # trials long enough to cut into
     spec_path = write_spec(tmp_path / "spec", base_config=base, run_cap=10, parameters=REAL_PARAMS)
     folder = tmp_path / "sw"
     env = {**os.environ, "MNIST_MLP_HOME": str(real_env)}
@@ -323,7 +437,11 @@ def test_a_stopped_sweep_continues_with_the_same_command(real_env, tmp_path, how
     proc.send_signal(signal.SIGINT if how == "ctrl-c" else signal.SIGKILL)
     out, err = proc.communicate(timeout=60)
     if how == "ctrl-c":
-        assert proc.returncode == 130 and "Continue with the same command" in err and "Traceback" not in err
+        assert (
+            proc.returncode == 130
+            and "Continue with the same command" in err
+            and "Traceback" not in err
+        )
     else:
         assert proc.returncode == -signal.SIGKILL
     before = {t.number: t.state.name for t in _study(folder, spec_path).get_trials()}
@@ -343,17 +461,23 @@ def test_a_stopped_sweep_continues_with_the_same_command(real_env, tmp_path, how
 
 @pytest.mark.realdata
 def test_two_worker_processes_share_the_cores_and_the_cap(real_env, tmp_path):
-    spec_path = write_spec(tmp_path / "spec", base_config=REAL_BASE, run_cap=6, parameters=REAL_PARAMS)
+    spec_path = write_spec(
+        tmp_path / "spec", base_config=REAL_BASE, run_cap=6, parameters=REAL_PARAMS
+    )
     env = {**os.environ, "MNIST_MLP_HOME": str(real_env)}
-    proc = _mlp_sweep([str(spec_path), "--out", str(tmp_path / "sw"), "--workers", "2", "--json"], env, tmp_path)
+    proc = _mlp_sweep(
+        [str(spec_path), "--out", str(tmp_path / "sw"), "--workers", "2", "--json"], env, tmp_path
+    )
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     _, rows = _read(tmp_path / "sw")
-    assert len(rows) == 6 and len({r["sampler_seed"] for r in rows}) == 2  # two workers, each its own seed
+    assert (
+        len(rows) == 6 and len({r["sampler_seed"] for r in rows}) == 2
+    )  # two workers, each its own seed
     assert json.loads(out)["best"]["test_accuracy"] > 0.8
 
 
-# --- a real PostgreSQL server, as machines sharing a study would use it ------------------------------------
+# --- a real PostgreSQL server, as machines sharing a study would use it ---------------------------
 
 
 def _pg_bin() -> Path | None:
@@ -371,21 +495,32 @@ def postgres():
     import socket as sock_mod
 
     binaries = _pg_bin()
-    require(binaries is not None, "PostgreSQL test: no initdb found (apt-get install postgresql, as .ci/run does)")
+    require(
+        binaries is not None,
+        "PostgreSQL test: no initdb found (apt-get install postgresql, as .ci/run does)",
+    )
     pytest.importorskip("psycopg", reason="the sweep extra's psycopg is not installed")
     import tempfile
 
-    # Not under pytest's own folder: its parents are private to root, and the server's user must reach it.
+    # Not under pytest's own folder: its parents are private to root, and the server's user
+    # must reach it.
     root = Path(tempfile.mkdtemp(prefix="mnist-mlp-pg-"))
     data = root / "data"
     prefix: list[str] = []
     if os.geteuid() == 0:  # PostgreSQL refuses to run as root
         user = next((u for u in ("postgres", "nobody") if _has_user(u)), None)
-        require(user is not None, "PostgreSQL test: running as root and no unprivileged user to run the server")
+        require(
+            user is not None,
+            "PostgreSQL test: running as root and no unprivileged user to run the server",
+        )
         uid, gid = pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid
         os.chown(root, uid, gid)
         os.chmod(root, 0o755)
-        prefix = ["runuser", "-u", user, "--"] if shutil.which("runuser") else ["su", "-s", "/bin/sh", user, "-c"]
+        prefix = (
+            ["runuser", "-u", user, "--"]
+            if shutil.which("runuser")
+            else ["su", "-s", "/bin/sh", user, "-c"]
+        )
     with sock_mod.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -394,10 +529,21 @@ def postgres():
         full = [*prefix, *cmd] if prefix[:1] != ["su"] else [*prefix, " ".join(cmd)]
         return subprocess.run(full, capture_output=True, text=True, timeout=120)
 
-    init = run_as(str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", "mlp", "--no-sync")
+    init = run_as(
+        str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", "mlp", "--no-sync"
+    )
     assert init.returncode == 0, init.stderr
-    start = run_as(str(binaries / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o",
-                   f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+    start = run_as(
+        str(binaries / "pg_ctl"),
+        "-D",
+        str(data),
+        "-l",
+        str(root / "log"),
+        "-w",
+        "-o",
+        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off",
+        "start",
+    )
     assert start.returncode == 0, start.stderr + (root / "log").read_text()
     try:
         yield f"postgresql://mlp@127.0.0.1:{port}/postgres"
@@ -416,7 +562,9 @@ def _has_user(name: str) -> bool:
     return True
 
 
-def test_workers_creating_one_study_at_the_same_moment_on_postgresql(postgres, tiny_as_mnist, tmp_path):
+def test_workers_creating_one_study_at_the_same_moment_on_postgresql(
+    postgres, tiny_as_mnist, tmp_path
+):
     spec = sweep.load_spec(write_spec(tmp_path / "spec", name="race"))
     url = sweep.storage_url(postgres, tmp_path)
     errors, studies = [], []
@@ -437,14 +585,33 @@ def test_workers_creating_one_study_at_the_same_moment_on_postgresql(postgres, t
 
 
 def test_a_sweep_on_postgresql_from_two_machines(postgres, real_env, tmp_path):
-    spec_path = write_spec(tmp_path / "spec", base_config=REAL_BASE, run_cap=6, name="machines",
-                           parameters=REAL_PARAMS)
+    spec_path = write_spec(
+        tmp_path / "spec", base_config=REAL_BASE, run_cap=6, name="machines", parameters=REAL_PARAMS
+    )
     procs = []
-    for machine in ("a", "b"):  # separate caches and folders, as on two machines; one BLAS thread each
-        env = {**os.environ, "MNIST_MLP_HOME": str(tmp_path / f"cache-{machine}"), "OPENBLAS_NUM_THREADS": "1",
-               "MNIST_MLP_MIRROR": os.environ["MNIST_MLP_MIRROR"]}
-        procs.append(_mlp_sweep([str(spec_path), "--out", str(tmp_path / f"sw-{machine}"), "--storage", postgres,
-                                 "--json", "--quiet"], env, tmp_path))
+    # separate caches and folders, as on two machines; one BLAS thread each
+    for machine in ("a", "b"):
+        env = {
+            **os.environ,
+            "MNIST_MLP_HOME": str(tmp_path / f"cache-{machine}"),
+            "OPENBLAS_NUM_THREADS": "1",
+            "MNIST_MLP_MIRROR": os.environ["MNIST_MLP_MIRROR"],
+        }
+        procs.append(
+            _mlp_sweep(
+                [
+                    str(spec_path),
+                    "--out",
+                    str(tmp_path / f"sw-{machine}"),
+                    "--storage",
+                    postgres,
+                    "--json",
+                    "--quiet",
+                ],
+                env,
+                tmp_path,
+            )
+        )
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [e for _, e in outs]
     study = _study(tmp_path, spec_path, postgres)
@@ -452,13 +619,23 @@ def test_a_sweep_on_postgresql_from_two_machines(postgres, real_env, tmp_path):
     assert len([t for t in counted if t.state.name in ("COMPLETE", "PRUNED")]) == 6
     folders = [t.user_attrs["worker"]["folder"] for t in counted]
     assert len(set(folders)) == len(folders)  # no trial run twice
-    assert {Path(f).parent.parent.name for f in folders} == {"sw-a", "sw-b"}  # both machines ran trials
+    assert {Path(f).parent.parent.name for f in folders} == {
+        "sw-a",
+        "sw-b",
+    }  # both machines ran trials
 
 
 def test_trials_that_fail_of_themselves_use_up_their_places(tiny_as_mnist, tmp_path):
-    spec_path = write_spec(tmp_path / "spec", run_cap=3, parameters={"training.lr": {"values": [1.0e6]}})
-    summary = sweep.sweep(spec_path, out=tmp_path / "sw", progress=False, log=lambda s: None, seed=8)
-    assert summary["trials"] == {"complete": 0, "pruned": 0, "fail": 3, "running": 0} and summary["best"] is None
+    spec_path = write_spec(
+        tmp_path / "spec", run_cap=3, parameters={"training.lr": {"values": [1.0e6]}}
+    )
+    summary = sweep.sweep(
+        spec_path, out=tmp_path / "sw", progress=False, log=lambda s: None, seed=8
+    )
+    assert (
+        summary["trials"] == {"complete": 0, "pruned": 0, "fail": 3, "running": 0}
+        and summary["best"] is None
+    )
     _, rows = _read(tmp_path / "sw")
     assert [r["state"] for r in rows] == ["fail"] * 3
     study = _study(tmp_path / "sw", spec_path)

@@ -6,33 +6,47 @@ import math
 
 import numpy as np
 import pytest
-
 from conftest import StopAfter, make_tiny_arrays
+
 from mnist_mlp import data as data_mod
 from mnist_mlp import optim, train
+from mnist_mlp.config import load_config
 from mnist_mlp.fast import inked, kernels
 from mnist_mlp.fast import step as step_mod
-from mnist_mlp.config import load_config
 
 
 def tiny_data(n_train=240, n_val=60, n_test=60, seed=0):
     a = make_tiny_arrays(n_train + n_val, n_test, seed)
     images, labels = a["train-images"].reshape(-1, 784), a["train-labels"]
-    return data_mod.Data("tiny", tuple("0123456789"), "0" * 16,
-                         train=data_mod.Split(images[:n_train], labels[:n_train]),
-                         val=data_mod.Split(images[n_train:], labels[n_train:]),
-                         test=data_mod.Split(a["test-images"].reshape(-1, 784), a["test-labels"]))
+    return data_mod.Data(
+        "tiny",
+        tuple("0123456789"),
+        "0" * 16,
+        train=data_mod.Split(images[:n_train], labels[:n_train]),
+        val=data_mod.Split(images[n_train:], labels[n_train:]),
+        test=data_mod.Split(a["test-images"].reshape(-1, 784), a["test-labels"]),
+    )
 
 
 def small_config(*extra):
-    return load_config(overrides=["model.hidden=[64]", "training.epochs=6", "training.batch_size=16",
-                                  "training.lr=0.05", "model.dropout=0.2", *extra])
+    return load_config(
+        overrides=[
+            "model.hidden=[64]",
+            "training.epochs=6",
+            "training.batch_size=16",
+            "training.lr=0.05",
+            "model.dropout=0.2",
+            *extra,
+        ]
+    )
 
 
 def test_learns_the_synthetic_task():
     data = tiny_data()
     rows = []
-    state = train.fit(small_config(), data, on_epoch=lambda s, row, best: rows.append(row), progress=False)
+    state = train.fit(
+        small_config(), data, on_epoch=lambda s, row, best: rows.append(row), progress=False
+    )
     assert state.status == "completed" and state.epoch == 6 and state.step == 6 * 15
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert rows[-1]["val_acc"] >= 0.9
@@ -55,14 +69,18 @@ def test_the_compiled_kernels_change_nothing_but_the_time(monkeypatch, augment):
     plain = train.fit(config, data, progress=False, augment=distort)
     assert fast.step == plain.step == 15
     for key in plain.params:
-        np.testing.assert_allclose(fast.params[key], plain.params[key], rtol=1e-4, atol=1e-6, err_msg=key)
+        np.testing.assert_allclose(
+            fast.params[key], plain.params[key], rtol=1e-4, atol=1e-6, err_msg=key
+        )
     assert fast.history[0]["train_loss"] == pytest.approx(plain.history[0]["train_loss"], rel=1e-5)
 
 
 def test_label_smoothing_trains_and_keeps_the_logits_closer():
     data = tiny_data()
     plain = train.fit(small_config("model.dropout=0"), data, progress=False)
-    smooth = train.fit(small_config("model.dropout=0", "training.label_smoothing=0.2"), data, progress=False)
+    smooth = train.fit(
+        small_config("model.dropout=0", "training.label_smoothing=0.2"), data, progress=False
+    )
     assert train.evaluate(smooth.params, "relu", data.test).accuracy >= 0.9
 
     def logit_spread(state):
@@ -83,19 +101,26 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(stop_at):
     assert part.status == "interrupted"
     # Through JSON, as a checkpoint stores it.
     import json
-    resumed_state = train.State.from_meta({k: v.copy() for k, v in part.params.items()},
-                                          {k: v.copy() for k, v in part.momentum.items()},
-                                          json.loads(json.dumps(part.meta())))
+
+    resumed_state = train.State.from_meta(
+        {k: v.copy() for k, v in part.params.items()},
+        {k: v.copy() for k, v in part.momentum.items()},
+        json.loads(json.dumps(part.meta())),
+    )
     resumed = train.fit(config, data, resumed_state, progress=False)
     assert resumed.status == "completed" and resumed.step == whole.step
     for key in whole.params:
         np.testing.assert_array_equal(resumed.params[key], whole.params[key])
     assert resumed.history == whole.history or all(
-        a["val_acc"] == b["val_acc"] for a, b in zip(resumed.history, whole.history))
+        a["val_acc"] == b["val_acc"] for a, b in zip(resumed.history, whole.history)
+    )
 
 
 def test_resume_is_exact_with_nesterov_momentum_and_max_norm_too():
-    data, config = tiny_data(), small_config("training.nesterov=true", "training.max_norm=2", "training.epochs=2")
+    data, config = (
+        tiny_data(),
+        small_config("training.nesterov=true", "training.max_norm=2", "training.epochs=2"),
+    )
     whole = train.fit(config, data, progress=False)
     part = train.fit(config, data, stop=StopAfter(9), progress=False)
     assert part.momentum_form == "velocity"
@@ -121,7 +146,9 @@ def test_resume_is_exact_with_augmentation_too():
     from mnist_mlp.augment import Augmenter
 
     data = tiny_data()
-    config = small_config("data.augment.rotate=10", "data.augment.elastic_alpha=20", "training.epochs=3")
+    config = small_config(
+        "data.augment.rotate=10", "data.augment.elastic_alpha=20", "training.epochs=3"
+    )
     augment = Augmenter(config.data.augment)
     whole = train.fit(config, data, progress=False, augment=augment)
     part = train.fit(config, data, stop=StopAfter(20), progress=False, augment=augment)
@@ -143,7 +170,9 @@ def test_same_seed_same_weights_other_seed_other_weights():
 
 
 def test_divergence_stops_with_a_clear_message():
-    with pytest.raises(train.TrainingDiverged, match=r"learning rate \(training.lr=1e\+06\) is probably too high"):
+    with pytest.raises(
+        train.TrainingDiverged, match=r"learning rate \(training.lr=1e\+06\) is probably too high"
+    ):
         train.fit(small_config("training.lr=1e6", "model.dropout=0"), tiny_data(), progress=False)
 
 
@@ -152,8 +181,13 @@ def test_early_stopping_on_validation_loss():
     # Validation labels unrelated to the images: once the net fits the training set, growing
     # confidence can only raise validation loss, so patience 2 must stop the run.
     data.val.labels = np.random.default_rng(5).permutation(data.val.labels)
-    config = small_config("training.epochs=60", "training.patience=2", "training.schedule=constant",
-                          "model.dropout=0", "training.lr=0.1")
+    config = small_config(
+        "training.epochs=60",
+        "training.patience=2",
+        "training.schedule=constant",
+        "model.dropout=0",
+        "training.lr=0.1",
+    )
     state = train.fit(config, data, progress=False)
     assert state.status == "early-stopped"
     assert state.epoch < 60
@@ -175,11 +209,17 @@ def test_no_validation_split():
 
 
 def test_batch_size_one_and_a_partial_last_batch():
-    state = train.fit(small_config("training.batch_size=1", "training.epochs=1", "training.lr=0.005"),
-                      tiny_data(n_train=50), progress=False)
+    state = train.fit(
+        small_config("training.batch_size=1", "training.epochs=1", "training.lr=0.005"),
+        tiny_data(n_train=50),
+        progress=False,
+    )
     assert state.step == 50
-    state = train.fit(small_config("training.batch_size=32", "training.epochs=1"), tiny_data(n_train=50),
-                      progress=False)
+    state = train.fit(
+        small_config("training.batch_size=32", "training.epochs=1"),
+        tiny_data(n_train=50),
+        progress=False,
+    )
     assert state.step == 2
 
 
@@ -232,17 +272,29 @@ def test_skipping_blank_pixels_changes_nothing_but_the_time(monkeypatch, hidden,
     calls = _counting(monkeypatch)
     skipped = train.fit(config, data, progress=False)
     assert calls == {"inked": 30, "dense": 0}  # every batch went in without its blank columns
-    dense = train.fit(small_config("training.epochs=2", f"model.hidden={hidden}", f"model.dropout={dropout}",
-                                   "training.skip_blank_pixels=false"), data, progress=False)
+    dense = train.fit(
+        small_config(
+            "training.epochs=2",
+            f"model.hidden={hidden}",
+            f"model.dropout={dropout}",
+            "training.skip_blank_pixels=false",
+        ),
+        data,
+        progress=False,
+    )
     assert calls["inked"] == 30  # the switch turns it off
     for key in dense.params:
-        np.testing.assert_allclose(skipped.params[key], dense.params[key], rtol=1e-4, atol=1e-5, err_msg=key)
+        np.testing.assert_allclose(
+            skipped.params[key], dense.params[key], rtol=1e-4, atol=1e-5, err_msg=key
+        )
     assert skipped.history[-1]["val_acc"] == pytest.approx(dense.history[-1]["val_acc"], abs=0.02)
 
 
 def test_batches_without_blank_columns_go_the_dense_way(monkeypatch):
     calls = _counting(monkeypatch)
-    train.fit(small_config("training.epochs=1"), tiny_data(), progress=False)  # noise in every pixel
+    train.fit(
+        small_config("training.epochs=1"), tiny_data(), progress=False
+    )  # noise in every pixel
     assert calls == {"inked": 0, "dense": 15}
 
 

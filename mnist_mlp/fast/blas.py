@@ -29,24 +29,43 @@ _PTR = ctypes.c_void_p  # raw addresses: ctypes' typed pointer casts cost ~6 us 
 def _find():
     """(sgemm, saxpy) from NumPy's bundled OpenBLAS, or None."""
     root = os.path.dirname(np.__file__)
-    patterns = [os.path.join(root, os.pardir, "numpy.libs", "*openblas*"),
-                os.path.join(root, ".dylibs", "*openblas*")]
+    patterns = [
+        os.path.join(root, os.pardir, "numpy.libs", "*openblas*"),
+        os.path.join(root, ".dylibs", "*openblas*"),
+    ]
     for path in sorted(p for pattern in patterns for p in glob.glob(pattern)):
         try:
             lib = ctypes.CDLL(path)  # already loaded by NumPy: this returns the same library
         except OSError:
             continue
-        for prefix, suffix, blasint in (("scipy_", "64_", ctypes.c_int64), ("", "64_", ctypes.c_int64),
-                                        ("scipy_", "", ctypes.c_int32), ("", "", ctypes.c_int32)):
+        for prefix, suffix, blasint in (
+            ("scipy_", "64_", ctypes.c_int64),
+            ("", "64_", ctypes.c_int64),
+            ("scipy_", "", ctypes.c_int32),
+            ("", "", ctypes.c_int32),
+        ):
             try:
                 gemm = getattr(lib, f"{prefix}cblas_sgemm{suffix}")
                 axpy = getattr(lib, f"{prefix}cblas_saxpy{suffix}")
             except AttributeError:
                 continue
             gemm.restype = axpy.restype = None
-            gemm.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, blasint, blasint, blasint,
-                             ctypes.c_float, _PTR, blasint, _PTR, blasint,
-                             ctypes.c_float, _PTR, blasint]
+            gemm.argtypes = [
+                ctypes.c_int,
+                ctypes.c_int,
+                ctypes.c_int,
+                blasint,
+                blasint,
+                blasint,
+                ctypes.c_float,
+                _PTR,
+                blasint,
+                _PTR,
+                blasint,
+                ctypes.c_float,
+                _PTR,
+                blasint,
+            ]
             axpy.argtypes = [blasint, ctypes.c_float, _PTR, blasint, _PTR, blasint]
             return gemm, axpy
     return None
@@ -77,7 +96,9 @@ def gemm_tn(c: np.ndarray, a: np.ndarray, b: np.ndarray, alpha: float, beta: flo
     """
     k, m = a.shape
     if b.shape[0] != k or c.shape != (m, b.shape[1]):
-        raise ValueError(f"gemm_tn shapes do not fit: c {c.shape}, a.T {a.shape[::-1]}, b {b.shape}")
+        raise ValueError(
+            f"gemm_tn shapes do not fit: c {c.shape}, a.T {a.shape[::-1]}, b {b.shape}"
+        )
     if not AVAILABLE:
         if beta == 0:  # as BLAS: c's old contents are not read (they may be uninitialised)
             np.multiply(a.T @ b, np.float32(alpha), out=c)
@@ -87,8 +108,23 @@ def gemm_tn(c: np.ndarray, a: np.ndarray, b: np.ndarray, alpha: float, beta: flo
         return
     _check(c, a, b)
     n = b.shape[1]
-    _ROUTINES[0](_ROW_MAJOR, _TRANS, _NO_TRANS, m, n, k, alpha, a.ctypes.data, m, b.ctypes.data, n, beta,
-                 c.ctypes.data, n)
+    assert _ROUTINES is not None
+    _ROUTINES[0](
+        _ROW_MAJOR,
+        _TRANS,
+        _NO_TRANS,
+        m,
+        n,
+        k,
+        alpha,
+        a.ctypes.data,
+        m,
+        b.ctypes.data,
+        n,
+        beta,
+        c.ctypes.data,
+        n,
+    )
 
 
 def axpy(y: np.ndarray, x: np.ndarray, alpha: float) -> None:
@@ -99,4 +135,5 @@ def axpy(y: np.ndarray, x: np.ndarray, alpha: float) -> None:
         y += np.float32(alpha) * x
         return
     _check(x, y)
+    assert _ROUTINES is not None
     _ROUTINES[1](x.size, alpha, x.ctypes.data, 1, y.ctypes.data, 1)

@@ -82,10 +82,15 @@ class InkedColumns:
         return out
 
 
-def inked_columns(images: np.ndarray, scale: float = SCALE, offset: float = OFFSET,
-                  rows: np.ndarray | None = None, max_share: float = 1.0,
-                  values: np.ndarray | None = None,
-                  cols: np.ndarray | None = None) -> InkedColumns | None:
+def inked_columns(
+    images: np.ndarray,
+    scale: float = SCALE,
+    offset: float = OFFSET,
+    rows: np.ndarray | None = None,
+    max_share: float = 1.0,
+    values: np.ndarray | None = None,
+    cols: np.ndarray | None = None,
+) -> InkedColumns | None:
     """A batch of uint8 pixels (n, d) as :class:`InkedColumns`: the inputs with the columns
     blank in every image left out.
 
@@ -114,7 +119,9 @@ def inked_columns(images: np.ndarray, scale: float = SCALE, offset: float = OFFS
         cols = np.empty(d, np.int64) if cols is None else cols
         # the lines below, in one pass
         k = kernels.gather_inked(images, values, cols, scale, rows, max_k)
-        return None if k > max_k else InkedColumns(values[:n * k].reshape(n, k), cols[:k], offset, d)
+        return (
+            None if k > max_k else InkedColumns(values[: n * k].reshape(n, k), cols[:k], offset, d)
+        )
     batch = images if rows is None else images[rows]
     inked = np.flatnonzero(np.bitwise_or.reduce(batch, axis=0))  # (K,): columns inked somewhere
     if len(inked) > max_k:

@@ -23,8 +23,9 @@ training step on the two-core development machine, NumPy -> compiled):
   goes through a dozen (B, 784) temporaries (an epoch's 55,000 digits in one thread, the
   random draws included: 1.0 -> 0.44 s).
 
-The NumPy code in :mod:`mnist_mlp.model`, :mod:`mnist_mlp.data` and :mod:`mnist_mlp.augment` stays the definition (and
-is what runs on float64, in the gradient checks); tests check that both agree.
+The NumPy code in :mod:`mnist_mlp.fast.step`, :mod:`mnist_mlp.fast.inked`, :mod:`mnist_mlp.data`
+and :mod:`mnist_mlp.augment` stays the definition; tests check that both agree (and the fast
+step against :mod:`mnist_mlp.model`, the reference).
 
 ``pip install`` compiles ``_kernels.c`` (see ``setup.py``) when a C compiler is at hand and
 carries on without it when not. :data:`AVAILABLE` says whether it was built; the environment
@@ -33,12 +34,15 @@ variable ``MNIST_MLP_NO_KERNELS=1`` turns it off, to compare or to rule it out.
 
 from __future__ import annotations
 
+import importlib
 import os
+from typing import Any
 
 import numpy as np
 
+_c: Any
 try:
-    from mnist_mlp.fast import _kernels as _c
+    _c = importlib.import_module("mnist_mlp.fast._kernels")
 except ImportError:  # not compiled: no C compiler when installed, or a source checkout
     _c = None
 
@@ -91,14 +95,19 @@ def backprop_relu(dz: np.ndarray, w: np.ndarray, a: np.ndarray) -> np.ndarray:
     rows, k = dz.shape
     n = w.shape[0]
     if w.shape[1] != k or a.shape != (rows, n):
-        raise ValueError(f"backprop_relu shapes do not fit: dz {dz.shape}, w {w.shape}, a {a.shape}")
+        raise ValueError(
+            f"backprop_relu shapes do not fit: dz {dz.shape}, w {w.shape}, a {a.shape}"
+        )
     out = np.empty((rows, n), np.float32)
     _c.backprop_relu(out, dz, w, a, rows, n, k)
     return out
 
 
-def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray, smoothing: float = 0.0) -> tuple[float, np.ndarray]:
-    """:func:`mnist_mlp.model.softmax_cross_entropy`: (mean loss, gradient), in place in ``logits``."""
+def softmax_cross_entropy(
+    logits: np.ndarray, y: np.ndarray, smoothing: float = 0.0
+) -> tuple[float, np.ndarray]:
+    """:func:`mnist_mlp.model.softmax_cross_entropy`: (mean loss, gradient), in place in
+    ``logits``."""
     rows, k = logits.shape
     y = np.ascontiguousarray(y, np.int64)
     if y.shape != (rows,):
@@ -106,8 +115,9 @@ def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray, smoothing: float = 
     return _c.softmax_cross_entropy(logits, y, rows, k, smoothing), logits
 
 
-def scale_pixels(images: np.ndarray, out: np.ndarray, scale: float, offset: float,
-                 rows: np.ndarray | None = None) -> np.ndarray:
+def scale_pixels(
+    images: np.ndarray, out: np.ndarray, scale: float, offset: float, rows: np.ndarray | None = None
+) -> np.ndarray:
     """``out = images[rows] * scale + offset`` (all of ``images`` if ``rows`` is None).
 
     Parameters
@@ -133,8 +143,14 @@ def scale_pixels(images: np.ndarray, out: np.ndarray, scale: float, offset: floa
     return out
 
 
-def gather_inked(images: np.ndarray, values: np.ndarray, cols: np.ndarray, scale: float,
-                 rows: np.ndarray | None = None, max_k: int | None = None) -> int:
+def gather_inked(
+    images: np.ndarray,
+    values: np.ndarray,
+    cols: np.ndarray,
+    scale: float,
+    rows: np.ndarray | None = None,
+    max_k: int | None = None,
+) -> int:
     """The columns inked in some image of a batch, and those pixels * scale.
 
     Parameters
@@ -158,12 +174,29 @@ def gather_inked(images: np.ndarray, values: np.ndarray, cols: np.ndarray, scale
     n_out = len(images) if rows is None else len(rows)
     if rows is not None:
         rows = np.ascontiguousarray(rows, np.int64)
-    return _c.gather_inked(values[:n_out * d], cols, images, rows, n_out, len(images), d, scale,
-                           d if max_k is None else max_k)
+    return _c.gather_inked(
+        values[: n_out * d],
+        cols,
+        images,
+        rows,
+        n_out,
+        len(images),
+        d,
+        scale,
+        d if max_k is None else max_k,
+    )
 
 
-def update_inked(p: np.ndarray, w: np.ndarray, g: np.ndarray, cols: np.ndarray, v: np.ndarray,
-                 s: np.ndarray, decay: float, mu: float) -> None:
+def update_inked(
+    p: np.ndarray,
+    w: np.ndarray,
+    g: np.ndarray,
+    cols: np.ndarray,
+    v: np.ndarray,
+    s: np.ndarray,
+    decay: float,
+    mu: float,
+) -> None:
     """``p = decay * w - mu * p + v``, plus ``g[c]`` on row ``cols[c]``; ``s = p.sum(axis=0)``.
 
     Parameters
@@ -177,9 +210,9 @@ def update_inked(p: np.ndarray, w: np.ndarray, g: np.ndarray, cols: np.ndarray, 
     _c.update_inked(p, w, g, np.ascontiguousarray(cols, np.int64), v, s, n_in, n, len(g), decay, mu)
 
 
-
-def distort(images: np.ndarray, inverse: np.ndarray, field: np.ndarray | None, g: np.ndarray,
-            alpha: float) -> np.ndarray:
+def distort(
+    images: np.ndarray, inverse: np.ndarray, field: np.ndarray | None, g: np.ndarray, alpha: float
+) -> np.ndarray:
     """:meth:`mnist_mlp.augment.Augmenter` 's resampling, for a whole batch in one call.
 
     Parameters
@@ -201,6 +234,13 @@ def distort(images: np.ndarray, inverse: np.ndarray, field: np.ndarray | None, g
     n = len(images)
     out = np.empty((n, images.shape[1]), np.uint8)
     field = None if field is None else np.ascontiguousarray(field, np.float32)
-    _c.distort(out, np.ascontiguousarray(images), np.ascontiguousarray(inverse, np.float32), field,
-               np.ascontiguousarray(g, np.float32), alpha, n)
+    _c.distort(
+        out,
+        np.ascontiguousarray(images),
+        np.ascontiguousarray(inverse, np.float32),
+        field,
+        np.ascontiguousarray(g, np.float32),
+        alpha,
+        n,
+    )
     return out

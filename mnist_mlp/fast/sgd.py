@@ -76,7 +76,7 @@ class FusedSGD:
             k, n = len(a_prev.cols), dz.shape[1]
             if self._scratch.get(key) is None or self._scratch[key].size < p.size:
                 self._scratch[key] = np.zeros(p.size, np.float32)
-            g = self._scratch[key][:k * n].reshape(k, n)
+            g = self._scratch[key][: k * n].reshape(k, n)
             blas.gemm_tn(g, a_prev.values, dz, alpha=-self.lr, beta=0.0)
             v = self._column_sums(dz)
             v *= np.float32(-self.lr * a_prev.offset)
@@ -102,7 +102,9 @@ class FusedSGD:
             elif kernels.fits(p, w, inked[1], inked[2]):
                 cols, g, v = inked
                 sums = np.empty(p.shape[1], np.float32)
-                kernels.update_inked(p, w, g, cols, v, sums, keep, self.momentum)  # the lines below, and sums
+                kernels.update_inked(
+                    p, w, g, cols, v, sums, keep, self.momentum
+                )  # the lines below, and sums
                 self.column_sums[key] = sums
             else:
                 cols, g, v = inked

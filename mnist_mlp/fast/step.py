@@ -124,8 +124,13 @@ class Cache:
         return self.activations[-1]
 
 
-def forward(params: model.Params, x: np.ndarray | InkedColumns, activation: str,
-            dropout: float = 0.0, rng: np.random.Generator | None = None) -> Cache:
+def forward(
+    params: model.Params,
+    x: np.ndarray | InkedColumns,
+    activation: str,
+    dropout: float = 0.0,
+    rng: np.random.Generator | None = None,
+) -> Cache:
     """:func:`mnist_mlp.model.forward`, in place, keeping only what the backward pass needs.
 
     Parameters
@@ -168,8 +173,9 @@ def forward(params: model.Params, x: np.ndarray | InkedColumns, activation: str,
     return Cache(activations, masks, undropped)
 
 
-def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray,
-                          smoothing: float = 0.0) -> tuple[float, np.ndarray]:
+def softmax_cross_entropy(
+    logits: np.ndarray, y: np.ndarray, smoothing: float = 0.0
+) -> tuple[float, np.ndarray]:
     """:func:`mnist_mlp.model.cross_entropy` and :func:`~mnist_mlp.model.cross_entropy_grad`
     in one pass.
 
@@ -204,8 +210,9 @@ def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray,
     return loss, p
 
 
-def backward(params: model.Params, cache: Cache, dz: np.ndarray, activation: str,
-             sgd: FusedSGD | BufferedSGD) -> None:
+def backward(
+    params: model.Params, cache: Cache, dz: np.ndarray, activation: str, sgd: FusedSGD | BufferedSGD
+) -> None:
     """:func:`mnist_mlp.model.backward`, handing each gradient to ``sgd`` as its factors.
 
     ``sgd("W2", a_prev, dz)`` stands for ``a_prev.T @ dz`` (``a_prev`` may be
@@ -240,8 +247,9 @@ def backward(params: model.Params, cache: Cache, dz: np.ndarray, activation: str
             dz *= mask  # dropped neurons passed nothing forward, so get nothing back
 
 
-def predict_proba(params: model.Params, x: np.ndarray, activation: str,
-                  batch: int = 2048) -> np.ndarray:
+def predict_proba(
+    params: model.Params, x: np.ndarray, activation: str, batch: int = 2048
+) -> np.ndarray:
     """:func:`mnist_mlp.model.predict_proba` through the in-place :func:`forward`.
 
     Returns
@@ -250,7 +258,9 @@ def predict_proba(params: model.Params, x: np.ndarray, activation: str,
     """
     out = np.empty((len(x), params[f"b{model.n_layers(params)}"].shape[0]), np.float32)
     for start in range(0, len(x), batch):
-        out[start:start + batch] = model.softmax(forward(params, x[start:start + batch], activation).logits)
+        out[start : start + batch] = model.softmax(
+            forward(params, x[start : start + batch], activation).logits
+        )
     return out
 
 
@@ -288,29 +298,39 @@ class Step:
             state.momentum = optim.other_form(state.params, state.momentum)
             state.momentum_form = form
         self.sgd: FusedSGD | BufferedSGD = (
-            BufferedSGD(state.momentum, self.t.momentum, self.t.l2) if self.t.nesterov
-            else FusedSGD(state.momentum, self.t.momentum, self.t.l2))
+            BufferedSGD(state.momentum, self.t.momentum, self.t.l2)
+            if self.t.nesterov
+            else FusedSGD(state.momentum, self.t.momentum, self.t.l2)
+        )
         n_inputs = state.params["W1"].shape[0]
         self.x = np.empty((max_batch, n_inputs), np.float32)
         self.skip_blank = self.t.skip_blank_pixels and isinstance(self.sgd, FusedSGD)
         self.inked_values = np.empty(max_batch * n_inputs, np.float32)
         self.inked_cols = np.empty(n_inputs, np.int64)
 
-    def inputs(self, images: np.ndarray, rows: np.ndarray | None, n: int,
-               scaling: tuple[float, float]) -> np.ndarray | InkedColumns:
+    def inputs(
+        self, images: np.ndarray, rows: np.ndarray | None, n: int, scaling: tuple[float, float]
+    ) -> np.ndarray | InkedColumns:
         """The batch ``images[rows]`` (all of ``images`` if None) as the network's inputs:
         its inked columns where enough are blank, else dense (n, 784) float32."""
         if self.skip_blank:
-            x = inked_columns(images, *scaling, rows=rows, max_share=INKED_MAX,
-                              values=self.inked_values, cols=self.inked_cols)
+            x = inked_columns(
+                images,
+                *scaling,
+                rows=rows,
+                max_share=INKED_MAX,
+                values=self.inked_values,
+                cols=self.inked_cols,
+            )
             if x is not None:
                 assert isinstance(self.sgd, FusedSGD)
                 x.w_colsum = self.sgd.column_sums.get("W1")
                 return x
         return data_mod.scale(images, self.x[:n], *scaling, rows=rows)
 
-    def __call__(self, x: np.ndarray | InkedColumns, y: np.ndarray, lr: float,
-                 rng: np.random.Generator) -> tuple[float, np.ndarray]:
+    def __call__(
+        self, x: np.ndarray | InkedColumns, y: np.ndarray, lr: float, rng: np.random.Generator
+    ) -> tuple[float, np.ndarray]:
         """Train on one batch; returns (its mean loss, its predictions before the update)."""
         params, act = self.state.params, self.m.activation
         cache = forward(params, x, act, self.m.dropout, rng)

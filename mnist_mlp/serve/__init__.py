@@ -37,9 +37,15 @@ INSTALL_HINT = "mlp serve needs FastAPI and uvicorn: pip install 'mnist-mlp[serv
 MAX_BYTES = 10 * 2**20  # a phone photo is 2-8 MB
 MAX_PIXELS = 40_000_000  # 40 megapixels: any phone's photo; decoding more could take ~160 MB each
 WEB = Path(__file__).resolve().parent.parent / "web"
-ASSETS = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8",
-          "favicon.svg": "image/svg+xml"}
-IMAGE_TYPES = "image/png, image/jpeg, image/gif, image/bmp, image/tiff, image/webp or application/octet-stream"
+ASSETS = {
+    "app.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
+IMAGE_TYPES = (
+    "image/png, image/jpeg, image/gif, image/bmp, image/tiff, image/webp "
+    "or application/octet-stream"
+)
 
 
 def _imports():
@@ -55,12 +61,21 @@ def model_info(predictor: Predictor) -> dict:
     ckpt = predictor.ckpt
     test = ckpt.meta.get("test") or {}
     dataset = ckpt.meta.get("dataset", {})
-    return {"checkpoint": str(predictor.path), "dataset": dataset.get("name"), "digest": dataset.get("digest"),
-            "classes": ckpt.classes, "layers": model.layer_sizes(ckpt.config.model.hidden),
-            "activation": ckpt.activation, "dropout": ckpt.config.model.dropout,
-            "test_accuracy": test.get("accuracy"), "test_images": test.get("n"),
-            "epoch": ckpt.meta.get("epoch"), "best": ckpt.meta.get("best"),
-            "input": {"scale": ckpt.scaling[0], "offset": ckpt.scaling[1]}, "mnist_mlp_version": __version__}
+    return {
+        "checkpoint": str(predictor.path),
+        "dataset": dataset.get("name"),
+        "digest": dataset.get("digest"),
+        "classes": ckpt.classes,
+        "layers": model.layer_sizes(ckpt.config.model.hidden),
+        "activation": ckpt.activation,
+        "dropout": ckpt.config.model.dropout,
+        "test_accuracy": test.get("accuracy"),
+        "test_images": test.get("n"),
+        "epoch": ckpt.meta.get("epoch"),
+        "best": ckpt.meta.get("best"),
+        "input": {"scale": ckpt.scaling[0], "offset": ckpt.scaling[1]},
+        "mnist_mlp_version": __version__,
+    }
 
 
 def answer(predictor: Predictor, body: bytes, top_k: int) -> dict:
@@ -72,9 +87,16 @@ def answer(predictor: Predictor, body: bytes, top_k: int) -> dict:
         If the bytes are not an image, hold no digit, or have too many pixels.
     """
     r = predictor.predict_image(body, "the image", top_k, explain=True, max_pixels=MAX_PIXELS)
-    return {"prediction": r.prediction, "label": predictor.ckpt.classes[r.prediction],
-            "probability": r.probability, "top_k": r.top_k,
-            "input": np.round(r.pixels, 4).tolist(), "sensitivity": _rounded(r.sensitivity).tolist()}
+    # predict_image raises rather than return a result without them
+    assert r.prediction is not None and r.pixels is not None and r.sensitivity is not None
+    return {
+        "prediction": r.prediction,
+        "label": predictor.ckpt.classes[r.prediction],
+        "probability": r.probability,
+        "top_k": r.top_k,
+        "input": np.round(r.pixels, 4).tolist(),
+        "sensitivity": _rounded(r.sensitivity).tolist(),
+    }
 
 
 def _rounded(a: np.ndarray, digits: int = 4) -> np.ndarray:
@@ -101,16 +123,22 @@ def create_app(predictor: Predictor, max_bytes: int = MAX_BYTES):
     # The CPU work of a request runs on as many threads as there are cores, not on the 40 of
     # the default pool: more threads only contend for the GIL and each makes BLAS allocate
     # buffers of its own (measured: 32 clients on 40 threads, 8 requests/s and a growing RSS).
-    workers = ThreadPoolExecutor(max(1, os.cpu_count() or 1), thread_name_prefix="mnist_mlp-predict")
+    workers = ThreadPoolExecutor(
+        max(1, os.cpu_count() or 1), thread_name_prefix="mnist_mlp-predict"
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield
         workers.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title="mnist_mlp", version=__version__, lifespan=lifespan,
-                  description="Classify images of handwritten digits with a NumPy MLP, and see which pixels "
-                              "drive each decision (the gradient of the predicted class's score).")
+    app = FastAPI(
+        title="mnist_mlp",
+        version=__version__,
+        lifespan=lifespan,
+        description="Classify images of handwritten digits with a NumPy MLP, and see which pixels "
+        "drive each decision (the gradient of the predicted class's score).",
+    )
     app.state.predictor, app.state.workers = predictor, workers
     app.state.info = model_info(predictor)
     app.state.page = (WEB / "index.html").read_text()
@@ -126,7 +154,9 @@ def listen(host: str, port: int) -> socket.socket:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise MlpError(f"--host {host}: not an address this machine knows ({exc.strerror})") from None
+        raise MlpError(
+            f"--host {host}: not an address this machine knows ({exc.strerror})"
+        ) from None
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -134,7 +164,11 @@ def listen(host: str, port: int) -> socket.socket:
         sock.bind(address)
     except OSError as exc:
         sock.close()
-        hint = "; another server is using it: choose another with --port" if exc.errno in (98, 48) else ""
+        hint = (
+            "; another server is using it: choose another with --port"
+            if exc.errno in (98, 48)
+            else ""
+        )
         raise MlpError(f"cannot listen on {host}:{port}: {exc.strerror}{hint}") from None
     sock.listen(2048)
     sock.set_inheritable(True)
@@ -146,8 +180,13 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
-def serve(checkpoint: str | os.PathLike | None, host: str = "127.0.0.1", port: int = 8000,
-          max_bytes: int = MAX_BYTES, echo=print) -> None:
+def serve(
+    checkpoint: str | os.PathLike | None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_bytes: int = MAX_BYTES,
+    echo=print,
+) -> None:
     """Load the checkpoint, bind, print the URL, and serve until Ctrl-C (then return)."""
     _imports()
     import uvicorn
@@ -155,12 +194,16 @@ def serve(checkpoint: str | os.PathLike | None, host: str = "127.0.0.1", port: i
     predictor = Predictor(checkpoint)
     app = create_app(predictor, max_bytes)
     sock = listen(host, port)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5))
-    echo(f"serving {predictor.path} at {url_of(sock)} (API docs at {url_of(sock)}docs); Ctrl-C stops")
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+    )
+    echo(
+        f"serving {predictor.path} at {url_of(sock)} (API docs at {url_of(sock)}docs); Ctrl-C stops"
+    )
     try:
         server.run(sockets=[sock])
-    except KeyboardInterrupt:  # uvicorn shuts down gracefully, then raises the Ctrl-C it caught again
-        pass
+    except KeyboardInterrupt:
+        pass  # uvicorn shuts down gracefully, then raises the Ctrl-C it caught again
     finally:
         sock.close()
     echo("stopped")

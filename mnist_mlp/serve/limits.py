@@ -50,13 +50,24 @@ class BodyLimit:
                 await _send_error(send, 413, self.message(seen))
 
     def message(self, size: int) -> str:
-        return (f"the body is {size / 2**20:.1f} MiB or more, over the limit of {self.max_bytes / 2**20:g} MiB; "
-                f"send a smaller image")
+        return (
+            f"the body is {size / 2**20:.1f} MiB or more, over the limit of "
+            f"{self.max_bytes / 2**20:g} MiB; "
+            f"send a smaller image"
+        )
 
 
 async def _send_error(send, status: int, message: str) -> None:
     body = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -62,34 +62,55 @@ def healthz():
     return {"status": "ok"}
 
 
-@router.get("/api/model", summary="The checkpoint being served: dataset, test accuracy, architecture")
+@router.get(
+    "/api/model", summary="The checkpoint being served: dataset, test accuracy, architecture"
+)
 def api_model(request: Request):
     return request.app.state.info
 
 
-@router.post("/api/predict", summary="Classify one image of a digit",
-             description=f"Send one image as the raw request body (Content-Type: {IMAGE_TYPES}) or as a "
-                         f"multipart/form-data upload (the first file field). It is prepared the way MNIST was "
-                         f"made, as `mlp predict` does, so photos and drawings of any size work. The answer "
-                         f"holds the prediction, the top_k most likely classes, the 28x28 `input` the network "
-                         f"saw (ink 0..1) and the `sensitivity` map: the gradient of the predicted class's "
-                         f"logit with respect to each input pixel. Bodies over the server's limit "
-                         f"({MAX_BYTES / 2**20:g} MiB unless it was started with another) are refused (413).",
-             openapi_extra={"requestBody": {"required": True, "content": {
-                 "image/png": {"schema": {"type": "string", "format": "binary"}},
-                 "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-                 "multipart/form-data": {"schema": {"type": "object", "properties": {
-                     "file": {"type": "string", "format": "binary"}}}}}}},
-             responses={400: {"description": "empty or malformed body"}, 413: {"description": "body too large"},
-                        415: {"description": "not an image type"},
-                        422: {"description": "not a readable image, or no digit in it"}})
-async def api_predict(request: Request, top_k: int = Query(3, ge=1, le=10, description="how many classes")):
+@router.post(
+    "/api/predict",
+    summary="Classify one image of a digit",
+    description=f"Send one image as the raw request body (Content-Type: {IMAGE_TYPES}) or as a "
+    f"multipart/form-data upload (the first file field). It is prepared the way MNIST was "
+    f"made, as `mlp predict` does, so photos and drawings of any size work. The answer "
+    f"holds the prediction, the top_k most likely classes, the 28x28 `input` the network "
+    f"saw (ink 0..1) and the `sensitivity` map: the gradient of the predicted class's "
+    f"logit with respect to each input pixel. Bodies over the server's limit "
+    f"({MAX_BYTES / 2**20:g} MiB unless it was started with another) are refused (413).",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "image/png": {"schema": {"type": "string", "format": "binary"}},
+                "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                    }
+                },
+            },
+        }
+    },
+    responses={
+        400: {"description": "empty or malformed body"},
+        413: {"description": "body too large"},
+        415: {"description": "not an image type"},
+        422: {"description": "not a readable image, or no digit in it"},
+    },
+)
+async def api_predict(
+    request: Request, top_k: int = Query(3, ge=1, le=10, description="how many classes")
+):
     body = await _image_bytes(request)
     state = request.app.state
     try:
-        result = await asyncio.get_running_loop().run_in_executor(state.workers, answer, state.predictor,
-                                                                  body, top_k)
+        result = await asyncio.get_running_loop().run_in_executor(
+            state.workers, answer, state.predictor, body, top_k
+        )
     except ImageTooLarge as exc:
         return error(413, str(exc))
     except ImageError as exc:
@@ -98,17 +119,31 @@ async def api_predict(request: Request, top_k: int = Query(3, ge=1, le=10, descr
 
 
 async def _image_bytes(request: Request) -> bytes:
-    kind = request.headers.get("content-type", "application/octet-stream").split(";")[0].strip().lower()
+    kind = (
+        request.headers.get("content-type", "application/octet-stream")
+        .split(";")[0]
+        .strip()
+        .lower()
+    )
     if kind == "multipart/form-data":
         return await _upload(request)
     if kind == "image/svg+xml":
-        raise HTTPException(415, "SVG is a vector format the network cannot read; send a PNG or JPEG "
-                                 "(a screenshot of it will do)")
+        raise HTTPException(
+            415,
+            "SVG is a vector format the network cannot read; send a PNG or JPEG "
+            "(a screenshot of it will do)",
+        )
     if not (kind.startswith("image/") or kind in ("application/octet-stream", "")):
-        curl = (" (curl sends that for --data-binary: add -H 'Content-Type: image/png')"
-                if kind == "application/x-www-form-urlencoded" else "")
-        raise HTTPException(415, f"Content-Type {kind} is not an image{curl}; send {IMAGE_TYPES}, or a "
-                                 f"multipart/form-data upload")
+        curl = (
+            " (curl sends that for --data-binary: add -H 'Content-Type: image/png')"
+            if kind == "application/x-www-form-urlencoded"
+            else ""
+        )
+        raise HTTPException(
+            415,
+            f"Content-Type {kind} is not an image{curl}; send {IMAGE_TYPES}, or a "
+            f"multipart/form-data upload",
+        )
     body = await request.body()
     if not body:
         raise HTTPException(400, "the body is empty; send the bytes of an image")
@@ -121,12 +156,17 @@ async def _upload(request: Request) -> bytes:
     try:
         form = await request.form(max_files=1, max_fields=10)
     except HTTPException as exc:  # Starlette's word for python-multipart's errors
-        raise HTTPException(400, f"malformed multipart body: {str(exc.detail).rstrip('.')}") from None
+        raise HTTPException(
+            400, f"malformed multipart body: {str(exc.detail).rstrip('.')}"
+        ) from None
     try:
         files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
         if not files:
-            raise HTTPException(400, "the multipart body holds no file; send the image in a file field "
-                                     "(e.g. curl -F file=@digit.png)")
+            raise HTTPException(
+                400,
+                "the multipart body holds no file; send the image in a file field "
+                "(e.g. curl -F file=@digit.png)",
+            )
         body = await files[0].read()
     finally:
         await form.close()

@@ -50,8 +50,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from mnist_mlp import run, train
 from mnist_mlp.errors import MlpError
@@ -69,19 +69,46 @@ from mnist_mlp.sweep.study import (
 )
 from mnist_mlp.sweep.worker import KEEP_CHECKPOINTS, Worker
 
-__all__ = ["INSTALL_HINT", "KEEP_CHECKPOINTS", "Parameter", "Spec", "SweepInterrupted", "Worker", "create_study",
-           "default_folder", "fail_dead_trials", "finish", "format_summary", "load_spec", "open_storage",
-           "results", "storage_url", "sweep", "write_results", "_boot_id", "_counts"]
+__all__ = [
+    "INSTALL_HINT",
+    "KEEP_CHECKPOINTS",
+    "Parameter",
+    "Spec",
+    "SweepInterrupted",
+    "Worker",
+    "_boot_id",
+    "_counts",
+    "create_study",
+    "default_folder",
+    "fail_dead_trials",
+    "finish",
+    "format_summary",
+    "load_spec",
+    "open_storage",
+    "results",
+    "storage_url",
+    "sweep",
+    "write_results",
+]
 
 
 def default_folder(spec: Spec) -> Path:
     return Path(spec.base.output.dir) / f"sweep-{spec.name}"
 
 
-def sweep(spec_path: str | os.PathLike, *, run_cap: int | None = None, workers: int = 1,
-          storage: str | None = None, out: str | os.PathLike | None = None, progress: bool = True,
-          log: Callable[[str], None] = print, seed: int | None = None) -> dict:
-    """Run (or continue) a sweep until its study holds ``run_cap`` finished trials; return the summary.
+def sweep(
+    spec_path: str | os.PathLike,
+    *,
+    run_cap: int | None = None,
+    workers: int = 1,
+    storage: str | None = None,
+    out: str | os.PathLike | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    seed: int | None = None,
+) -> dict:
+    """Run (or continue) a sweep until its study holds ``run_cap`` finished trials; return the
+    summary.
 
     With ``workers`` > 1, that many worker processes share the study, each with its share of
     the cores for BLAS. Ctrl-C stops every worker after cutting its trial off (the trial is
@@ -101,8 +128,11 @@ def sweep(spec_path: str | os.PathLike, *, run_cap: int | None = None, workers: 
     study = create_study(spec, open_storage(url))  # once, before the workers start: no schema race
     dead = fail_dead_trials(study)
     if dead:
-        log(f"marked failed trials {', '.join(map(str, dead))}: their workers had died; their budget goes to "
-            f"new trials")
+        log(
+            f"marked failed trials {', '.join(map(str, dead))}: their workers had died; their "
+            "budget goes to "
+            f"new trials"
+        )
     started = time.perf_counter()
     bar = _Progress(study, spec, progress)
     flag = train.StopFlag()
@@ -110,8 +140,13 @@ def sweep(spec_path: str | os.PathLike, *, run_cap: int | None = None, workers: 
         with train.stop_on_sigint(flag):
             while True:
                 if workers <= 1:
-                    Worker(spec, folder, url, _new_seed() if seed is None else seed,
-                           on_trial=lambda t: bar.update()).run(flag)
+                    Worker(
+                        spec,
+                        folder,
+                        url,
+                        _new_seed() if seed is None else seed,
+                        on_trial=lambda t: bar.update(),
+                    ).run(flag)
                 else:
                     _run_processes(spec_path, spec, folder, storage, workers, bar, flag, seed)
                 if flag.requested:
@@ -121,8 +156,10 @@ def sweep(spec_path: str | os.PathLike, *, run_cap: int | None = None, workers: 
     except (KeyboardInterrupt, run.TrainingInterrupted):
         bar.close()
         write_results(study, spec, folder)
-        raise SweepInterrupted(f"stopped; the finished trials are kept in {folder} and the one cut off is marked "
-                               f"failed. Continue with the same command.") from None
+        raise SweepInterrupted(
+            f"stopped; the finished trials are kept in {folder} and the one cut off is marked "
+            f"failed. Continue with the same command."
+        ) from None
     finally:
         bar.close()
     return finish(study, spec, folder, time.perf_counter() - started)
@@ -136,7 +173,10 @@ def _wait_for_others(study, spec: Spec, bar, flag: train.StopFlag, poll: float =
         trials = study.get_trials(deepcopy=False)
         if len(_budget_used(trials)) < spec.run_cap:
             return True
-        if not any(t.state.name in ("RUNNING", "WAITING") and not t.user_attrs.get("discarded") for t in trials):
+        if not any(
+            t.state.name in ("RUNNING", "WAITING") and not t.user_attrs.get("discarded")
+            for t in trials
+        ):
             return False
         bar.update()
         time.sleep(poll)
@@ -151,18 +191,44 @@ def _new_seed() -> int:
     return int.from_bytes(os.urandom(4), "little")
 
 
-def _run_processes(spec_path, spec: Spec, folder: Path, storage: str | None, workers: int, bar,
-                   flag: train.StopFlag, seed: int | None = None) -> None:
+def _run_processes(
+    spec_path,
+    spec: Spec,
+    folder: Path,
+    storage: str | None,
+    workers: int,
+    bar,
+    flag: train.StopFlag,
+    seed: int | None = None,
+) -> None:
     """Start ``workers`` worker processes, each with its share of the cores, and wait for them."""
     cores = os.cpu_count() or 1
     threads = str(max(1, cores // workers))
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-    cmd = [sys.executable, "-m", "mnist_mlp.sweep", str(spec_path), str(folder), storage or "", str(spec.run_cap)]
-    procs = [subprocess.Popen([*cmd, "" if seed is None else str(seed + i)], env=env, stdin=subprocess.DEVNULL)
-             for i in range(workers)]
+    env = {
+        **os.environ,
+        "OPENBLAS_NUM_THREADS": threads,
+        "OMP_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "mnist_mlp.sweep",
+        str(spec_path),
+        str(folder),
+        storage or "",
+        str(spec.run_cap),
+    ]
+    procs = [
+        subprocess.Popen(
+            [*cmd, "" if seed is None else str(seed + i)], env=env, stdin=subprocess.DEVNULL
+        )
+        for i in range(workers)
+    ]
     forwarded = False
     while any(p.poll() is None for p in procs):
-        if flag.requested and not forwarded:  # a terminal's Ctrl-C reached them too; kill -INT of this one did not
+        # a terminal's Ctrl-C reached them too; kill -INT of this one did not
+        if flag.requested and not forwarded:
             for p in procs:
                 with contextlib.suppress(ProcessLookupError):
                     p.send_signal(signal.SIGINT)
@@ -172,7 +238,10 @@ def _run_processes(spec_path, spec: Spec, folder: Path, storage: str | None, wor
     bar.update()
     failed = [p.returncode for p in procs if p.returncode != 0 and not flag.requested]
     if failed:
-        raise MlpError(f"{len(failed)} of {workers} workers failed (exit codes {failed}); see their messages above")
+        raise MlpError(
+            f"{len(failed)} of {workers} workers failed (exit codes {failed}); see their messages "
+            "above"
+        )
 
 
 class _Progress:
@@ -182,8 +251,13 @@ class _Progress:
         from tqdm import tqdm
 
         self.study, self.spec = study, spec
-        self.bar = tqdm(total=spec.run_cap, desc=f"sweep {spec.name}", unit="trial", disable=None if enabled else True,
-                        leave=True)
+        self.bar = tqdm(
+            total=spec.run_cap,
+            desc=f"sweep {spec.name}",
+            unit="trial",
+            disable=None if enabled else True,
+            leave=True,
+        )
         self.update()
 
     def update(self) -> None:
@@ -193,8 +267,13 @@ class _Progress:
         best = None
         with contextlib.suppress(ValueError):
             best = self.study.best_value
-        self.bar.set_postfix(pruned=counts["pruned"], failed=counts["fail"], running=counts["running"],
-                             best="-" if best is None else f"{best:.4f}", refresh=False)
+        self.bar.set_postfix(
+            pruned=counts["pruned"],
+            failed=counts["fail"],
+            running=counts["running"],
+            best="-" if best is None else f"{best:.4f}",
+            refresh=False,
+        )
         self.bar.refresh()
 
     def close(self) -> None:
@@ -204,19 +283,25 @@ class _Progress:
 def format_summary(s: dict) -> str:
     """The summary as a few lines for a person."""
     t = s["trials"]
-    lines = [f"sweep {s['name']}: {t['complete']} complete, {t['pruned']} pruned, {t['fail']} failed; "
-             f"{s['epochs_run']} epochs in {s['wall_seconds']:.0f} s"]
+    lines = [
+        f"sweep {s['name']}: {t['complete']} complete, {t['pruned']} pruned, {t['fail']} failed; "
+        f"{s['epochs_run']} epochs in {s['wall_seconds']:.0f} s"
+    ]
     best = s.get("best")
     if best:
         test = best.get("test_accuracy")
-        lines.append(f"best trial {best['number']}: {s['metric']} {best['value']:.4f}"
-                     + (f", test accuracy {100 * test:.2f}%" if test is not None else "")
-                     + f"  ({', '.join(f'{k}={json.dumps(v)}' for k, v in best['params'].items())})")
+        lines.append(
+            f"best trial {best['number']}: {s['metric']} {best['value']:.4f}"
+            + (f", test accuracy {100 * test:.2f}%" if test is not None else "")
+            + f"  ({', '.join(f'{k}={json.dumps(v)}' for k, v in best['params'].items())})"
+        )
         if best.get("note"):
             lines.append(best["note"])
     else:
         lines.append("no trial completed")
     folder = Path(s["folder"])
-    lines.append(f"wrote {folder / 'results.csv'}, {folder / 'best.yaml' if best else ''}"
-                 f"{', ' if best else ''}{folder / 'summary.json'}")
+    lines.append(
+        f"wrote {folder / 'results.csv'}, {folder / 'best.yaml' if best else ''}"
+        f"{', ' if best else ''}{folder / 'summary.json'}"
+    )
     return "\n".join(lines)

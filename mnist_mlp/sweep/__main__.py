@@ -1,4 +1,5 @@
-"""A worker process of :func:`mnist_mlp.sweep.sweep`: ``python -m mnist_mlp.sweep SPEC FOLDER STORAGE RUN_CAP SEED``."""
+"""A worker process of :func:`mnist_mlp.sweep.sweep`: ``python -m mnist_mlp.sweep SPEC FOLDER
+STORAGE RUN_CAP SEED``."""
 
 from __future__ import annotations
 
@@ -15,14 +16,20 @@ from mnist_mlp.sweep.worker import Worker
 
 
 def _worker_main(argv: list[str]) -> int:
-    """A worker process of :func:`sweep` (``python -m mnist_mlp.sweep SPEC FOLDER STORAGE RUN_CAP SEED``)."""
-    spec_path, folder, storage, cap, seed = argv
+    """A worker process of :func:`sweep` (``python -m mnist_mlp.sweep SPEC FOLDER STORAGE RUN_CAP
+    SEED``)."""
+    spec_path, folder_arg, storage, cap, seed = argv
     spec = load_spec(spec_path, int(cap))
-    folder = Path(folder)
+    folder = Path(folder_arg)
     flag = train.StopFlag()
     try:
         with train.stop_on_sigint(flag):
-            Worker(spec, folder, storage_url(storage or None, folder), int(seed) if seed else _new_seed()).run(flag)
+            Worker(
+                spec,
+                folder,
+                storage_url(storage or None, folder),
+                int(seed) if seed else _new_seed(),
+            ).run(flag)
     except (KeyboardInterrupt, run.TrainingInterrupted):
         return 130
     except MlpError as exc:

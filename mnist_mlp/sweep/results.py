@@ -18,16 +18,21 @@ RESULT_COLUMNS = ("number", "state", "value", "epochs", "seconds", "host", "samp
 
 
 def results(study, spec: Spec) -> list[dict]:
-    """One row per trial: number, state, parameters, best validation metric, epochs, seconds, host."""
+    """One row per trial: number, state, parameters, best validation metric, epochs, seconds,
+    host."""
     rows = []
     for t in study.get_trials(deepcopy=False):
         if t.user_attrs.get("discarded"):
             continue
-        row = {"number": t.number, "state": t.state.name.lower(),
-               "value": t.value if t.value is not None else _best_reported(t, spec),
-               "epochs": t.user_attrs.get("run", {}).get("epochs", len(t.intermediate_values)),
-               "seconds": t.user_attrs.get("run", {}).get("seconds"),
-               "host": _worker(t).get("host"), "sampler_seed": _worker(t).get("sampler_seed")}
+        row = {
+            "number": t.number,
+            "state": t.state.name.lower(),
+            "value": t.value if t.value is not None else _best_reported(t, spec),
+            "epochs": t.user_attrs.get("run", {}).get("epochs", len(t.intermediate_values)),
+            "seconds": t.user_attrs.get("run", {}).get("seconds"),
+            "host": _worker(t).get("host"),
+            "sampler_seed": _worker(t).get("sampler_seed"),
+        }
         for p in spec.parameters:
             row[p.key] = _decode(t.params[p.key]) if p.key in t.params else None
         rows.append(row)
@@ -51,31 +56,53 @@ def write_results(study, spec: Spec, folder: Path) -> list[dict]:
     for row in rows:
         writer.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()})
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / "results.csv", lambda f: f.write(buf.getvalue().encode()))
+    atomic_write(folder / "results.csv", buf.getvalue().encode())
     return rows
 
 
 def finish(study, spec: Spec, folder: Path, wall_s: float) -> dict:
-    """After the study reached its cap: ``best.yaml``, the best trial tested once, ``summary.json``."""
+    """After the study reached its cap: ``best.yaml``, the best trial tested once,
+    ``summary.json``."""
     import yaml
 
     rows = write_results(study, spec, folder)
     counts = _counts(study)
-    summary: dict = {"name": spec.name, "folder": str(folder), "metric": spec.metric, "goal": spec.goal,
-                     "method": spec.method,
-                     "run_cap": spec.run_cap, "trials": counts, "wall_seconds": wall_s,
-                     "parameters": {p.key: p.distribution for p in spec.parameters},
-                     "epochs_run": sum(int(r["epochs"] or 0) for r in rows), "best": None}
+    summary: dict = {
+        "name": spec.name,
+        "folder": str(folder),
+        "metric": spec.metric,
+        "goal": spec.goal,
+        "method": spec.method,
+        "run_cap": spec.run_cap,
+        "trials": counts,
+        "wall_seconds": wall_s,
+        "parameters": {p.key: p.distribution for p in spec.parameters},
+        "epochs_run": sum(int(r["epochs"] or 0) for r in rows),
+        "best": None,
+    }
     if counts["complete"]:
         best = study.best_trial
-        values = {p.key: _decode(best.params[p.key]) for p in spec.parameters if p.key in best.params}
+        values = {
+            p.key: _decode(best.params[p.key]) for p in spec.parameters if p.key in best.params
+        }
         config = spec.config_for(values)
         tree = config_mod.to_dict(config)
-        header = (f"# The best trial (number {best.number}) of sweep {spec.name}: {spec.metric} {best.value:.4f}.\n"
-                  f"# Every key resolved, seed included: mlp train --config best.yaml reproduces it.\n")
-        atomic_write(folder / "best.yaml", lambda f: f.write((header + yaml.safe_dump(tree, sort_keys=False)).encode()))
-        summary["best"] = {"number": best.number, "value": best.value, "params": values,
-                           "host": _worker(best).get("host"), "folder": _worker(best).get("folder")}
+        header = (
+            f"# The best trial (number {best.number}) of sweep {spec.name}: {spec.metric} "
+            f"{best.value:.4f}.\n"
+            f"# Every key resolved, seed included: mlp train --config best.yaml reproduces it.\n"
+        )
+        atomic_write(
+            folder / "best.yaml",
+            (header + yaml.safe_dump(tree, sort_keys=False)).encode(),
+        )
+        summary["best"] = {
+            "number": best.number,
+            "value": best.value,
+            "params": values,
+            "host": _worker(best).get("host"),
+            "folder": _worker(best).get("folder"),
+        }
         ckpt = Path(_worker(best).get("folder", "")) / "checkpoint.npz"
         if ckpt.exists():
             e = run.evaluate_on(ckpt, "test", progress=False)
@@ -83,10 +110,11 @@ def finish(study, spec: Spec, folder: Path, wall_s: float) -> dict:
             summary["best"]["test_loss"] = e.metrics.loss
         else:
             summary["best"]["test_accuracy"] = None
-            summary["best"]["note"] = (f"its checkpoint is on {_worker(best).get('host')}, not here: "
-                                       f"mlp eval {ckpt} there")
+            summary["best"]["note"] = (
+                f"its checkpoint is on {_worker(best).get('host')}, not here: mlp eval {ckpt} there"
+            )
         summary["importances"] = _importances(study)
-    atomic_write(folder / "summary.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
+    atomic_write(folder / "summary.json", json.dumps(summary, indent=2).encode())
     return summary
 
 
@@ -95,7 +123,8 @@ def _importances(study) -> dict[str, float]:
 
     optuna = _optuna()
     try:
-        with warnings.catch_warnings():  # with a handful of trials PED-ANOVA says it cannot tell them apart
+        # with a handful of trials PED-ANOVA says it cannot tell them apart
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
     except (RuntimeError, ValueError, ZeroDivisionError):  # too few trials, or nothing varied

@@ -8,7 +8,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from mnist_mlp import config as config_mod
 from mnist_mlp import train
@@ -16,8 +16,24 @@ from mnist_mlp.errors import ConfigError
 
 METHODS = ("grid", "random", "bayes")
 METRICS = {"val_acc": "maximize", "val_loss": "minimize"}
-DISTRIBUTIONS = ("constant", "categorical", "uniform", "int_uniform", "q_uniform", "log_uniform_values")
-TOP_KEYS = ("base", "method", "metric", "run_cap", "early_terminate", "parameters", "name", "description")
+DISTRIBUTIONS = (
+    "constant",
+    "categorical",
+    "uniform",
+    "int_uniform",
+    "q_uniform",
+    "log_uniform_values",
+)
+TOP_KEYS = (
+    "base",
+    "method",
+    "metric",
+    "run_cap",
+    "early_terminate",
+    "parameters",
+    "name",
+    "description",
+)
 
 
 @dataclass
@@ -32,24 +48,32 @@ class Parameter:
     q: float | None = None
 
     def suggest(self, trial) -> Any:
-        if self.distribution == "constant":
-            return self.values[0]
-        if self.distribution == "categorical":
+        if self.values is not None:
+            if self.distribution == "constant":
+                return self.values[0]
             # Optuna's choices must be scalars: lists (model.hidden) travel as their YAML text.
             choice = trial.suggest_categorical(self.key, [_encode(v) for v in self.values])
             return _decode(choice)
+        low, high = self.bounds()
         if self.distribution == "int_uniform":
-            return trial.suggest_int(self.key, int(self.low), int(self.high))
+            return trial.suggest_int(self.key, int(low), int(high))
         if self.distribution == "log_uniform_values":
-            return trial.suggest_float(self.key, self.low, self.high, log=True)
-        return trial.suggest_float(self.key, self.low, self.high, step=self.q)
+            return trial.suggest_float(self.key, low, high, log=True)
+        return trial.suggest_float(self.key, low, high, step=self.q)
+
+    def bounds(self) -> tuple[float, float]:
+        """(min, max) of a range; a parameter of ``values`` has none."""
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.key} is searched over values, not a range")
+        return self.low, self.high
 
     def extremes(self) -> list:
         """Values that bound what this parameter can take, to check against the config's rules."""
         if self.values is not None:
             return list(self.values)
-        low = int(self.low) if self.distribution == "int_uniform" else self.low
-        high = int(self.high) if self.distribution == "int_uniform" else self.high
+        low, high = self.bounds()
+        if self.distribution == "int_uniform":
+            return [int(low), int(high)]
         return [low, high]
 
 
@@ -80,11 +104,18 @@ class Spec:
     raw: dict = field(default_factory=dict)
 
     def config_for(self, values: dict[str, Any]) -> config_mod.Config:
-        """The base config with ``values`` (key -> value) applied and validated as ``mlp train`` would."""
-        return config_mod.apply_overrides(self.base, [f"{k}={json.dumps(v)}" for k, v in values.items()])
+        """The base config with ``values`` (key -> value) applied and validated as ``mlp train``
+        would."""
+        return config_mod.apply_overrides(
+            self.base, [f"{k}={json.dumps(v)}" for k, v in values.items()]
+        )
 
     def grid(self) -> dict[str, list]:
-        return {p.key: [_encode(v) for v in p.values] for p in self.parameters}
+        return {p.key: [_encode(v) for v in p.values or []] for p in self.parameters}
+
+
+def _is_number(value: object) -> TypeGuard[float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _fail(path, message: str) -> ConfigError:
@@ -122,15 +153,20 @@ def load_spec(path: str | os.PathLike, run_cap: int | None = None) -> Spec:
     if tree.get("base") is not None:
         base_path = (path.parent / str(tree["base"])).resolve()
         if not base_path.exists():
-            raise _fail(path, f"base {tree['base']!r} not found (looked for {base_path}; it is relative to the "
-                              f"sweep file)")
+            raise _fail(
+                path,
+                f"base {tree['base']!r} not found (looked for {base_path}; it is relative to the "
+                f"sweep file)",
+            )
     base = config_mod.load_config(base_path)
     method = tree.get("method", "bayes")
     if method not in METHODS:
         raise _fail(path, f"method must be one of {', '.join(METHODS)}, got {method!r}")
     metric = tree.get("metric") or {}
     if not isinstance(metric, dict):
-        raise _fail(path, f"metric must be a mapping like {{name: val_acc, goal: maximize}}, got {metric!r}")
+        raise _fail(
+            path, f"metric must be a mapping like {{name: val_acc, goal: maximize}}, got {metric!r}"
+        )
     for key in metric:
         if key not in ("name", "goal"):
             raise _fail(path, f"unknown key 'metric.{key}'{_suggest(str(key), ('name', 'goal'))}")
@@ -141,32 +177,54 @@ def load_spec(path: str | os.PathLike, run_cap: int | None = None) -> Spec:
     if goal not in ("maximize", "minimize"):
         raise _fail(path, f"metric.goal must be maximize or minimize, got {goal!r}")
     if not base.data.validation:
-        raise _fail(path, "the base config has no validation split (data.validation is 0), and trials are "
-                          "chosen on validation only")
+        raise _fail(
+            path,
+            "the base config has no validation split (data.validation is 0), and trials are "
+            "chosen on validation only",
+        )
     params = _parameters(path, tree.get("parameters"), method)
     hyperband = _early_terminate(path, tree.get("early_terminate"))
     cap = run_cap if run_cap is not None else tree.get("run_cap")
     if method == "grid" and cap is None:
-        cap = math.prod(len(p.values) for p in params)
+        cap = math.prod(len(p.values or []) for p in params)
     if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
-        raise _fail(path, f"run_cap must be a whole number >= 1 (trials in the whole study), got {cap!r}")
-    spec = Spec(path, str(tree.get("name") or path.stem), base, base_path, method, name, goal, cap, params,
-                hyperband, tree)
+        raise _fail(
+            path, f"run_cap must be a whole number >= 1 (trials in the whole study), got {cap!r}"
+        )
+    spec = Spec(
+        path,
+        str(tree.get("name") or path.stem),
+        base,
+        base_path,
+        method,
+        name,
+        goal,
+        cap,
+        params,
+        hyperband,
+        tree,
+    )
     for p in params:  # every value a trial can be given passes the config's own rules
         for value in p.extremes():
             try:
                 config = spec.config_for({p.key: value})
             except ConfigError as exc:
-                raise _fail(path, f"parameters.{p.key}: {value!r} would not be a valid config: "
-                                  f"{str(exc).split(': ', 1)[-1]}") from None
+                raise _fail(
+                    path,
+                    f"parameters.{p.key}: {value!r} would not be a valid config: "
+                    f"{str(exc).split(': ', 1)[-1]}",
+                ) from None
             train.check_memory(config)
     return spec
 
 
 def _parameters(path, tree, method) -> list[Parameter]:
     if not isinstance(tree, dict) or not tree:
-        raise _fail(path, "parameters must map config keys to their values or distributions, e.g. "
-                          "training.lr: {min: 0.01, max: 0.1}")
+        raise _fail(
+            path,
+            "parameters must map config keys to their values or distributions, e.g. "
+            "training.lr: {min: 0.01, max: 0.1}",
+        )
     known = config_mod.keys()
     out = []
     for key, body in tree.items():
@@ -174,17 +232,28 @@ def _parameters(path, tree, method) -> list[Parameter]:
         if key not in known:
             raise _fail(path, f"{where}: {key!r} is not a config key{_suggest(str(key), known)}")
         if not isinstance(body, dict):
-            raise _fail(path, f"{where} must be a mapping with values, value, or a distribution with min and max")
+            raise _fail(
+                path,
+                f"{where} must be a mapping with values, value, or a distribution with min and max",
+            )
         allowed = ("distribution", "values", "value", "min", "max", "q")
         for k in body:
             if k not in allowed:
                 raise _fail(path, f"unknown key '{where}.{k}'{_suggest(str(k), allowed)}")
-        dist = body.get("distribution") or ("constant" if "value" in body else
-                                            "categorical" if "values" in body else
-                                            "int_uniform" if isinstance(body.get("min"), int) and
-                                            isinstance(body.get("max"), int) else "uniform")
+        dist = body.get("distribution") or (
+            "constant"
+            if "value" in body
+            else "categorical"
+            if "values" in body
+            else "int_uniform"
+            if isinstance(body.get("min"), int) and isinstance(body.get("max"), int)
+            else "uniform"
+        )
         if dist not in DISTRIBUTIONS:
-            raise _fail(path, f"{where}.distribution must be one of {', '.join(DISTRIBUTIONS)}, got {dist!r}")
+            raise _fail(
+                path,
+                f"{where}.distribution must be one of {', '.join(DISTRIBUTIONS)}, got {dist!r}",
+            )
         if dist == "constant":
             if "value" not in body:
                 raise _fail(path, f"{where}: distribution constant needs value")
@@ -196,8 +265,12 @@ def _parameters(path, tree, method) -> list[Parameter]:
             p = Parameter(key, dist, values=values)
         else:
             low, high = body.get("min"), body.get("max")
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
-                raise _fail(path, f"{where}: distribution {dist} needs numbers min and max, got {low!r} and {high!r}")
+            if not (_is_number(low) and _is_number(high)):
+                raise _fail(
+                    path,
+                    f"{where}: distribution {dist} needs numbers min and max, got {low!r} and "
+                    f"{high!r}",
+                )
             if not low < high:
                 raise _fail(path, f"{where}: min must be < max, got {low} and {high}")
             if dist == "log_uniform_values" and low <= 0:
@@ -209,8 +282,11 @@ def _parameters(path, tree, method) -> list[Parameter]:
                 raise _fail(path, f"{where}: q_uniform needs q > 0, got {q!r}")
             p = Parameter(key, dist, low=float(low), high=float(high), q=float(q) if q else None)
         if method == "grid" and p.values is None:
-            raise _fail(path, f"{where}: method grid needs a list of values for every parameter, not a "
-                              f"distribution")
+            raise _fail(
+                path,
+                f"{where}: method grid needs a list of values for every parameter, not a "
+                f"distribution",
+            )
         out.append(p)
     return out
 
@@ -219,7 +295,11 @@ def _early_terminate(path, tree) -> dict | None:
     if tree is None:
         return None
     if not isinstance(tree, dict):
-        raise _fail(path, f"early_terminate must be a mapping like {{type: hyperband, min_iter: 2}}, got {tree!r}")
+        raise _fail(
+            path,
+            f"early_terminate must be a mapping like {{type: hyperband, min_iter: 2}}, got "
+            f"{tree!r}",
+        )
     allowed = ("type", "min_iter", "eta", "max_iter", "s")
     for k in tree:
         if k not in allowed:
@@ -228,7 +308,14 @@ def _early_terminate(path, tree) -> dict | None:
         raise _fail(path, f"early_terminate.type must be hyperband, got {tree.get('type')!r}")
     min_iter, eta = tree.get("min_iter", 1), tree.get("eta", 3)
     for key, value in (("min_iter", min_iter), ("eta", eta)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key == "min_iter" else 2):
-            raise _fail(path, f"early_terminate.{key} must be a whole number >= {1 if key == 'min_iter' else 2}, "
-                              f"got {value!r}")
+        if (
+            not isinstance(value, int)
+            or isinstance(value, bool)
+            or value < (1 if key == "min_iter" else 2)
+        ):
+            raise _fail(
+                path,
+                f"early_terminate.{key} must be a whole number >= {1 if key == 'min_iter' else 2}, "
+                f"got {value!r}",
+            )
     return {"min_iter": min_iter, "eta": eta}

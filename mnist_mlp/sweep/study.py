@@ -13,7 +13,9 @@ from pathlib import Path
 from mnist_mlp.errors import MlpError
 from mnist_mlp.sweep.spec import Spec
 
-INSTALL_HINT = "mlp sweep needs Optuna: pip install 'mnist-mlp[sweep]' (optuna, plus psycopg for PostgreSQL)"
+INSTALL_HINT = (
+    "mlp sweep needs Optuna: pip install 'mnist-mlp[sweep]' (optuna, plus psycopg for PostgreSQL)"
+)
 HEARTBEAT_S = 10.0
 STALE_AFTER_S = 60.0  # a RUNNING trial of another host with no heartbeat for this long is dead
 
@@ -28,7 +30,8 @@ def _optuna():
 
 
 def storage_url(url: str | None, folder: Path) -> str:
-    """What Optuna is given: the journal file in ``folder``, or ``url`` (psycopg 3 for PostgreSQL)."""
+    """What Optuna is given: the journal file in ``folder``, or ``url`` (psycopg 3 for
+    PostgreSQL)."""
     if url is None:
         return f"journal:{folder / 'study.journal'}"
     if url.startswith(("postgresql://", "postgres://")):
@@ -44,24 +47,31 @@ def open_storage(url: str):
 
         return optuna.storages.JournalStorage(JournalFileBackend(url.split(":", 1)[1]))
     if url.startswith("sqlite"):
-        raise MlpError("--storage sqlite:// locks up with several workers writing at once (Optuna's FAQ); "
-                       "leave --storage out for the journal file on one machine, or use postgresql://")
+        raise MlpError(
+            "--storage sqlite:// locks up with several workers writing at once (Optuna's FAQ); "
+            "leave --storage out for the journal file on one machine, or use postgresql://"
+        )
     tries = 8
     try:
         for attempt in range(tries):
             try:
-                # No Optuna heartbeat: it works inside optimize() only; workers here record their own.
+                # No Optuna heartbeat: it works inside optimize() only; workers record their own.
                 return optuna.storages.RDBStorage(url)
-            except Exception as exc:  # workers creating the tables at the same moment: all but one lose
+            except Exception as exc:
+                # workers creating the tables at the same moment: all but one lose
                 if attempt == tries - 1 or not _is_creation_race(exc):
                     raise
                 time.sleep(0.2 * (attempt + 1))
     except ImportError as exc:
-        raise MlpError(f"--storage {_redact(url)}: a database driver is missing ({exc}); "
-                       f"pip install 'mnist-mlp[sweep]'") from None
+        raise MlpError(
+            f"--storage {_redact(url)}: a database driver is missing ({exc}); "
+            f"pip install 'mnist-mlp[sweep]'"
+        ) from None
     except Exception as exc:  # sqlalchemy's errors: a bad URL, a server that does not answer
-        raise MlpError(f"--storage {_redact(url)}: cannot open it ({type(exc).__name__}: "
-                       f"{str(exc).splitlines()[0]})") from None
+        raise MlpError(
+            f"--storage {_redact(url)}: cannot open it ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0]})"
+        ) from None
 
 
 def _redact(url: str) -> str:
@@ -83,30 +93,44 @@ def create_study(spec: Spec, storage, sampler_seed: int | None = None, tries: in
     else:
         sampler = optuna.samplers.TPESampler(seed=sampler_seed)
     if spec.hyperband:
-        pruner = optuna.pruners.HyperbandPruner(min_resource=spec.hyperband["min_iter"],
-                                                max_resource=spec.base.training.epochs,
-                                                reduction_factor=spec.hyperband["eta"])
+        pruner = optuna.pruners.HyperbandPruner(
+            min_resource=spec.hyperband["min_iter"],
+            max_resource=spec.base.training.epochs,
+            reduction_factor=spec.hyperband["eta"],
+        )
     else:
         pruner = optuna.pruners.NopPruner()
     for attempt in range(tries):
         try:
-            study = optuna.create_study(storage=storage, sampler=sampler, pruner=pruner, study_name=spec.name,
-                                        direction=spec.goal, load_if_exists=True)
+            study = optuna.create_study(
+                storage=storage,
+                sampler=sampler,
+                pruner=pruner,
+                study_name=spec.name,
+                direction=spec.goal,
+                load_if_exists=True,
+            )
             break
         except Exception as exc:  # two workers creating the tables or the study at once
             if attempt == tries - 1 or not _is_creation_race(exc):
                 raise
             time.sleep(0.2 * (attempt + 1))
     if study.direction.name.lower() != spec.goal:
-        raise MlpError(f"study {spec.name!r} in this storage goes the other way ({study.direction.name.lower()}); "
-                       f"name this sweep otherwise (name: in the sweep file)")
+        raise MlpError(
+            f"study {spec.name!r} in this storage goes the other way "
+            f"({study.direction.name.lower()}); "
+            f"name this sweep otherwise (name: in the sweep file)"
+        )
     study.set_user_attr("spec", spec.raw)
     return study
 
 
 def _is_creation_race(exc: Exception) -> bool:
     text = f"{type(exc).__name__} {exc}"
-    return any(sign in text for sign in ("already exists", "UniqueViolation", "duplicate key", "IntegrityError"))
+    return any(
+        sign in text
+        for sign in ("already exists", "UniqueViolation", "duplicate key", "IntegrityError")
+    )
 
 
 def _counts(study) -> dict[str, int]:
@@ -116,8 +140,13 @@ def _counts(study) -> dict[str, int]:
     for t in study.get_trials(deepcopy=False):
         if t.user_attrs.get("discarded"):
             continue
-        key = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "fail",
-               TrialState.RUNNING: "running", TrialState.WAITING: "running"}[t.state]
+        key = {
+            TrialState.COMPLETE: "complete",
+            TrialState.PRUNED: "pruned",
+            TrialState.FAIL: "fail",
+            TrialState.RUNNING: "running",
+            TrialState.WAITING: "running",
+        }[t.state]
         out[key] += 1
     return out
 
@@ -128,7 +157,11 @@ def _budget_used(trials) -> list:
     from optuna.trial import TrialState
 
     used = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
-    return [t for t in trials if (t.state in used or t.user_attrs.get("charged")) and not t.user_attrs.get("discarded")]
+    return [
+        t
+        for t in trials
+        if (t.state in used or t.user_attrs.get("charged")) and not t.user_attrs.get("discarded")
+    ]
 
 
 def fail_dead_trials(study, now: float | None = None) -> list[int]:
@@ -148,7 +181,10 @@ def fail_dead_trials(study, now: float | None = None) -> list[int]:
         if who.get("host") == host:
             gone = not _alive(int(who["pid"])) or who.get("boot") != _boot_id()
         else:  # another machine's, or one whose worker died before it said who it is
-            gone = now - float(t.user_attrs.get("heartbeat", t.datetime_start.timestamp())) > STALE_AFTER_S
+            gone = (
+                now - float(t.user_attrs.get("heartbeat", t.datetime_start.timestamp()))
+                > STALE_AFTER_S
+            )
         if gone:
             with contextlib.suppress(Exception):  # another worker may have failed it first
                 study._storage.set_trial_user_attr(t._trial_id, "failed_because", "its worker died")

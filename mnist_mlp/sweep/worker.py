@@ -6,9 +6,10 @@ import contextlib
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from mnist_mlp import config as config_mod
 from mnist_mlp import run, train
@@ -50,7 +51,9 @@ class Worker:
             if len(_budget_used(study.get_trials(deepcopy=False))) >= self.spec.run_cap:
                 return
             trial = study.ask()
-            earlier = [t for t in _budget_used(study.get_trials(deepcopy=False)) if t.number < trial.number]
+            earlier = [
+                t for t in _budget_used(study.get_trials(deepcopy=False)) if t.number < trial.number
+            ]
             if len(earlier) >= self.spec.run_cap:  # another worker took the last place meanwhile
                 trial.set_user_attr("discarded", "asked past run_cap by a worker racing another")
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -60,15 +63,23 @@ class Worker:
     def _run_trial(self, study, trial, stop) -> None:
         optuna = _optuna()
         folder = self.folder / "trials" / str(trial.number)
-        # Who runs it, in one write (each write to a journal file is an fsync): a trial is checked by
-        # its process once this is there, and by its age until then.
-        trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid(), "boot": _boot_id(),
-                                       "sampler_seed": self.seed, "folder": str(folder)})
+        # Who runs it, in one write (each write to a journal file is an fsync): a trial is
+        # checked by its process once this is there, and by its age until then.
+        trial.set_user_attr(
+            "worker",
+            {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "boot": _boot_id(),
+                "sampler_seed": self.seed,
+                "folder": str(folder),
+            },
+        )
         sign = 1 if self.spec.goal == "maximize" else -1
         best = {"value": None, "epochs": 0}
         pruning = self.spec.hyperband is not None
 
-        config = None
+        config: config_mod.Config | None = None
 
         def report(row: dict) -> None:
             value = row[self.spec.metric]
@@ -79,6 +90,7 @@ class Worker:
                 return  # each report is a write to the storage; only a pruner reads them
             trial.report(value, int(row["epoch"]))
             # After the last epoch there is nothing left to save: the trial completes.
+            assert config is not None  # reports come from the run of this config
             if int(row["epoch"]) < config.training.epochs and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {row['epoch']}")
 
@@ -87,10 +99,18 @@ class Worker:
             config = self.spec.config_for({p.key: p.suggest(trial) for p in self.spec.parameters})
             train.check_memory(config)
             with _Heartbeat(trial):
-                run.trial_run(config, folder, self._data_for(config), epoch_hook=report,
-                              progress=self.progress, stop=stop)
+                run.trial_run(
+                    config,
+                    folder,
+                    self._data_for(config),
+                    epoch_hook=report,
+                    progress=self.progress,
+                    stop=stop,
+                )
         except optuna.TrialPruned:
-            trial.set_user_attr("run", {"seconds": time.perf_counter() - started, "epochs": best["epochs"]})
+            trial.set_user_attr(
+                "run", {"seconds": time.perf_counter() - started, "epochs": best["epochs"]}
+            )
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             _drop_checkpoints(folder)
         except (run.TrainingInterrupted, KeyboardInterrupt):
@@ -100,7 +120,8 @@ class Worker:
             raise
         except Exception as exc:
             # The trial's own failure (a loss that diverged, say) uses up its place, unlike a
-            # trial cut off or whose worker died: else a sampler fond of a bad region would never stop.
+            # trial cut off or whose worker died: else a sampler fond of a bad region would
+            # never stop.
             trial.set_user_attr("failed_because", f"{type(exc).__name__}: {exc}"[:500])
             trial.set_user_attr("charged", True)
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -108,7 +129,9 @@ class Worker:
             if not isinstance(exc, MlpError):
                 raise
         else:
-            trial.set_user_attr("run", {"seconds": time.perf_counter() - started, "epochs": best["epochs"]})
+            trial.set_user_attr(
+                "run", {"seconds": time.perf_counter() - started, "epochs": best["epochs"]}
+            )
             study.tell(trial, best["value"])
         self._keep_best_checkpoints(study)
         write_results(study, self.spec, self.folder)
@@ -125,7 +148,11 @@ class Worker:
     def _keep_best_checkpoints(self, study) -> None:
         from optuna.trial import TrialState
 
-        done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+        done = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.value is not None
+        ]
         done.sort(key=lambda t: t.value, reverse=self.spec.goal == "maximize")
         for t in done[KEEP_CHECKPOINTS:]:
             folder = _worker(t).get("folder")

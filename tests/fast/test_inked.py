@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from imagegen import mnist_like
+
 from mnist_mlp import data, model
 from mnist_mlp.fast import inked, step
 from mnist_mlp.fast.sgd import BufferedSGD
@@ -21,9 +21,13 @@ def _fast_loss_and_grads(params, x, y, activation, dropout, seed):
 
 
 @pytest.mark.parametrize("blank_share", [0.0, 0.35, 0.9, 1.0])
-@pytest.mark.parametrize("hidden, activation, dropout", [([32], "relu", 0.0), ([24, 16], "tanh", 0.0),
-                                                         ([32], "relu", 0.3), ([24, 16], "relu", 0.3)])
-def test_inked_columns_give_the_dense_forward_and_gradients(blank_share, hidden, activation, dropout):
+@pytest.mark.parametrize(
+    "hidden, activation, dropout",
+    [([32], "relu", 0.0), ([24, 16], "tanh", 0.0), ([32], "relu", 0.3), ([24, 16], "relu", 0.3)],
+)
+def test_inked_columns_give_the_dense_forward_and_gradients(
+    blank_share, hidden, activation, dropout
+):
     rng = np.random.default_rng(4)
     params = model.init_params(model.layer_sizes(hidden), activation, rng)
     for k in params:
@@ -35,7 +39,9 @@ def test_inked_columns_give_the_dense_forward_and_gradients(blank_share, hidden,
     assert len(batch.cols) == 784 - round(blank_share * 784)
     np.testing.assert_allclose(batch.dense(), dense, rtol=1e-6, atol=1e-6)
     y = rng.integers(0, 10, 16)
-    loss_r, grads_r, _ = model.loss_and_grads(params, dense, y, activation, 0.0, dropout, np.random.default_rng(1))
+    loss_r, grads_r, _ = model.loss_and_grads(
+        params, dense, y, activation, 0.0, dropout, np.random.default_rng(1)
+    )
     loss_d, grads_d = _fast_loss_and_grads(params, dense, y, activation, dropout, 1)
     loss_i, grads_i = _fast_loss_and_grads(params, batch, y, activation, dropout, 1)
     assert loss_i == pytest.approx(loss_r, rel=1e-5) and loss_d == pytest.approx(loss_r, rel=1e-5)
@@ -49,7 +55,7 @@ def test_inked_columns_keep_a_given_column_sum_and_refuse_a_busy_batch():
     images = mnist_like(rng, 8, 0.5)
     w = rng.random((784, 12), dtype=np.float32)
     batch = inked.inked_columns(images)
-    z, blank = batch.matmul(w)
+    _z, blank = batch.matmul(w)
     np.testing.assert_array_equal(blank, np.float32(batch.offset) * w.sum(axis=0))
     batch.w_colsum = np.zeros(12, np.float32)  # a kept sum is used as it is, not recomputed
     assert not batch.matmul(w)[1].any()

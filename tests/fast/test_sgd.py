@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from imagegen import mnist_like
+
 from mnist_mlp import data, model, optim
 from mnist_mlp.fast import inked, kernels, step
 from mnist_mlp.fast.sgd import FusedSGD
@@ -33,7 +33,9 @@ def test_fused_sgd_matches_the_reference_step(activation, dropout, hidden, monke
         x = rng.random((16, 784), dtype=np.float32)
         y = rng.integers(0, 10, 16)
         lr = 0.05 * (i + 1)  # a changing learning rate, as schedules make it
-        _, grads, _ = model.loss_and_grads(plain, x, y, activation, 1e-3, dropout, np.random.default_rng(i))
+        _, grads, _ = model.loss_and_grads(
+            plain, x, y, activation, 1e-3, dropout, np.random.default_rng(i)
+        )
         optim.sgd_step(plain, grads, v_plain, lr, 0.9)
         _fused_step(fused, sgd, x.copy(), y, activation, dropout, i, lr)
     v_fused = optim.other_form(fused, sgd.previous)
@@ -65,6 +67,12 @@ def test_a_fused_step_from_inked_columns_equals_the_dense_step(compiled, blank_s
         if compiled:  # the kept column sums are exactly those NumPy gives for the new weights
             np.testing.assert_array_equal(sparse.column_sums["W1"], sparse_params["W1"].sum(axis=0))
     for k in dense_params:  # momentum and L2 reached every row of W1, blank or not
-        np.testing.assert_allclose(sparse_params[k], dense_params[k], rtol=1e-5, atol=1e-6, err_msg=k)
-        np.testing.assert_allclose(sparse.previous[k], dense.previous[k], rtol=1e-5, atol=1e-6, err_msg=k)
-    assert np.abs(sparse_params["W1"] - sparse.previous["W1"]).max() > 1e-4  # the steps moved the weights
+        np.testing.assert_allclose(
+            sparse_params[k], dense_params[k], rtol=1e-5, atol=1e-6, err_msg=k
+        )
+        np.testing.assert_allclose(
+            sparse.previous[k], dense.previous[k], rtol=1e-5, atol=1e-6, err_msg=k
+        )
+    assert (
+        np.abs(sparse_params["W1"] - sparse.previous["W1"]).max() > 1e-4
+    )  # the steps moved the weights

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from imagegen import mnist_like
+
 from mnist_mlp import data, model, optim, train
 from mnist_mlp.config import load_config
 from mnist_mlp.fast import kernels
@@ -27,8 +27,9 @@ CASES = [  # hidden, activation, dropout, nesterov, extra settings
 
 def _reference_step(params, velocity, x, y, lr, config, rng):
     t, m = config.training, config.model
-    _, grads, predictions = model.loss_and_grads(params, x, y, m.activation, t.l2, m.dropout, rng,
-                                                 t.label_smoothing)
+    _, grads, predictions = model.loss_and_grads(
+        params, x, y, m.activation, t.l2, m.dropout, rng, t.label_smoothing
+    )
     optim.sgd_step(params, grads, velocity, lr, t.momentum, nesterov=t.nesterov)
     if t.max_norm:
         optim.clip_norms(params, t.max_norm)
@@ -38,16 +39,25 @@ def _reference_step(params, velocity, x, y, lr, config, rng):
 @pytest.mark.parametrize("compiled", [True, False])
 @pytest.mark.parametrize("blank_share", [0.35, 0.0])
 @pytest.mark.parametrize("hidden, activation, dropout, nesterov, extra", CASES)
-def test_the_fast_step_gives_the_reference_weights(hidden, activation, dropout, nesterov, extra,
-                                                   blank_share, compiled, monkeypatch):
+def test_the_fast_step_gives_the_reference_weights(
+    hidden, activation, dropout, nesterov, extra, blank_share, compiled, monkeypatch
+):
     if compiled and not kernels.AVAILABLE:
         pytest.skip("the compiled kernels are off or not built")
     if not compiled:
         monkeypatch.setattr(kernels, "AVAILABLE", False)
         monkeypatch.setattr(kernels, "WIDE", False)
-    config = load_config(overrides=[f"model.hidden={hidden}", f"model.activation={activation}",
-                                    f"model.dropout={dropout}", f"training.nesterov={str(nesterov).lower()}",
-                                    "training.momentum=0.9", "training.l2=1e-3", *extra])
+    config = load_config(
+        overrides=[
+            f"model.hidden={hidden}",
+            f"model.activation={activation}",
+            f"model.dropout={dropout}",
+            f"training.nesterov={str(nesterov).lower()}",
+            "training.momentum=0.9",
+            "training.l2=1e-3",
+            *extra,
+        ]
+    )
     state = train.new_state(config)
     reference = {k: v.copy() for k, v in state.params.items()}
     velocity = optim.init_state(reference)
@@ -61,12 +71,17 @@ def test_the_fast_step_gives_the_reference_weights(hidden, activation, dropout, 
         x = step.inputs(images, None, 16, data.scaling_for(0.1307, 0.3081))
         kinds.add(type(x))
         _, fast_pred = step(x, y, lr, np.random.default_rng(i))
-        ref_pred = _reference_step(reference, velocity, data.scale(images), y, lr, config, np.random.default_rng(i))
+        ref_pred = _reference_step(
+            reference, velocity, data.scale(images), y, lr, config, np.random.default_rng(i)
+        )
         np.testing.assert_array_equal(fast_pred, ref_pred)
     # batches with a third of their columns blank went in without them (classical momentum only)
     assert kinds == ({InkedColumns} if blank_share and not nesterov else {np.ndarray})
-    fast_velocity = (state.momentum if state.momentum_form == "velocity"
-                     else optim.other_form(state.params, state.momentum))
+    fast_velocity = (
+        state.momentum
+        if state.momentum_form == "velocity"
+        else optim.other_form(state.params, state.momentum)
+    )
     for k in reference:
         np.testing.assert_allclose(state.params[k], reference[k], rtol=1e-5, atol=1e-6, err_msg=k)
         np.testing.assert_allclose(fast_velocity[k], velocity[k], rtol=1e-4, atol=1e-6, err_msg=k)
