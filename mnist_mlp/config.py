@@ -60,9 +60,8 @@ class AugmentConfig:
     shear: float = field(default=0.0, metadata=non_negative())  # degrees, uniform +-
     elastic_alpha: float = field(default=0.0, metadata=non_negative())  # pixels; 0 = no elastic
     elastic_sigma: float = field(default=4.0, metadata=positive())  # pixels of smoothing
-    flip: float = field(
-        default=0.0, metadata=fraction(upper_open=False)
-    )  # share mirrored left-right
+    # share mirrored left-right
+    flip: float = field(default=0.0, metadata=fraction(upper_open=False))
     probability: float = field(default=1.0, metadata=fraction(upper_open=False))  # share distorted
 
     @property
@@ -106,12 +105,10 @@ class TrainingConfig:
     momentum: float = field(default=0.9, metadata=fraction())
     nesterov: bool = False
     l2: float = field(default=5e-4, metadata=non_negative())
-    max_norm: float = field(
-        default=0.0, metadata=non_negative()
-    )  # cap on incoming weight norms; 0 = off
-    label_smoothing: float = field(
-        default=0.0, metadata=fraction()
-    )  # target (1 - e) onehot + e / classes
+    # cap on incoming weight norms; 0 = off
+    max_norm: float = field(default=0.0, metadata=non_negative())
+    # target (1 - e) onehot + e / classes
+    label_smoothing: float = field(default=0.0, metadata=fraction())
     schedule: str = field(default="cosine", metadata=one_of("constant", "step", "cosine"))
     step_every: int = field(default=10, metadata=positive())  # epochs, for schedule: step
     step_gamma: float = field(default=0.1, metadata=_rule(lambda v: 0 < v <= 1, "be in (0, 1]"))

@@ -38,11 +38,8 @@ INSTALL_HINT = (
 DEFAULT_OPSET = 17  # onnxruntime 1.11 (2022) and later, onnxruntime-web, most mobile runtimes
 MIN_OPSET = 13  # the first where Softmax normalises over one axis rather than flattening
 INPUT_SHAPES = {"28x28": [28, 28], "784": [model.N_INPUTS]}
-ONNX_ACTIVATIONS = {
-    "relu": "Relu",
-    "sigmoid": "Sigmoid",
-    "tanh": "Tanh",
-}  # model.ACTIVATIONS' twins
+# model.ACTIVATIONS' twins
+ONNX_ACTIVATIONS = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}
 
 DOC = (
     "A {arch} multilayer perceptron ({activation}) trained by mnist_mlp {version} on {dataset}. "
@@ -233,9 +230,8 @@ def export(
     if fmt != "onnx":
         raise MlpError(f"--format must be onnx, got {fmt!r}")
     ckpt = ckpt_mod.load(checkpoint)
-    proto = build(
-        ckpt, opset, input_shape
-    )  # before any file is touched: nothing is written on refusal
+    # before any file is touched: nothing is written on refusal
+    proto = build(ckpt, opset, input_shape)
     path = Path(out) if out is not None else default_path(checkpoint)
     if path.is_dir():
         raise MlpError(f"--out {path} is a folder; give a file name such as {path / 'model.onnx'}")

@@ -337,9 +337,8 @@ def keep_digit(ink: np.ndarray) -> np.ndarray:
             or (area >= 3 and gap <= reach)
         ):
             keep |= labels == i
-    keep = (
-        square_filter(keep.astype(np.float32), 3, np.max) > 0
-    )  # a pixel's margin around what is kept
+    # a pixel's margin around what is kept
+    keep = square_filter(keep.astype(np.float32), 3, np.max) > 0
     if scale < 1:
         keep = (
             np.asarray(

@@ -307,9 +307,8 @@ def sensitivities(
     f_prime = DERIVATIVES[activation]
     deltas = [delta]
     for l in range(n_layers(params), 1, -1):
-        back = (
-            deltas[0] @ params[f"W{l}"].T
-        )  # dL/dA_{l-1}: the sensitivities sent back along the links
+        # dL/dA_{l-1}: the sensitivities sent back along the links
+        back = deltas[0] @ params[f"W{l}"].T
         mask = fwd.masks[l - 2]
         if mask is not None:
             back = back * mask

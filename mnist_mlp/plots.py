@@ -209,9 +209,8 @@ def plot_sweep_params(
             ax.scatter(xs, ys, marker=marker, color=colour, s=22, label=state)
         if dist == "log_uniform_values":
             ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(
-                plt.NullFormatter()
-            )  # the minor labels run into each other
+            # the minor labels run into each other
+            ax.xaxis.set_minor_formatter(plt.NullFormatter())
         ax.set(xlabel=key, ylabel=metric)
         ax.grid(alpha=0.3)
     if axes[0][0].get_legend_handles_labels()[0]:

@@ -444,9 +444,8 @@ def evaluate_committee(
         If the members were trained on different datasets or class lists (see
         :func:`~mnist_mlp.checkpoint.check_committee`).
     """
-    first = evaluate_on(
-        paths[0], split, progress
-    )  # checks the first member against the cached data
+    # checks the first member against the cached data
+    first = evaluate_on(paths[0], split, progress)
     others = [ckpt_mod.load(p) for p in paths[1:]]
     ckpt_mod.check_committee(paths, [first.checkpoint, *others])
     members, probs = [first], first.metrics.probabilities.copy()

@@ -46,9 +46,8 @@ def photo_like(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
         Image.fromarray(blotch, "F").resize((width, height), Image.Resampling.BICUBIC)
     )
     paper = paper + 0.025 * blotch
-    tint = np.array(
-        [1.0, rng.uniform(0.95, 1.0), rng.uniform(0.85, 0.98)], np.float32
-    )  # warm paper
+    # warm paper
+    tint = np.array([1.0, rng.uniform(0.95, 1.0), rng.uniform(0.85, 0.98)], np.float32)
     pen = rng.choice(
         [np.array([0.08, 0.08, 0.1]), np.array([0.1, 0.12, 0.4]), np.array([0.25, 0.22, 0.2])]
     )

@@ -225,6 +225,5 @@ def test_new_distortions_have_the_statistics_of_the_old(real_cache):
         moved_old, moved_new = (old[axis] - original[axis]) ** 2, (new[axis] - original[axis]) ** 2
         diff = moved_new - moved_old
         assert abs(diff.mean()) <= 4 * diff.std() / np.sqrt(len(diff))
-        assert (
-            0.5 < np.sqrt(moved_new.mean()) < 3
-        )  # pixels: shifted by up to 2, plus rotation and elastic
+        # pixels: shifted by up to 2, plus rotation and elastic
+        assert 0.5 < np.sqrt(moved_new.mean()) < 3

@@ -135,6 +135,7 @@ def test_stalled_server_is_bounded_by_the_read_timeout(server, tiny, monkeypatch
 def test_every_mirror_failing_names_each(server, tiny, monkeypatch, tmp_path):
     server.route("/html/" + tiny.spec.resources[0].filename, b"<html>error</html>")
     server.route("/boom/" + tiny.spec.resources[0].filename, b"", status=503)
+    # port 9 (discard) has no listener
     use_mirrors(
         monkeypatch,
         tiny,
@@ -142,7 +143,7 @@ def test_every_mirror_failing_names_each(server, tiny, monkeypatch, tmp_path):
         server.url + "/boom/",
         server.url + "/none/",
         "http://127.0.0.1:9/",
-    )  # port 9 (discard) has no listener
+    )
     monkeypatch.setenv("MNIST_MLP_MIRROR", str(tmp_path / "no-such-folder"))
     with pytest.raises(DownloadError) as info:
         download.ensure("tiny", options=FAST)

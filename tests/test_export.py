@@ -71,9 +71,8 @@ def test_onnxruntime_matches_the_numpy_forward_pass(tmp_path, hidden, activation
     assert probs.shape == (64, 10) and labels.shape == (64,) and labels.dtype == np.int64
     np.testing.assert_allclose(probs, expected, atol=1e-6)
     np.testing.assert_array_equal(labels, expected.argmax(axis=1))
-    assert (
-        np.ptp(expected, axis=0).max() > 1e-3
-    )  # answers that vary, so the comparison means something
+    # answers that vary, so the comparison means something
+    assert np.ptp(expected, axis=0).max() > 1e-3
 
 
 def test_the_graph_is_the_documented_one(tmp_path):

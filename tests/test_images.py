@@ -208,9 +208,8 @@ def test_components_match_a_flood_fill():
         mask = rng.random((rng.integers(1, 40), rng.integers(1, 40))) < rng.uniform(0.2, 0.7)
         ours, oracle = images._components(mask), _flood_fill(mask)
         pairs = set(zip(ours[mask].tolist(), oracle[mask].tolist()))
-        assert (
-            len(pairs) == len(np.unique(ours[mask])) == len(np.unique(oracle[mask]))
-        )  # same partition
+        # same partition
+        assert len(pairs) == len(np.unique(ours[mask])) == len(np.unique(oracle[mask]))
         assert not ours[~mask].any()
 
 

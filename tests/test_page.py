@@ -97,9 +97,8 @@ SEVEN = [[(0.25, 0.2), (0.75, 0.2), (0.42, 0.85)]]
 
 
 def draw_with_mouse(page, strokes):
-    page.evaluate(
-        "document.body.dataset.state = 'pending'"
-    )  # so that answer() waits for the new one
+    # so that answer() waits for the new one
+    page.evaluate("document.body.dataset.state = 'pending'")
     box = page.locator("#canvas").bounding_box()
     for stroke in strokes:
         x, y = stroke[0]

@@ -126,9 +126,8 @@ def test_a_good_sweep_file(tmp_path):
             },
         )
     )
-    assert (
-        spec.run_cap == 6 and spec.metric == "val_acc" and spec.goal == "maximize"
-    )  # a grid's size
+    # a grid's size
+    assert spec.run_cap == 6 and spec.metric == "val_acc" and spec.goal == "maximize"
     assert spec.base.training.epochs == 3 and spec.name == "sweep"
     assert spec.config_for({"model.hidden": [8, 8]}).model.hidden == [8, 8]
 
@@ -154,9 +153,8 @@ def test_too_much_memory_is_one_line_for_train_too(tiny_as_mnist):
     with pytest.raises(
         ConfigError, match=r"training.batch_size=100000: .* but 1.0 GB is available"
     ):
-        train.check_memory(
-            big_batch, available=10**9
-        )  # 1024 units fit; a batch of 100,000 does not
+        # 1024 units fit; a batch of 100,000 does not
+        train.check_memory(big_batch, available=10**9)
     train.check_memory(load_config(), available=10**9)
 
 
@@ -194,13 +192,11 @@ def test_a_sweep_writes_trials_results_and_a_best_config_that_reproduces(tiny_as
         load_config(folder / "best.yaml"), tmp_path / "again", progress=False, echo=lambda s: None
     )
     assert again.state.best["val_acc"] == best["value"]
-    assert (
-        not (tmp_path / "runs" / "latest").resolve().is_relative_to(folder)
-    )  # trials left runs/latest alone
+    # trials left runs/latest alone
+    assert not (tmp_path / "runs" / "latest").resolve().is_relative_to(folder)
     header = (folder / "results.csv").read_text().splitlines()[0]
-    assert (
-        header == "number,state,value,model.hidden,training.lr,epochs,seconds,host,sampler_seed"
-    )  # file order
+    # file order
+    assert header == "number,state,value,model.hidden,training.lr,epochs,seconds,host,sampler_seed"
 
 
 def test_rerunning_continues_and_never_reruns_a_finished_trial(tiny_as_mnist, tmp_path):
@@ -213,12 +209,13 @@ def test_rerunning_continues_and_never_reruns_a_finished_trial(tiny_as_mnist, tm
     lines = (tmp_path / "sw" / "results.csv").read_text().splitlines()
     assert lines[:4] == first and len(lines) == 6  # the first three unchanged, two more
     assert summary["trials"]["complete"] == 5
+    # at its cap: nothing more runs
     assert (
         sweep.sweep(spec_path, out=tmp_path / "sw", run_cap=5, progress=False, log=lambda s: None)[
             "trials"
         ]["complete"]
         == 5
-    )  # at its cap: nothing more runs
+    )
 
 
 def test_the_cap_holds_over_workers_racing_for_the_last_places(tiny_as_mnist, tmp_path):
@@ -424,10 +421,8 @@ def _study(folder: Path, spec_path: Path, url: str | None = None):
 @pytest.mark.realdata
 @pytest.mark.parametrize("how", ["ctrl-c", "kill -9"])
 def test_a_stopped_sweep_continues_with_the_same_command(real_env, tmp_path, how):
-    base = {
-        **REAL_BASE,
-        "training": {**REAL_BASE["training"], "epochs": 20},
-    }  # trials long enough to cut into
+    # trials long enough to cut into
+    base = {**REAL_BASE, "training": {**REAL_BASE["training"], "epochs": 20}}
     spec_path = write_spec(tmp_path / "spec", base_config=base, run_cap=10, parameters=REAL_PARAMS)
     folder = tmp_path / "sw"
     env = {**os.environ, "MNIST_MLP_HOME": str(real_env)}
@@ -471,9 +466,8 @@ def test_two_worker_processes_share_the_cores_and_the_cap(real_env, tmp_path):
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     _, rows = _read(tmp_path / "sw")
-    assert (
-        len(rows) == 6 and len({r["sampler_seed"] for r in rows}) == 2
-    )  # two workers, each its own seed
+    # two workers, each its own seed
+    assert len(rows) == 6 and len({r["sampler_seed"] for r in rows}) == 2
     assert json.loads(out)["best"]["test_accuracy"] > 0.8
 
 
@@ -619,10 +613,8 @@ def test_a_sweep_on_postgresql_from_two_machines(postgres, real_env, tmp_path):
     assert len([t for t in counted if t.state.name in ("COMPLETE", "PRUNED")]) == 6
     folders = [t.user_attrs["worker"]["folder"] for t in counted]
     assert len(set(folders)) == len(folders)  # no trial run twice
-    assert {Path(f).parent.parent.name for f in folders} == {
-        "sw-a",
-        "sw-b",
-    }  # both machines ran trials
+    # both machines ran trials
+    assert {Path(f).parent.parent.name for f in folders} == {"sw-a", "sw-b"}
 
 
 def test_trials_that_fail_of_themselves_use_up_their_places(tiny_as_mnist, tmp_path):

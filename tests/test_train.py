@@ -292,9 +292,8 @@ def test_skipping_blank_pixels_changes_nothing_but_the_time(monkeypatch, hidden,
 
 def test_batches_without_blank_columns_go_the_dense_way(monkeypatch):
     calls = _counting(monkeypatch)
-    train.fit(
-        small_config("training.epochs=1"), tiny_data(), progress=False
-    )  # noise in every pixel
+    # noise in every pixel
+    train.fit(small_config("training.epochs=1"), tiny_data(), progress=False)
     assert calls == {"inked": 0, "dense": 15}
 
 

@@ -102,9 +102,8 @@ class FusedSGD:
             elif kernels.fits(p, w, inked[1], inked[2]):
                 cols, g, v = inked
                 sums = np.empty(p.shape[1], np.float32)
-                kernels.update_inked(
-                    p, w, g, cols, v, sums, keep, self.momentum
-                )  # the lines below, and sums
+                # the lines below, and sums
+                kernels.update_inked(p, w, g, cols, v, sums, keep, self.momentum)
                 self.column_sums[key] = sums
             else:
                 cols, g, v = inked

@@ -27,9 +27,8 @@ def test_gemm_tn_matches_numpy(mode, k, m, n):
     np.testing.assert_allclose(c, expected, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize(
-    "shape", [(784, 1024), (1024, 10)]
-)  # through the library, and NumPy below its size
+# through the library, and NumPy below its size
+@pytest.mark.parametrize("shape", [(784, 1024), (1024, 10)])
 def test_axpy_matches_numpy(mode, shape):
     rng = np.random.default_rng(0)
     x, y = rng.random(shape, dtype=np.float32), rng.random(shape, dtype=np.float32)

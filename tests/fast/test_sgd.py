@@ -73,6 +73,5 @@ def test_a_fused_step_from_inked_columns_equals_the_dense_step(compiled, blank_s
         np.testing.assert_allclose(
             sparse.previous[k], dense.previous[k], rtol=1e-5, atol=1e-6, err_msg=k
         )
-    assert (
-        np.abs(sparse_params["W1"] - sparse.previous["W1"]).max() > 1e-4
-    )  # the steps moved the weights
+    # the steps moved the weights
+    assert np.abs(sparse_params["W1"] - sparse.previous["W1"]).max() > 1e-4
