@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= configs/default.yaml
-EXTRAS := dev,plot,export,serve,sweep
+EXTRAS := dev,plot,export,serve,sweep,sklearn
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-fast check check-format check-style check-types format train smoke eval bench download serve clean
@@ -12,7 +12,7 @@ help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 # Two stamps: training needs only the package and its core dependencies; the tests need
-# every extra (plots, export, serving, sweeps) and the dev tools.
+# every extra (plots, export, serving, sweeps, the scikit-learn estimator) and the dev tools.
 $(VENV)/.core: pyproject.toml setup.py mnist_mlp/fast/_kernels.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

@@ -68,6 +68,29 @@ class Checkpoint:
     def classes(self) -> list[str]:
         return self.meta.get("classes") or [str(d) for d in range(10)]
 
+    @property
+    def sizes(self) -> list[int]:
+        """The layer widths, input first: ``[784, 1024, 10]`` for the default net."""
+        return sizes_of(self.config, self.meta)
+
+
+def sizes_of(config: config_mod.Config, meta: dict) -> list[int]:
+    """Layer widths from a checkpoint's config and metadata: the input's shape and the classes
+    it records (MNIST's 28x28 and ten digits where a checkpoint predates them)."""
+    shape = (meta.get("input") or {}).get("shape") or [28, 28]
+    n_classes = len(meta.get("classes") or range(10))
+    return layer_sizes(config.model.hidden, int(np.prod(shape)), n_classes)
+
+
+def check_pixels(path: str | os.PathLike, ckpt: Checkpoint) -> None:
+    """Refuse, in one line, a net that does not take the 784 pixels of a 28x28 image (one fitted
+    from Python on other arrays), where a command would feed it images."""
+    if ckpt.sizes[0] != 28 * 28:
+        raise CheckpointError(
+            f"{path} takes {ckpt.sizes[0]} features, not the 784 pixels of a 28x28 image; use it "
+            f"from Python (mnist_mlp.MLPClassifier.from_checkpoint)"
+        )
+
 
 def save(path: str | os.PathLike, ckpt: Checkpoint) -> None:
     """Write ``ckpt`` to ``path`` atomically (the previous file survives any failure)."""
@@ -156,7 +179,18 @@ def _validate(path: Path, arrays: dict[str, np.ndarray]) -> Checkpoint:
     old_names = [k for k in arrays if k.startswith("velocity/")]  # before 'momentum/' named it
     for key in old_names:
         arrays[key.replace("velocity/", "momentum/", 1)] = arrays.pop(key)
-    shapes = param_shapes(layer_sizes(config.model.hidden))
+    input_shape = recorded.get("shape", [28, 28])
+    if not (
+        isinstance(input_shape, list)
+        and input_shape
+        and all(isinstance(d, int) and d > 0 for d in input_shape)
+    ):
+        raise fail(f"its metadata's input.shape {input_shape!r} is not a list of sizes")
+    classes = meta.get("classes", [str(d) for d in range(10)])
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise fail(f"its metadata's classes {classes!r} are not a list of names")
+    sizes = sizes_of(config, meta)
+    shapes = param_shapes(sizes)
     params: Params = {}
     momentum: Params = {}
     for group, target, required in (("param", params, True), ("momentum", momentum, False)):
@@ -166,10 +200,7 @@ def _validate(path: Path, arrays: dict[str, np.ndarray]) -> Checkpoint:
         missing, extra = set(shapes) - present, present - set(shapes)
         if missing or extra:
             what = f"missing {sorted(missing)}" if missing else f"unexpected {sorted(extra)}"
-            raise fail(
-                f"{group} arrays {what} for a "
-                f"{'-'.join(map(str, layer_sizes(config.model.hidden)))} net"
-            )
+            raise fail(f"{group} arrays {what} for a {'-'.join(map(str, sizes))} net")
         for key, shape in shapes.items():
             array = arrays.pop(f"{group}/{key}")
             if array.shape != shape:

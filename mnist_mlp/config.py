@@ -114,6 +114,7 @@ class TrainingConfig:
     step_gamma: float = field(default=0.1, metadata=_rule(lambda v: 0 < v <= 1, "be in (0, 1]"))
     warmup_epochs: float = field(default=0.0, metadata=non_negative())
     patience: int = field(default=0, metadata=non_negative())  # epochs; 0 = no early stopping
+    shuffle: bool = True  # a new order of the training examples every epoch
     # Leave out of the first layer's products the pixels blank in every image of a batch (the
     # same math; see fast.inked.InkedColumns). Classical momentum only; Nesterov's runs dense.
     skip_blank_pixels: bool = True

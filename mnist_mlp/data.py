@@ -114,6 +114,37 @@ def load(
     )
 
 
+def load_arrays(
+    dataset: str = "mnist", root: str | None = None, progress: bool = True, flatten: bool = True
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """A dataset's training and test arrays, through the verified cache (downloaded if need be).
+
+    As ``keras.datasets.mnist.load_data()`` returns them, except that the images are flattened
+    to rows of 784 pixels unless ``flatten`` is False, ready for ``MLPClassifier.fit``.
+
+    Parameters
+    ----------
+    dataset : {"mnist", "fashion-mnist"}
+    root : str, optional
+        Cache folder (see :func:`mnist_mlp.download.cache_root`).
+    progress : bool
+        Show download progress bars.
+    flatten : bool
+
+    Returns
+    -------
+    (x_train, y_train), (x_test, y_test)
+        uint8 images of shape (60000, 784) and (10000, 784) (or (n, 28, 28)), pixels 0..255,
+        and uint8 labels 0..9.
+    """
+    entries = download.ensure(dataset, root, download.FetchOptions(progress=progress))
+    shape = (-1, 28 * 28) if flatten else (-1, 28, 28)
+    return (
+        (entries["train-images"].array.reshape(shape), entries["train-labels"].array),
+        (entries["test-images"].array.reshape(shape), entries["test-labels"].array),
+    )
+
+
 def scale(
     images: np.ndarray,
     out: np.ndarray | None = None,

@@ -105,7 +105,7 @@ def build(ckpt: ckpt_mod.Checkpoint, opset: int = DEFAULT_OPSET, input_shape: st
     activation = ckpt.activation
     scale, offset = ckpt.scaling
     n = model.n_layers(ckpt.params)
-    sizes = model.layer_sizes(ckpt.config.model.hidden)
+    sizes = ckpt.sizes
 
     inits = [
         numpy_helper.from_array(np.array([-1, model.N_INPUTS], np.int64), "flat_shape"),
@@ -142,7 +142,7 @@ def build(ckpt: ckpt_mod.Checkpoint, opset: int = DEFAULT_OPSET, input_shape: st
         "pixels", TensorProto.FLOAT, ["N", *INPUT_SHAPES[input_shape]]
     )
     outputs = [
-        helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", model.N_CLASSES]),
+        helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", ckpt.sizes[-1]]),
         helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
     ]
     arch = "-".join(map(str, sizes))
@@ -207,11 +207,6 @@ def _check_exportable(ckpt: ckpt_mod.Checkpoint) -> None:
         raise MlpError(
             f"cannot export a net for {shape} inputs: the exported graph takes 28x28 pixels"
         )
-    if len(ckpt.classes) != model.N_CLASSES:
-        raise MlpError(
-            f"cannot export a net with {len(ckpt.classes)} class names for "
-            f"{model.N_CLASSES} outputs"
-        )
 
 
 def default_path(checkpoint: str | os.PathLike) -> Path:
@@ -243,6 +238,6 @@ def export(
         opset,
         proto.ir_version,
         len(data),
-        "-".join(map(str, model.layer_sizes(ckpt.config.model.hidden))),
+        "-".join(map(str, ckpt.sizes)),
         _shape_text(input_shape),
     )

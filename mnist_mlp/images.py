@@ -449,6 +449,23 @@ def prepare(
     return Prepared(to_field(ink))
 
 
+def prepare_image(source: str | os.PathLike | bytes) -> np.ndarray:
+    """``mlp predict``'s preparation of a user's image, as MNIST's pixels.
+
+    Returns
+    -------
+    ndarray of shape (28, 28), float32
+        Pixel values 0..255, white ink on black, the digit fitted and centred as in MNIST:
+        ``clf.predict(prepare_image(path).reshape(1, -1))`` classifies it.
+
+    Raises
+    ------
+    ImageError
+        If the image cannot be read or holds no digit.
+    """
+    return prepare(source).pixels * np.float32(255)
+
+
 def render(pixels: np.ndarray) -> str:
     """The 28x28 input as text, two characters per pixel, darker shades for more ink."""
     shades = " ░▒▓█"

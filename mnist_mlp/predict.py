@@ -68,6 +68,8 @@ class Predictor:
         paths = [Path(p or default_checkpoint()) for p in given]
         self.path = paths[0]
         self.members = [ckpt_mod.load(p) for p in paths]
+        for path, member in zip(paths, self.members):
+            ckpt_mod.check_pixels(path, member)
         ckpt_mod.check_committee(paths, self.members)
         self.ckpt = self.members[0]
 

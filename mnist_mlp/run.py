@@ -389,6 +389,7 @@ def evaluate_on(path: str | os.PathLike, split: str = "test", progress: bool = T
     """Load a checkpoint and its dataset (checking it is the same data) and run it over
     ``split``."""
     ckpt = ckpt_mod.load(path)
+    ckpt_mod.check_pixels(path, ckpt)
     data = load_data(ckpt.config, progress)
     _check_same_data(path, ckpt, data)
     chosen = {"test": data.test, "val": data.val, "train": data.train}[split]

@@ -212,9 +212,12 @@ def _size(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-def new_state(config: Config) -> State:
-    """Freshly initialised parameters and zero velocities, from ``training.seed``."""
-    sizes = model.layer_sizes(config.model.hidden)
+def new_state(
+    config: Config, n_inputs: int = model.N_INPUTS, n_classes: int = model.N_CLASSES
+) -> State:
+    """Freshly initialised parameters and zero velocities, from ``training.seed``, for a net of
+    ``n_inputs`` inputs and ``n_classes`` outputs (MNIST's 784 and 10 by default)."""
+    sizes = model.layer_sizes(config.model.hidden, n_inputs, n_classes)
     params = model.init_params(
         sizes, config.model.activation, data_mod.rng_for(config.training.seed, data_mod.INIT)
     )
@@ -254,8 +257,8 @@ def evaluate(
     ``scaling``).
     """
     n = len(split)
-    probs = np.empty((n, model.N_CLASSES), np.float32)
-    x = np.empty((min(batch, n), model.N_INPUTS), np.float32)
+    probs = np.empty((n, params[f"b{model.n_layers(params)}"].shape[0]), np.float32)
+    x = np.empty((min(batch, n), params["W1"].shape[0]), np.float32)
     for start in range(0, n, batch):
         chunk = split.images[start : start + batch]
         xb = data_mod.scale(chunk, x[: len(chunk)], *scaling)
@@ -279,7 +282,7 @@ def fit(
     *,
     on_epoch: EpochCallback | None = None,
     stop: StopFlag | None = None,
-    progress: bool = True,
+    progress: bool | Callable = True,
     augment: Callable | None = None,
 ) -> State:
     """Train (or continue training) the network described by ``config`` on ``data``.
@@ -296,8 +299,9 @@ def fit(
         ``on_epoch(state, row, is_best)`` after each epoch; ``row`` has :data:`COLUMNS`.
     stop : StopFlag, optional
         Checked after every step; when set, the returned state has status "interrupted".
-    progress : bool
-        A tqdm bar per epoch on stderr (off anyway when stderr is not a terminal).
+    progress : bool or callable
+        True: a tqdm bar per epoch on stderr (off anyway when stderr is not a terminal). A
+        tqdm class instead (``tqdm.auto.tqdm`` in a notebook): bars of that kind, always shown.
     augment : callable, optional
         ``augment(images_uint8 (B, 784), rng) -> images_uint8``, applied to each training
         batch (see :class:`mnist_mlp.augment.Augmenter`).
@@ -312,7 +316,7 @@ def fit(
         When the loss stops being finite; nothing is reported for the failing epoch, so the
         checkpoints already written stay as they were.
     """
-    state = state or new_state(config)
+    state = state or new_state(config, data.train.images.shape[1], len(data.classes))
     stop = stop or StopFlag()
     state.status = "running"
     with np.errstate(over="ignore", invalid="ignore"):  # a diverging loss is reported below, once
@@ -322,6 +326,10 @@ def fit(
 def _loop(config, data, state, on_epoch, stop, progress, augment) -> State:
     from tqdm import tqdm
 
+    bar_class, disable = (
+        (progress, False) if callable(progress) else (tqdm, None if progress else True)
+    )
+
     t = config.training
     train = data.train
     n, batch_size = len(train), t.batch_size
@@ -330,20 +338,20 @@ def _loop(config, data, state, on_epoch, stop, progress, augment) -> State:
     while state.epoch < t.epochs:
         epoch = state.epoch
         rng = data_mod.rng_for(t.seed, data_mod.EPOCH, epoch)
-        order = rng.permutation(n)
+        order = rng.permutation(n) if t.shuffle else np.arange(n)
         if state.batch:  # resuming inside this epoch: continue the same random stream
             rng.bit_generator.state = state.rng
         else:
             state.totals = [0.0, 0, 0]
         started = time.perf_counter()
         lr = t.lr
-        bar = tqdm(
+        bar = bar_class(
             total=n_batches,
             initial=state.batch,
             desc=f"epoch {epoch + 1}/{t.epochs}",
             unit="batch",
             leave=False,
-            disable=None if progress else True,
+            disable=disable,
             mininterval=0.25,
         )
         batches = _Batches(train, order, batch_size, augment, t.seed, epoch)

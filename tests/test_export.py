@@ -21,7 +21,10 @@ def make(tmp_path, hidden=(32,), activation="relu", seed=0, name="c.npz", **meta
         overrides=[f"model.hidden={list(hidden)}", f"model.activation={activation}"]
     )
     rng = np.random.default_rng(seed)
-    params = model.init_params(model.layer_sizes(list(hidden)), activation, rng)
+    shape = meta.get("input", {}).get("shape", [28, 28])
+    n_classes = len(meta.get("classes", range(10)))
+    sizes = model.layer_sizes(list(hidden), int(np.prod(shape)), n_classes)
+    params = model.init_params(sizes, activation, rng)
     for key in params:
         if key.startswith("b"):
             params[key] = rng.normal(0, 0.5, params[key].shape).astype(np.float32)
@@ -151,9 +154,21 @@ def test_what_cannot_be_exported_faithfully_is_refused(tmp_path):
     odd = make(tmp_path, name="odd.npz", input={"scale": 1.0, "offset": 0.0, "shape": [32, 32]})
     with pytest.raises(MlpError, match=r"cannot export a net for \[32, 32\] inputs"):
         export.export(odd)
+
+
+def test_a_net_of_other_classes_exports_with_as_many_outputs(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
     few = make(tmp_path, name="few.npz", classes=["a", "b"])
-    with pytest.raises(MlpError, match="cannot export a net with 2 class names"):
-        export.export(few)
+    path = export.export(few).path
+    session = ort.InferenceSession(str(path))
+    images = np.random.default_rng(0).integers(0, 256, (5, 28, 28)).astype(np.float32)
+    probabilities, labels = session.run(None, {"pixels": images})
+    assert probabilities.shape == (5, 2) and set(labels) <= {0, 1}
+    ckpt = checkpoint.load(few)
+    expected = model.predict_proba(
+        ckpt.params, data.scale(images.reshape(5, -1), None, *ckpt.scaling), "relu"
+    )
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-4, atol=1e-6)
 
 
 def test_corrupt_and_pickled_checkpoints_are_refused_like_eval_does(tmp_path):

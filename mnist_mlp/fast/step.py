@@ -313,7 +313,7 @@ class Step:
     ) -> np.ndarray | InkedColumns:
         """The batch ``images[rows]`` (all of ``images`` if None) as the network's inputs:
         its inked columns where enough are blank, else dense (n, 784) float32."""
-        if self.skip_blank:
+        if self.skip_blank and images.dtype == np.uint8:  # pixels, blank where 0
             x = inked_columns(
                 images,
                 *scaling,

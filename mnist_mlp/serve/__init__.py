@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_mlp import __version__, model
+from mnist_mlp import __version__
 from mnist_mlp.errors import MlpError
 from mnist_mlp.predict import Predictor
 
@@ -66,7 +66,7 @@ def model_info(predictor: Predictor) -> dict:
         "dataset": dataset.get("name"),
         "digest": dataset.get("digest"),
         "classes": ckpt.classes,
-        "layers": model.layer_sizes(ckpt.config.model.hidden),
+        "layers": ckpt.sizes,
         "activation": ckpt.activation,
         "dropout": ckpt.config.model.dropout,
         "test_accuracy": test.get("accuracy"),

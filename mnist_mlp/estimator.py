@@ -1,0 +1,674 @@
+"""``mnist_mlp.MLPClassifier``: this project's network behind scikit-learn's estimator API.
+
+``fit(X, y)``, ``predict``, ``predict_proba``, ``score``, pipelines, grid search and
+cross-validation, as with scikit-learn's own ``MLPClassifier``; underneath, the training loop
+of ``mlp train`` (:func:`mnist_mlp.train.fit`) and its fast step (:mod:`mnist_mlp.fast`), with
+what scikit-learn's MLP lacks: dropout, max-norm, label smoothing, learning-rate schedules,
+distortions of 28x28 digits, and checkpoints that ``mlp eval``, ``predict``, ``serve`` and
+``export`` read.
+
+Parameters that mean the same as scikit-learn's have its names; their defaults are this
+project's (``configs/default.yaml``: the 784-1024-10 net, 20 epochs of SGD with momentum and a
+cosine schedule), so that ``fit`` on MNIST trains what ``mlp train`` trains. Each is checked by
+the config's own rules (:mod:`mnist_mlp.config`) and a bad one is a one-line
+:class:`ParameterError` naming it.
+
+Needs the optional ``sklearn`` extra (``pip install 'mnist-mlp[sklearn]'``); this is the only
+module that imports scikit-learn.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from mnist_mlp import checkpoint as ckpt_mod
+from mnist_mlp import config as config_mod
+from mnist_mlp import data as data_mod
+from mnist_mlp import model, optim, train
+from mnist_mlp.errors import ConfigError
+from mnist_mlp.fast import kernels
+from mnist_mlp.fast import step as fast_step
+
+INSTALL_HINT = "mnist_mlp.MLPClassifier needs scikit-learn: pip install 'mnist-mlp[sklearn]'"
+
+try:
+    from sklearn.base import BaseEstimator, ClassifierMixin
+    from sklearn.utils.multiclass import check_classification_targets
+    from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+except ImportError:  # pragma: no cover - exercised by a test in a subprocess without sklearn
+    raise ImportError(INSTALL_HINT) from None
+
+
+class ParameterError(ConfigError, ValueError):
+    """A constructor parameter breaks its rule (a ``ValueError``, as scikit-learn raises)."""
+
+
+# Parameter -> the config key it sets. Activation names: scikit-learn's "logistic" is sigmoid.
+CONFIG_KEYS = {
+    "hidden_layer_sizes": "model.hidden",
+    "activation": "model.activation",
+    "dropout": "model.dropout",
+    "alpha": "training.l2",
+    "batch_size": "training.batch_size",
+    "learning_rate_init": "training.lr",
+    "momentum": "training.momentum",
+    "nesterovs_momentum": "training.nesterov",
+    "max_iter": "training.epochs",
+    "shuffle": "training.shuffle",
+    "max_norm": "training.max_norm",
+    "label_smoothing": "training.label_smoothing",
+    "schedule": "training.schedule",
+    "warmup_epochs": "training.warmup_epochs",
+    "skip_blank_pixels": "training.skip_blank_pixels",
+}
+ACTIVATIONS = {"relu": "relu", "logistic": "sigmoid", "sigmoid": "sigmoid", "tanh": "tanh"}
+_DEFAULTS = config_mod.Config()
+
+
+def _fail(name: str, rule: str, value: Any) -> ParameterError:
+    return ParameterError(f"MLPClassifier: {name} must {rule}, got {value!r}")
+
+
+class MLPClassifier(ClassifierMixin, BaseEstimator):
+    """A multilayer perceptron trained by minibatch SGD, from this project's NumPy code.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : tuple of int, default=(1024,)
+        The width of each hidden layer.
+    activation : {"relu", "logistic", "tanh"}, default="relu"
+        The hidden layers' activation ("sigmoid" is accepted for "logistic").
+    alpha : float, default=5e-4
+        L2 penalty on the weights (not the biases).
+    batch_size : int or "auto", default=128
+        Minibatch size; "auto" is min(200, n_samples), as scikit-learn's.
+    learning_rate_init : float, default=0.05
+        The peak learning rate (see ``schedule``).
+    momentum : float, default=0.9
+    nesterovs_momentum : bool, default=False
+        Nesterov's momentum instead of classical momentum (which the fused update runs).
+    max_iter : int, default=20
+        Epochs (each a full pass over the training data).
+    shuffle : bool, default=True
+        A new order of the examples every epoch.
+    random_state : int, RandomState or None, default=None
+        Seeds the initial weights, the shuffling, dropout, distortions and the validation split.
+        None: a new seed on each fit.
+    tol : float, default=1e-4
+        Improvement that counts, for stopping: of the training loss, or of the validation
+        accuracy with ``early_stopping``.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training data (stratified), stop when its
+        accuracy has not improved by ``tol`` for ``n_iter_no_change`` epochs, and keep the
+        weights of the best epoch.
+    validation_fraction : float, default=0.1
+    n_iter_no_change : int, default=10
+    warm_start : bool, default=False
+        ``fit`` continues from the previous fit's weights instead of starting anew.
+    verbose : bool, default=False
+        A progress bar per epoch (``tqdm.auto``: it renders in notebooks) and a line per epoch.
+    dropout : float, default=0.0
+        Probability of dropping each hidden neuron while training.
+    max_norm : float, default=0.0
+        Cap on the norm of each hidden neuron's incoming weights (0: none).
+    label_smoothing : float, default=0.0
+    schedule : {"cosine", "constant", "step"}, default="cosine"
+        The learning rate over the ``max_iter`` epochs.
+    warmup_epochs : float, default=0.0
+    augment : dict or None, default=None
+        Random distortions of each training batch, for 28x28 digit images given as 0..255
+        pixels: the keys of the config's ``data.augment`` (``rotate``, ``scale``, ``shear``,
+        ``translate``, ``elastic_alpha``, ``elastic_sigma``, ``flip``, ``probability``).
+    skip_blank_pixels : bool, default=True
+        Leave the pixel columns blank in a whole batch out of the first layer's products (the
+        same result, faster), where the data are uint8 pixels.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Where ``X`` had string column names (a DataFrame).
+    coefs_ : list of ndarray
+        ``coefs_[i]`` of shape (fan_in, fan_out): the weights of layer i + 1, as scikit-learn's.
+    intercepts_ : list of ndarray
+    loss_curve_ : list of float
+        The mean training loss of each epoch.
+    validation_scores_ : list of float or None
+        The validation accuracy of each epoch, with ``early_stopping``.
+    best_loss_ : float or None
+        The lowest training loss (None with ``early_stopping``, as scikit-learn's).
+    best_validation_score_ : float or None
+    n_iter_ : int
+        Epochs run.
+    t_ : int
+        Training examples seen.
+    input_scaling_ : tuple of (float, float)
+        (scale, offset): the network's input is ``X * scale + offset``, learned from the first
+        fit's data (their mean and standard deviation), as ``mlp train`` standardises pixels.
+    fit_info_ : dict
+        ``seconds`` of the last fit, ``blas_threads`` it ran with, whether the compiled
+        ``kernels`` ran.
+    """
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(1024,),
+        activation="relu",
+        *,
+        alpha=5e-4,
+        batch_size=128,
+        learning_rate_init=0.05,
+        momentum=0.9,
+        nesterovs_momentum=False,
+        max_iter=20,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        warm_start=False,
+        verbose=False,
+        dropout=0.0,
+        max_norm=0.0,
+        label_smoothing=0.0,
+        schedule="cosine",
+        warmup_epochs=0.0,
+        augment=None,
+        skip_blank_pixels=True,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate_init = learning_rate_init
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.dropout = dropout
+        self.max_norm = max_norm
+        self.label_smoothing = label_smoothing
+        self.schedule = schedule
+        self.warmup_epochs = warmup_epochs
+        self.augment = augment
+        self.skip_blank_pixels = skip_blank_pixels
+
+    # --- the config these parameters make ----------------------------------------------------
+
+    def _config(self, n_samples: int, seed: int) -> config_mod.Config:
+        """The :class:`~mnist_mlp.config.Config` of a fit, every parameter checked."""
+        if not isinstance(self.activation, str) or self.activation not in ACTIVATIONS:
+            raise _fail("activation", "be one of relu, logistic, tanh", self.activation)
+        hidden = self.hidden_layer_sizes
+        if isinstance(hidden, (int, np.integer)):
+            hidden = [hidden]
+        try:
+            hidden = [int(h) for h in hidden]
+        except (TypeError, ValueError):
+            raise _fail(
+                "hidden_layer_sizes", "be a tuple of sizes", self.hidden_layer_sizes
+            ) from None
+        batch = self.batch_size
+        if batch == "auto":
+            batch = min(200, n_samples)
+        values: dict[str, Any] = {
+            name: getattr(self, name) for name in CONFIG_KEYS if name not in ("activation",)
+        }
+        values.update(
+            hidden_layer_sizes=hidden,
+            activation=ACTIVATIONS[self.activation],
+            batch_size=batch,
+            max_iter=self.max_iter,
+        )
+        for name, rule, ok in (
+            ("tol", "be >= 0", _is_real(self.tol) and self.tol >= 0),
+            (
+                "validation_fraction",
+                "be in (0, 1)",
+                _is_real(self.validation_fraction) and 0 < self.validation_fraction < 1,
+            ),
+            (
+                "n_iter_no_change",
+                "be an integer >= 1",
+                _is_int(self.n_iter_no_change) and self.n_iter_no_change >= 1,
+            ),
+        ):
+            if not ok:
+                raise _fail(name, rule, getattr(self, name))
+        for name in ("early_stopping", "warm_start", "verbose"):
+            if not isinstance(getattr(self, name), (bool, np.bool_, int)):
+                raise _fail(name, "be true or false", getattr(self, name))
+        tree: dict[str, Any] = {"data": {"validation": 0}, "model": {}, "training": {"seed": seed}}
+        for name, value in values.items():
+            section, key = CONFIG_KEYS[name].split(".")
+            tree[section][key] = _plain(value)
+        if self.augment is not None:
+            if not isinstance(self.augment, dict):
+                raise _fail("augment", "be a dict of data.augment settings or None", self.augment)
+            tree["data"]["augment"] = {k: _plain(v) for k, v in self.augment.items()}
+        try:
+            return config_mod.from_dict(tree, "MLPClassifier")
+        except ConfigError as exc:
+            raise ParameterError(_param_names(str(exc))) from None
+
+    # --- fitting ----------------------------------------------------------------------------
+
+    def fit(self, X, y):
+        """Train on ``X`` (n_samples, n_features) and ``y`` (n_samples,); return self.
+
+        ``X`` as given: MNIST's 0..255 pixels (uint8 keeps memory low and lets blank pixel
+        columns be skipped) or any real features. Labels may be of any kind (strings too).
+        """
+        return self._fit(X, y, incremental=False)
+
+    def partial_fit(self, X, y, classes=None):
+        """One epoch over ``X``, ``y``, continuing from the current weights; return self.
+
+        ``classes`` (every label there will be) is needed on the first call. The learning rate
+        stays at ``learning_rate_init`` (a schedule needs to know the epochs to come).
+        """
+        if not hasattr(self, "classes_") and classes is None:
+            raise ParameterError(
+                "MLPClassifier: classes must be given on the first call to partial_fit "
+                "(every label there will be)"
+            )
+        return self._fit(X, y, incremental=True, classes=classes)
+
+    def _fit(self, X, y, incremental: bool, classes=None):
+        first = not (incremental or self.warm_start) or not hasattr(self, "_state")
+        X, y = validate_data(self, X, y, reset=first, dtype=[np.float32, np.float64, np.uint8])
+        y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        if first:
+            self.classes_ = np.unique(y) if classes is None else np.unique(np.asarray(classes))
+        labels = np.searchsorted(self.classes_, y)
+        unknown = (labels >= len(self.classes_)) | (
+            self.classes_[np.minimum(labels, len(self.classes_) - 1)] != y
+        )
+        if unknown.any():
+            raise ParameterError(
+                f"MLPClassifier: y holds labels not in classes_ ({y[unknown][0]!r}); give every "
+                f"label in partial_fit's first call (classes=...)"
+            )
+        if first:
+            self._seed = _seed(self.random_state)
+            self.input_scaling_ = _scaling(X)
+        config = self._config(len(X), self._seed)
+        if config.data.augment.enabled and (X.dtype != np.uint8 or X.shape[1] != model.N_INPUTS):
+            raise ParameterError(
+                "MLPClassifier: augment distorts 28x28 digits given as uint8 pixels (n_features "
+                f"784, dtype uint8); got {X.shape[1]} features of {X.dtype}"
+            )
+        train_x, train_y, val_x, val_y = self._split(X, labels, config)
+        data = data_mod.Data(
+            "arrays",
+            tuple(str(c) for c in self.classes_),
+            "",
+            train=data_mod.Split(train_x, train_y),
+            val=data_mod.Split(val_x, val_y),
+            test=data_mod.Split(val_x[:0], val_y[:0]),
+            scaling=self.input_scaling_,
+        )
+        if first:
+            self._state = train.new_state(config, X.shape[1], len(self.classes_))
+            self.loss_curve_: list[float] = []
+            self.t_ = 0
+            self.validation_scores_: list[float] | None = [] if self.early_stopping else None
+            self.best_loss_: float | None = math.inf if not self.early_stopping else None
+            self.best_validation_score_: float | None = -math.inf if self.early_stopping else None
+            self._best_params: model.Params | None = None
+            self._no_improvement = 0
+        state = self._state
+        state.status = "running"
+        # Epochs counted from where this call starts; one for partial_fit.
+        done = state.epoch
+        epochs = 1 if incremental else config.training.epochs
+        if incremental:
+            config = _replace(config, epochs=done + 1, schedule="constant", warmup_epochs=0.0)
+        else:
+            config = _replace(config, epochs=done + epochs)
+        stop = train.StopFlag()
+
+        def on_epoch(state: train.State, row: dict, is_best: bool) -> None:
+            self._record(state, row, stop, incremental)
+            self.t_ += len(train_y)
+
+        progress: Any = False
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            progress = tqdm
+        started = time.perf_counter()
+        with _blas_threads() as threads:
+            state = train.fit(
+                config,
+                data,
+                state,
+                on_epoch=on_epoch,
+                stop=stop,
+                progress=progress,
+                augment=_augmenter(config),
+            )
+        if self.early_stopping and self._best_params is not None:
+            # the best epoch's weights, as scikit-learn keeps them; their momentum is gone
+            state.params = {k: v.copy() for k, v in self._best_params.items()}
+            state.momentum, state.momentum_form = optim.init_state(state.params), "velocity"
+        self._state = state
+        self._config_used = config
+        self.n_iter_ = state.epoch
+        self.coefs_ = [state.params[f"W{l}"] for l in range(1, model.n_layers(state.params) + 1)]
+        self.intercepts_ = [
+            state.params[f"b{l}"] for l in range(1, model.n_layers(state.params) + 1)
+        ]
+        self.n_layers_ = len(self.coefs_) + 1
+        self.n_outputs_ = len(self.classes_)
+        self.out_activation_ = "softmax"
+        self.fit_info_ = {
+            "seconds": time.perf_counter() - started,
+            "blas_threads": threads,
+            "kernels": kernels.AVAILABLE,
+        }
+        return self
+
+    def _record(
+        self, state: train.State, row: dict, stop: train.StopFlag, incremental: bool
+    ) -> None:
+        """Per epoch: the curves, the best so far, and whether to stop (as scikit-learn's MLP)."""
+        loss = row["train_loss"]
+        self.loss_curve_.append(loss)
+        if self.validation_scores_ is not None and self.best_validation_score_ is not None:
+            score = row["val_acc"]
+            self.validation_scores_.append(score)
+            if score > self.best_validation_score_ + self.tol:
+                self._no_improvement = 0
+            else:
+                self._no_improvement += 1
+            if score > self.best_validation_score_:
+                self.best_validation_score_ = score
+                self._best_params = {k: v.copy() for k, v in state.params.items()}
+        elif self.best_loss_ is not None:
+            if loss > self.best_loss_ - self.tol:
+                self._no_improvement += 1
+            else:
+                self._no_improvement = 0
+            self.best_loss_ = min(self.best_loss_, loss)
+        if self.verbose:
+            val = f", validation accuracy = {row['val_acc']:.4f}" if self.early_stopping else ""
+            print(f"Iteration {row['epoch']}, loss = {loss:.8f}{val}")
+        if self._no_improvement >= self.n_iter_no_change and not incremental:
+            what = "validation accuracy" if self.early_stopping else "training loss"
+            if self.verbose:
+                print(
+                    f"{what} did not improve more than tol={self.tol} for "
+                    f"{self.n_iter_no_change} consecutive epochs: stopping"
+                )
+            stop.requested = True
+
+    def _split(self, X, labels, config):
+        """(train X, train labels, validation X, validation labels): stratified, as scikit-
+        learn's."""
+        if not self.early_stopping:
+            return X, labels, X[:0], labels[:0]
+        from sklearn.model_selection import train_test_split
+
+        counts = np.bincount(labels, minlength=len(self.classes_))
+        stratify = labels if counts[counts > 0].min() >= 2 else None
+        n_val = max(1, round(self.validation_fraction * len(X)))
+        if n_val >= len(X):
+            raise ParameterError(
+                f"MLPClassifier: early_stopping needs more than {len(X)} samples for "
+                f"validation_fraction={self.validation_fraction}"
+            )
+        tx, vx, ty, vy = train_test_split(
+            X,
+            labels,
+            test_size=n_val,
+            random_state=self._seed,
+            stratify=stratify if stratify is not None and n_val >= len(self.classes_) else None,
+        )
+        return np.ascontiguousarray(tx), ty, np.ascontiguousarray(vx), vy
+
+    # --- predicting ---------------------------------------------------------------------------
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities, ndarray of shape (n_samples, n_classes), columns as ``classes_``."""
+        check_is_fitted(self, "_state")
+        X = validate_data(self, X, reset=False, dtype=[np.float32, np.float64, np.uint8])
+        params = self._state.params
+        probs = np.empty((len(X), len(self.classes_)), np.float32)
+        step = 2048
+        buf = np.empty((min(step, len(X)), X.shape[1]), np.float32)
+        for start in range(0, len(X), step):
+            chunk = X[start : start + step]
+            x = data_mod.scale(chunk, buf[: len(chunk)], *self.input_scaling_)
+            probs[start : start + step] = fast_step.predict_proba(
+                params, x, self._state_activation(), len(chunk)
+            )
+        return probs
+
+    def predict_log_proba(self, X) -> np.ndarray:
+        """The log of :meth:`predict_proba` (zero probabilities give -inf)."""
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
+
+    def predict(self, X) -> np.ndarray:
+        """The most probable class of each sample, ndarray of shape (n_samples,)."""
+        best = self.predict_proba(X).argmax(axis=1)  # first: it says when not fitted
+        return self.classes_[best]
+
+    def _state_activation(self) -> str:
+        return self._config_used.model.activation
+
+    # --- checkpoints: the bridge to the command line -----------------------------------------
+
+    def save_checkpoint(self, path: str | os.PathLike) -> None:
+        """Write the fitted net as a checkpoint that ``mlp eval / predict / serve / export`` read.
+
+        The file holds arrays and JSON, no pickle: the labels are kept as JSON values
+        (strings, numbers, booleans).
+        """
+        check_is_fitted(self, "_state")
+        values = [_plain(v) for v in self.classes_.tolist()]
+        n = self.n_features_in_
+        meta = {
+            "dataset": {"name": "mnist" if n == model.N_INPUTS else "arrays", "digest": None},
+            "classes": [str(c) for c in self.classes_],
+            "label_values": values,
+            "input": {
+                "scale": float(self.input_scaling_[0]),
+                "offset": float(self.input_scaling_[1]),
+                "shape": [28, 28] if n == model.N_INPUTS else [n],
+            },
+            "estimator": {"loss_curve": self.loss_curve_, "t": self.t_},
+            **self._state.meta(),
+        }
+        ckpt_mod.save(
+            path,
+            ckpt_mod.Checkpoint(self._state.params, self._config_used, meta, self._state.momentum),
+        )
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike) -> MLPClassifier:
+        """A fitted estimator from a checkpoint of ``mlp train`` or of :meth:`save_checkpoint`.
+
+        A checkpoint of ``mlp train`` predicts its dataset's label numbers (0..9, as
+        :func:`mnist_mlp.load_mnist` returns them); its class names are ``class_names_``.
+        """
+        ckpt = ckpt_mod.load(path)
+        c, t = ckpt.config.model, ckpt.config.training
+        activation = {"sigmoid": "logistic"}.get(c.activation, c.activation)
+        clf = cls(
+            hidden_layer_sizes=tuple(c.hidden),
+            activation=activation,
+            alpha=t.l2,
+            batch_size=t.batch_size,
+            learning_rate_init=t.lr,
+            momentum=t.momentum,
+            nesterovs_momentum=t.nesterov,
+            max_iter=t.epochs,
+            shuffle=t.shuffle,
+            random_state=t.seed,
+            dropout=c.dropout,
+            max_norm=t.max_norm,
+            label_smoothing=t.label_smoothing,
+            schedule=t.schedule,
+            warmup_epochs=t.warmup_epochs,
+            skip_blank_pixels=t.skip_blank_pixels,
+        )
+        values = ckpt.meta.get("label_values")
+        clf.classes_ = np.array(values) if values is not None else np.arange(len(ckpt.classes))
+        clf.class_names_ = list(ckpt.classes)
+        clf.n_features_in_ = ckpt.sizes[0]
+        clf.input_scaling_ = ckpt.scaling
+        clf._seed = t.seed
+        clf._config_used = ckpt.config
+        clf._state = train.State.from_meta(ckpt.params, ckpt.momentum, ckpt.meta)
+        clf.n_iter_ = clf._state.epoch
+        clf.coefs_ = [ckpt.params[f"W{l}"] for l in range(1, model.n_layers(ckpt.params) + 1)]
+        clf.intercepts_ = [ckpt.params[f"b{l}"] for l in range(1, model.n_layers(ckpt.params) + 1)]
+        clf.loss_curve_ = [row["train_loss"] for row in ckpt.meta.get("history", [])]
+        clf.t_ = 0
+        clf.n_layers_, clf.n_outputs_, clf.out_activation_ = (
+            len(clf.coefs_) + 1,
+            len(clf.classes_),
+            "softmax",
+        )
+        return clf
+
+    # --- for a person ---------------------------------------------------------------------------
+
+    def summary(self) -> str:
+        """The layers and their parameter counts, as a small table (Keras's ``summary``)."""
+        if hasattr(self, "coefs_"):
+            sizes = [self.coefs_[0].shape[0], *(w.shape[1] for w in self.coefs_)]
+        else:
+            hidden = (
+                [self.hidden_layer_sizes]
+                if isinstance(self.hidden_layer_sizes, int)
+                else list(self.hidden_layer_sizes)
+            )
+            sizes = [
+                getattr(self, "n_features_in_", model.N_INPUTS),
+                *hidden,
+                len(getattr(self, "classes_", range(model.N_CLASSES))),
+            ]
+        act = self.activation
+        lines = [
+            f"MLPClassifier: {'-'.join(map(str, sizes))}, {act} hidden neurons, softmax output",
+            f"{'layer':<10}{'weights':>16}{'biases':>10}{'parameters':>14}",
+        ]
+        total = 0
+        for i, (a, b) in enumerate(itertools.pairwise(sizes), start=1):
+            kind = "output" if i == len(sizes) - 1 else f"hidden {i}"
+            total += a * b + b
+            lines.append(f"{kind:<10}{f'{a} x {b}':>16}{b:>10}{a * b + b:>14,}")
+        lines.append(f"{'total':<10}{'':>26}{total:>14,}")
+        state = f"fitted: {self.n_iter_} epochs" if hasattr(self, "n_iter_") else "not fitted"
+        lines.append(state)
+        return "\n".join(lines)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = True
+        return tags
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _plain(value):
+    """NumPy scalars and tuples as the plain Python values a config (and JSON) takes."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _param_names(message: str) -> str:
+    """A config error in the estimator's words: ``training.lr`` -> ``learning_rate_init``."""
+    message = message.removeprefix("MLPClassifier: ")
+    for name, key in CONFIG_KEYS.items():
+        message = message.replace(key, name)
+    message = message.replace("data.augment.", "augment.")
+    return f"MLPClassifier: {message}"
+
+
+def _seed(random_state) -> int:
+    """A config seed (an int >= 0) from scikit-learn's random_state."""
+    if random_state is None:
+        return int(np.random.default_rng().integers(2**31))
+    if _is_int(random_state):
+        if random_state < 0:
+            raise _fail("random_state", "be an integer >= 0, a RandomState or None", random_state)
+        return int(random_state)
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(2**31))
+    raise _fail("random_state", "be an integer >= 0, a RandomState or None", random_state)
+
+
+def _scaling(X: np.ndarray) -> tuple[float, float]:
+    """(scale, offset) that standardise ``X`` as a whole (one mean, one spread), in chunks so
+    that no float64 copy of a large ``X`` is made."""
+    total, squares, n = 0.0, 0.0, X.size
+    for start in range(0, len(X), 8192):
+        chunk = X[start : start + 8192].astype(np.float64)
+        total += float(chunk.sum())
+        squares += float(np.square(chunk).sum())
+    mean = total / n
+    std = math.sqrt(max(squares / n - mean * mean, 0.0))
+    if not std > 1e-12:
+        return 1.0, -mean
+    return 1.0 / std, -mean / std
+
+
+def _replace(config: config_mod.Config, **training) -> config_mod.Config:
+    import dataclasses
+
+    return dataclasses.replace(config, training=dataclasses.replace(config.training, **training))
+
+
+def _augmenter(config: config_mod.Config):
+    if not config.data.augment.enabled:
+        return None
+    from mnist_mlp.augment import Augmenter
+
+    return Augmenter(config.data.augment)
+
+
+class _blas_threads:
+    """How many threads BLAS runs with here (joblib's workers limit them, as sweeps do)."""
+
+    def __enter__(self) -> int | None:
+        try:
+            from threadpoolctl import threadpool_info
+        except ImportError:
+            return None
+        counts = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
+        return max(counts) if counts else None
+
+    def __exit__(self, *exc) -> None:
+        return None
