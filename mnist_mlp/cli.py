@@ -429,6 +429,7 @@ def serve(checkpoint, host, port):
                         probabilities, the input the net saw, its sensitivity map
     POST /api/predict   one image (raw bytes or a multipart upload), ?top_k=1..10
     GET  /api/model     the checkpoint's dataset, test accuracy and architecture
+    GET  /learn         the Learn page (see mlp learn --help)
     GET  /healthz       liveness
     GET  /docs          the API's OpenAPI description, browsable
 
@@ -439,6 +440,42 @@ def serve(checkpoint, host, port):
 
     _setup_logging(False)
     serve_mod.serve(checkpoint, host, port, echo=click.echo)
+
+
+@main.command()
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (0.0.0.0: every network this machine is on).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8000,
+    show_default=True,
+    help="Port to listen on (0: any free one).",
+)
+def learn(host, port):
+    """Watch a small network learn MNIST, neuron by neuron and link by link.
+
+    \b
+    GET  /learn                      the page: the net drawn, training live, the
+                                     forward pass and the sensitivities flowing back
+    POST /api/learn                  a new session {hidden, activation, lr, ...}
+    GET  /api/learn/ID               its state; DELETE closes it
+    POST /api/learn/ID/step          {"steps": n}
+    POST /api/learn/ID/follow        {"index": i}, or an image upload with its label
+    POST /api/learn/ID/gradcheck     {"param": "W2", "index": [j, k]}
+
+    No trained checkpoint is needed: the net starts from random weights. MNIST is
+    downloaded first if it is not cached. Ctrl-C stops the server. Needs the serve
+    extra: pip install 'mnist-mlp[serve]'.
+    """
+    from mnist_mlp import serve as serve_mod
+
+    _setup_logging(False)
+    serve_mod.serve(None, host, port, echo=click.echo, learn_only=True)
 
 
 @main.command()

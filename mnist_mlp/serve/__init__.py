@@ -39,7 +39,9 @@ MAX_PIXELS = 40_000_000  # 40 megapixels: any phone's photo; decoding more could
 WEB = Path(__file__).resolve().parent.parent / "web"
 ASSETS = {
     "app.js": "text/javascript; charset=utf-8",
+    "learn.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
+    "learn.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }
 IMAGE_TYPES = (
@@ -108,16 +110,29 @@ def _rounded(a: np.ndarray, digits: int = 4) -> np.ndarray:
     return np.round(a / step) * step
 
 
-def create_app(predictor: Predictor, max_bytes: int = MAX_BYTES):
-    """The FastAPI application serving ``predictor`` (already loaded, so it is loaded once).
+def create_app(predictor: Predictor | None, max_bytes: int = MAX_BYTES, sessions=None):
+    """The FastAPI application: the drawing page serving ``predictor`` (already loaded, so it is
+    loaded once), and the Learn page.
 
-    The routes are :mod:`mnist_mlp.serve.routes`; what they share (the predictor, the page, the
-    worker threads) lives in ``app.state``.
+    The routes are :mod:`mnist_mlp.serve.routes` and :mod:`mnist_mlp.serve.learn_routes`; what
+    they share (the predictor, the learning sessions, the pages, the worker threads) lives in
+    ``app.state``. Without a predictor (``mlp learn``) only the Learn page is served, and ``/``
+    leads to it.
+
+    Parameters
+    ----------
+    predictor : Predictor or None
+    max_bytes : int
+        The largest request body.
+    sessions : mnist_mlp.learn.Sessions, optional
+        Where the learning sessions live (a new, empty one by default).
     """
     _imports()
     from fastapi import FastAPI
+    from fastapi.responses import RedirectResponse
 
-    from mnist_mlp.serve import routes
+    from mnist_mlp.learn import Sessions
+    from mnist_mlp.serve import learn_routes, routes
     from mnist_mlp.serve.limits import BodyLimit
 
     # The CPU work of a request runs on as many threads as there are cores, not on the 40 of
@@ -140,11 +155,22 @@ def create_app(predictor: Predictor, max_bytes: int = MAX_BYTES):
         "drive each decision (the gradient of the predicted class's score).",
     )
     app.state.predictor, app.state.workers = predictor, workers
-    app.state.info = model_info(predictor)
-    app.state.page = (WEB / "index.html").read_text()
+    app.state.sessions = sessions if sessions is not None else Sessions()
+    app.state.learn_page = (WEB / "learn.html").read_text()
     app.state.assets = {name: (WEB / name).read_bytes() for name in ASSETS}
     routes.add_error_handlers(app)
-    app.include_router(routes.router)
+    app.include_router(routes.common)
+    app.include_router(learn_routes.router)
+    if predictor is not None:
+        # the Learn page links to the drawing page only where there is one
+        app.state.learn_page = app.state.learn_page.replace(
+            '<a id="draw-link" href="/" hidden>', '<a id="draw-link" href="/">'
+        )
+        app.state.info = model_info(predictor)
+        app.state.page = (WEB / "index.html").read_text()
+        app.include_router(routes.router)
+    else:
+        app.add_api_route("/", lambda: RedirectResponse("/learn"), include_in_schema=False)
     app.add_middleware(BodyLimit, max_bytes=max_bytes)
     return app
 
@@ -186,20 +212,33 @@ def serve(
     port: int = 8000,
     max_bytes: int = MAX_BYTES,
     echo=print,
+    learn_only: bool = False,
 ) -> None:
-    """Load the checkpoint, bind, print the URL, and serve until Ctrl-C (then return)."""
+    """Load the checkpoint, bind, print the URL, and serve until Ctrl-C (then return).
+
+    ``learn_only`` (``mlp learn``): no checkpoint, only the Learn page; MNIST's training digits
+    are loaded (downloaded if need be) before the socket opens.
+    """
     _imports()
     import uvicorn
 
-    predictor = Predictor(checkpoint)
-    app = create_app(predictor, max_bytes)
+    from mnist_mlp.learn import Digits, Sessions
+
+    predictor = None if learn_only else Predictor(checkpoint)
+    sessions = Sessions(Digits.load()) if learn_only else None
+    app = create_app(predictor, max_bytes, sessions)
     sock = listen(host, port)
     server = uvicorn.Server(
         uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
     )
-    echo(
-        f"serving {predictor.path} at {url_of(sock)} (API docs at {url_of(sock)}docs); Ctrl-C stops"
-    )
+    url = url_of(sock)
+    if predictor is None:
+        echo(f"the Learn page is at {url}learn (API docs at {url}docs); Ctrl-C stops")
+    else:
+        echo(
+            f"serving {predictor.path} at {url} (the Learn page at {url}learn, API docs at "
+            f"{url}docs); Ctrl-C stops"
+        )
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:

@@ -17,7 +17,8 @@ from starlette.exceptions import HTTPException
 from mnist_mlp.images import ImageError, ImageTooLarge
 from mnist_mlp.serve import ASSETS, IMAGE_TYPES, MAX_BYTES, answer
 
-router = APIRouter()
+router = APIRouter()  # the drawing page and its API: served with a checkpoint
+common = APIRouter()  # the assets and the health check: always
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -49,7 +50,7 @@ def index(request: Request):
     return HTMLResponse(request.app.state.page)
 
 
-@router.get("/static/{name}", include_in_schema=False)
+@common.get("/static/{name}", include_in_schema=False)
 def static(name: str, request: Request):
     assets = request.app.state.assets
     if name not in assets:
@@ -57,7 +58,7 @@ def static(name: str, request: Request):
     return Response(assets[name], media_type=ASSETS[name], headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/healthz", summary="Liveness: the model is loaded and the server answers")
+@common.get("/healthz", summary="Liveness: the server answers")
 def healthz():
     return {"status": "ok"}
 

@@ -1,0 +1,260 @@
+"""The Learn page and its JSON API (:mod:`mnist_mlp.learn` on the web).
+
+``app.state.sessions`` (a :class:`mnist_mlp.learn.Sessions`) holds the sessions and
+``app.state.workers`` runs their CPU work, as for the drawing page's predictions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
+
+from mnist_mlp import images
+from mnist_mlp.learn import LearnConfig, LearnError, Session, TooManySessions
+
+router = APIRouter()
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "malformed body"},
+    404: {"description": "no such session (closed, or dropped after 30 idle minutes)"},
+    422: {"description": "a setting or value breaks its rule"},
+}
+
+
+class Settings(BaseModel):
+    """A session's settings; every one optional (the default net: 784-16-10, sigmoid)."""
+
+    hidden: list[int] | None = Field(
+        None, description="one or two layer sizes, 1 to 64", examples=[[16]]
+    )
+    activation: str | None = Field(None, description="sigmoid, tanh or relu")
+    lr: float | None = Field(None, description="learning rate, > 0 and <= 10")
+    batch_size: int | None = Field(None, description="1 to 256")
+    momentum: float | None = Field(None, description="in [0, 1); 0: an update is -lr x gradient")
+    l2: float | None = Field(None, description=">= 0")
+    seed: int | None = Field(None, description=">= 0")
+
+
+class Steps(BaseModel):
+    steps: int = Field(1, description="SGD steps to take, one batch each: 1 to 10,000")
+
+
+class GradCheck(BaseModel):
+    param: str = Field(..., description="W1, b1, W2, ...", examples=["W2"])
+    index: list[int] = Field(
+        ..., description="[j, k] for a weight, [k] for a bias", examples=[[3, 4]]
+    )
+
+
+def _sessions(request: Request):
+    return request.app.state.sessions
+
+
+async def _run(request: Request, function, *args):
+    """``function(*args)`` on the CPU workers; a session's own mistake becomes its 4xx."""
+    try:
+        return await asyncio.get_running_loop().run_in_executor(
+            request.app.state.workers, function, *args
+        )
+    except TooManySessions as exc:
+        raise HTTPException(429, str(exc)) from None
+    except LearnError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+def _session(request: Request, key: str) -> Session:
+    try:
+        return _sessions(request).get(key)
+    except KeyError:
+        raise HTTPException(
+            404,
+            f"no learning session {key} (closed, or dropped after 30 idle minutes); start one: "
+            f"POST /api/learn",
+        ) from None
+
+
+def _state(session: Session, action=None, *args) -> bytes:
+    """Do ``action`` under the session's lock, then its state as JSON bytes."""
+    with session.lock:
+        if action is not None:
+            action(*args)
+        return json.dumps(session.state(), separators=(",", ":")).encode()
+
+
+def _json(body: bytes, status: int = 200) -> Response:
+    return Response(body, status_code=status, media_type="application/json")
+
+
+@router.get("/learn", response_class=HTMLResponse, include_in_schema=False)
+def learn_page(request: Request):
+    return HTMLResponse(request.app.state.learn_page)
+
+
+@router.post(
+    "/api/learn",
+    status_code=201,
+    summary="Start a learning session",
+    description="A new net from random weights (seeded), with its state: weights, the "
+    "last batch, the curves and a followed training digit carried forward and back. At "
+    "most 8 sessions at once (429 beyond); an idle one is dropped after 30 minutes.",
+    responses={**ERRORS, 429: {"description": "every place for a session is taken"}},
+)
+async def create(request: Request, settings: Settings | None = None):
+    values = settings.model_dump() if settings is not None else {}
+
+    def start() -> bytes:
+        session = _sessions(request).create(LearnConfig.from_dict(values))
+        return _state(session)
+
+    return _json(await _run(request, start), 201)
+
+
+@router.get("/api/learn/{key}", summary="A session's state", responses=ERRORS)
+async def get_state(key: str, request: Request):
+    session = _session(request, key)
+    return _json(await _run(request, _state, session))
+
+
+@router.delete("/api/learn/{key}", status_code=204, summary="Close a session", responses=ERRORS)
+def delete(key: str, request: Request):
+    try:
+        _sessions(request).delete(key)
+    except KeyError:
+        raise HTTPException(
+            404, f"no learning session {key} (closed, or dropped after 30 idle minutes)"
+        ) from None
+    return Response(status_code=204)
+
+
+@router.post(
+    "/api/learn/{key}/step", summary="Train: take SGD steps, one batch each", responses=ERRORS
+)
+async def step(key: str, request: Request, body: Steps | None = None):
+    session = _session(request, key)
+    steps = body.steps if body is not None else 1
+    return _json(await _run(request, _state, session, session.advance, steps))
+
+
+@router.post(
+    "/api/learn/{key}/follow",
+    summary="Follow a digit through the net",
+    description='JSON `{"index": i}`: training digit i (0..59999, in the file\'s order). '
+    "Or a multipart/form-data upload: an image in the first file field and its `label` "
+    "(0-9), prepared as `mlp predict` prepares images.",
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"index": {"type": "integer"}},
+                        "required": ["index"],
+                    }
+                },
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "file": {"type": "string", "format": "binary"},
+                            "label": {"type": "integer"},
+                        },
+                        "required": ["file", "label"],
+                    }
+                },
+            }
+        }
+    },
+    responses={
+        **ERRORS,
+        413: {"description": "image too large"},
+        415: {"description": "not JSON, an image upload"},
+    },
+)
+async def follow(key: str, request: Request):
+    session = _session(request, key)
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        body, label = await _image_and_label(request)
+
+        def prepared():
+            try:
+                pixels = images.prepare(body, "the image", max_pixels=40_000_000).pixels * 255.0
+            except images.ImageError as exc:
+                raise LearnError(str(exc)) from None
+            return _state(session, session.follow, None, pixels, label)
+
+        return _json(await _run(request, prepared))
+    if kind not in ("application/json", ""):
+        raise HTTPException(
+            415,
+            f'Content-Type {kind} is neither application/json ({{"index": i}}) '
+            f"nor a multipart/form-data image upload",
+        )
+    values = await _json_body(request)
+    if set(values) != {"index"}:
+        raise HTTPException(
+            422,
+            'the body must be {"index": i}, a training digit (or upload an image with its label)',
+        )
+    return _json(await _run(request, _state, session, session.follow, values["index"]))
+
+
+@router.post(
+    "/api/learn/{key}/gradcheck",
+    summary="Check one gradient against finite differences",
+    description="Backprop's gradient of the followed digit's loss with respect to one "
+    "parameter, beside a finite-difference estimate computed in float64, and their "
+    "relative error.",
+    responses=ERRORS,
+)
+async def gradcheck(key: str, body: GradCheck, request: Request):
+    session = _session(request, key)
+
+    def check() -> dict[str, Any]:
+        with session.lock:
+            return session.gradcheck(body.param, body.index)
+
+    return JSONResponse(await _run(request, check))
+
+
+async def _json_body(request: Request) -> dict:
+    raw = await request.body()
+    try:
+        values = json.loads(raw or b"{}")
+    except ValueError:
+        raise HTTPException(400, "the body is not valid JSON") from None
+    if not isinstance(values, dict):
+        raise HTTPException(422, "the body must be a JSON object")
+    return values
+
+
+async def _image_and_label(request: Request) -> tuple[bytes, int]:
+    from starlette.datastructures import UploadFile
+
+    try:
+        form = await request.form(max_files=1, max_fields=10)
+    except HTTPException as exc:
+        raise HTTPException(
+            400, f"malformed multipart body: {str(exc.detail).rstrip('.')}"
+        ) from None
+    try:
+        files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+        if not files:
+            raise HTTPException(
+                422, "the upload holds no image; send it in a file field with a label"
+            )
+        body = await files[0].read()
+        text = form.get("label")
+    finally:
+        await form.close()
+    if not body:
+        raise HTTPException(400, "the uploaded file is empty")
+    if not isinstance(text, str) or not text.strip().isdigit() or not 0 <= int(text) <= 9:
+        raise HTTPException(422, f"label must be the digit drawn, 0 to 9, got {text!r}")
+    return body, int(text)
