@@ -50,13 +50,14 @@ def sgd_step(
     lr, momentum : float
     nesterov : bool
     """
-    lr, mu = np.float32(lr), np.float32(momentum)
     for key, w in params.items():
         g, v = grads[key], velocity[key]
+        real = w.dtype.type  # float32 in training; float64 where mlp learn works in it
+        rate, mu = real(lr), real(momentum)
         v *= mu
-        v -= lr * g  # v = mu v - lr g
+        v -= rate * g  # v = mu v - lr g
         if nesterov:
-            w -= lr * g
+            w -= rate * g
             w += mu * v  # w = w + mu v - lr g
         else:
             w += v  # w = w + v

@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from mnist_mlp import images
@@ -30,6 +30,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 class Settings(BaseModel):
     """A session's settings; every one optional (the default net: 784-16-10, sigmoid)."""
 
+    model_config = ConfigDict(extra="forbid")
+
     hidden: list[int] | None = Field(
         None, description="one or two layer sizes, 1 to 64", examples=[[16]]
     )
@@ -42,10 +44,12 @@ class Settings(BaseModel):
 
 
 class Steps(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     steps: int = Field(1, description="SGD steps to take, one batch each: 1 to 10,000")
 
 
 class GradCheck(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     param: str = Field(..., description="W1, b1, W2, ...", examples=["W2"])
     index: list[int] = Field(
         ..., description="[j, k] for a weight, [k] for a bias", examples=[[3, 4]]
