@@ -21,8 +21,9 @@ def synthetic_digits(n: int = 3000, seed: int = 0) -> learn.Digits:
         rows = labels == c
         images[np.ix_(rows, np.arange(c * 70, c * 70 + 60))] = 200
     order = rng.permutation(n)
-    return learn.Digits(images.astype(np.uint8), labels.astype(np.intp), np.sort(order[500:]),
-                        np.sort(order[:500]))
+    return learn.Digits(
+        images.astype(np.uint8), labels.astype(np.intp), np.sort(order[500:]), np.sort(order[:500])
+    )
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,9 @@ def digits():
 
 
 def _f(name, z):
-    return {"sigmoid": 1 / (1 + np.exp(-z)), "tanh": np.tanh(z), "relu": np.where(z > 0, z, 0.0)}[name]
+    return {"sigmoid": 1 / (1 + np.exp(-z)), "tanh": np.tanh(z), "relu": np.where(z > 0, z, 0.0)}[
+        name
+    ]
 
 
 def _f_prime(name, z):
@@ -70,7 +73,9 @@ def independent(params, x, y, activation):
 
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
 @pytest.mark.parametrize("hidden", [[16], [12, 7]])
-def test_the_states_sensitivities_and_gradients_are_an_independent_backward_pass(activation, hidden, digits):
+def test_the_states_sensitivities_and_gradients_are_an_independent_backward_pass(
+    activation, hidden, digits
+):
     session = learn.Session(learn.LearnConfig(hidden=hidden, activation=activation), digits)
     session.advance(30)
     session.follow(index=17)
@@ -80,7 +85,9 @@ def test_the_states_sensitivities_and_gradients_are_an_independent_backward_pass
     pixels = np.array(follow["pixels"]).reshape(1, 784)
     assert np.array_equal(pixels[0], digits.images[17]) and follow["label"] == digits.labels[17]
     x = pixels * state["input"]["scale"] + state["input"]["offset"]
-    zs, acts, p, loss, deltas, grads, dx = independent(params, x, np.array([follow["label"]]), activation)
+    zs, acts, p, loss, deltas, grads, dx = independent(
+        params, x, np.array([follow["label"]]), activation
+    )
     for l, z in enumerate(zs):
         np.testing.assert_allclose(follow["z"][l], z[0], rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(follow["dz"][l], deltas[l][0], rtol=1e-8, atol=1e-14)
@@ -91,11 +98,15 @@ def test_the_states_sensitivities_and_gradients_are_an_independent_backward_pass
     assert follow["loss"] == pytest.approx(loss, rel=1e-10)
     np.testing.assert_allclose(follow["dx"], dx[0], rtol=1e-8, atol=1e-14)
     for key, g in grads.items():
-        np.testing.assert_allclose(np.array(follow["grads"][key]), g, rtol=1e-8, atol=1e-14, err_msg=key)
+        np.testing.assert_allclose(
+            np.array(follow["grads"][key]), g, rtol=1e-8, atol=1e-14, err_msg=key
+        )
 
 
 @pytest.mark.parametrize("activation", ["sigmoid", "relu"])
-def test_a_step_with_no_momentum_moves_each_weight_by_minus_lr_times_the_batch_gradient(activation, digits):
+def test_a_step_with_no_momentum_moves_each_weight_by_minus_lr_times_the_batch_gradient(
+    activation, digits
+):
     session = learn.Session(learn.LearnConfig(activation=activation, lr=0.3, batch_size=20), digits)
     session.advance(5)
     before = {k: v.copy() for k, v in session.params.items()}
@@ -106,7 +117,9 @@ def test_a_step_with_no_momentum_moves_each_weight_by_minus_lr_times_the_batch_g
     x = digits.images[batch] * state["input"]["scale"] + state["input"]["offset"]
     *_, grads, _ = independent(before, x, digits.labels[batch], activation)
     for key, w in session.params.items():
-        np.testing.assert_allclose(w - before[key], -0.3 * grads[key], rtol=1e-9, atol=1e-15, err_msg=key)
+        np.testing.assert_allclose(
+            w - before[key], -0.3 * grads[key], rtol=1e-9, atol=1e-15, err_msg=key
+        )
         assert np.abs(w - before[key]).max() > 0
 
 
@@ -120,8 +133,9 @@ def test_momentum_and_l2_go_into_the_update(digits):
     *_, grads, _ = independent(before, x, digits.labels[session.batch], "sigmoid")
     for key in before:
         g = grads[key] + (0.01 * before[key] if key.startswith("W") else 0)
-        np.testing.assert_allclose(session.params[key], before[key] + 0.9 * velocity[key] - 0.1 * g,
-                                   rtol=1e-9, atol=1e-14)
+        np.testing.assert_allclose(
+            session.params[key], before[key] + 0.9 * velocity[key] - 0.1 * g, rtol=1e-9, atol=1e-14
+        )
 
 
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
@@ -158,21 +172,27 @@ def test_a_diverging_step_is_refused_and_the_weights_kept(digits):
     json.dumps(session.state(), allow_nan=False)  # the page can still draw it
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"hidden": [0]}, "hidden must be one or two layer sizes from 1 to 64, got [0]"),
-    ({"hidden": [65]}, "hidden must be one or two layer sizes from 1 to 64, got [65]"),
-    ({"hidden": [8, 8, 8]}, "hidden must be one or two layer sizes from 1 to 64, got [8, 8, 8]"),
-    ({"hidden": "16"}, "hidden must be one or two layer sizes from 1 to 64, got '16'"),
-    ({"activation": "softmax"}, "activation must be one of relu, sigmoid, tanh, got 'softmax'"),
-    ({"lr": 0}, "lr must be in (0, 10], got 0"),
-    ({"lr": 11}, "lr must be in (0, 10], got 11"),
-    ({"batch_size": 0}, "batch_size must be an integer from 1 to 256, got 0"),
-    ({"batch_size": 257}, "batch_size must be an integer from 1 to 256, got 257"),
-    ({"momentum": 1}, "momentum must be in [0, 1), got 1"),
-    ({"l2": -1}, "l2 must be >= 0, got -1"),
-    ({"seed": -1}, "seed must be an integer >= 0, got -1"),
-    ({"speed": 2}, "unknown setting 'speed'"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"hidden": [0]}, "hidden must be one or two layer sizes from 1 to 64, got [0]"),
+        ({"hidden": [65]}, "hidden must be one or two layer sizes from 1 to 64, got [65]"),
+        (
+            {"hidden": [8, 8, 8]},
+            "hidden must be one or two layer sizes from 1 to 64, got [8, 8, 8]",
+        ),
+        ({"hidden": "16"}, "hidden must be one or two layer sizes from 1 to 64, got '16'"),
+        ({"activation": "softmax"}, "activation must be one of relu, sigmoid, tanh, got 'softmax'"),
+        ({"lr": 0}, "lr must be in (0, 10], got 0"),
+        ({"lr": 11}, "lr must be in (0, 10], got 11"),
+        ({"batch_size": 0}, "batch_size must be an integer from 1 to 256, got 0"),
+        ({"batch_size": 257}, "batch_size must be an integer from 1 to 256, got 257"),
+        ({"momentum": 1}, "momentum must be in [0, 1), got 1"),
+        ({"l2": -1}, "l2 must be >= 0, got -1"),
+        ({"seed": -1}, "seed must be an integer >= 0, got -1"),
+        ({"speed": 2}, "unknown setting 'speed'"),
+    ],
+)
 def test_each_setting_breaking_its_rule_is_named(settings, message):
     with pytest.raises(learn.LearnError) as info:
         learn.LearnConfig.from_dict(settings)
@@ -184,10 +204,19 @@ def test_steps_follow_and_gradcheck_refuse_what_they_cannot_do(digits):
     cases = [
         (lambda: session.advance(0), "steps must be an integer from 1 to 10000, got 0"),
         (lambda: session.advance(10_001), "steps must be an integer from 1 to 10000, got 10001"),
-        (lambda: session.follow(index=len(digits.labels)), "index must be a training digit from 0 to"),
-        (lambda: session.follow(pixels=np.zeros((28, 28)), label=10), "label must be the digit drawn"),
+        (
+            lambda: session.follow(index=len(digits.labels)),
+            "index must be a training digit from 0 to",
+        ),
+        (
+            lambda: session.follow(pixels=np.zeros((28, 28)), label=10),
+            "label must be the digit drawn",
+        ),
         (lambda: session.gradcheck("W9", [0, 0]), "param must be one of W1, b1, W2, b2, got 'W9'"),
-        (lambda: session.gradcheck("W2", [16, 0]), "index must be 2 integers within [16, 10] for W2"),
+        (
+            lambda: session.gradcheck("W2", [16, 0]),
+            "index must be 2 integers within [16, 10] for W2",
+        ),
         (lambda: session.gradcheck("b1", [0, 0]), "index must be 1 integers within [16] for b1"),
     ]
     for call, message in cases:
@@ -218,11 +247,31 @@ def test_the_state_is_json_with_everything_the_page_draws(digits):
     state = session.state()
     text = json.dumps(state, allow_nan=False)
     assert set(state) == {"id", "step", "config", "input", "params", "batch", "history", "follow"}
-    assert set(state["follow"]) == {"index", "label", "pixels", "z", "a", "probabilities", "loss",
-                                    "dz", "dx", "grads"}
+    assert set(state["follow"]) == {
+        "index",
+        "label",
+        "pixels",
+        "z",
+        "a",
+        "probabilities",
+        "loss",
+        "dz",
+        "dx",
+        "grads",
+    }
     assert np.array(state["params"]["W1"]).shape == (784, 16)
     assert [len(z) for z in state["follow"]["z"]] == [16, 8, 10]
-    assert len(state["follow"]["dx"]) == 784 and np.array(state["follow"]["pixels"]).shape == (28, 28)
-    assert state["config"] == {"hidden": [16, 8], "activation": "sigmoid", "lr": 0.5, "batch_size": 32,
-                               "momentum": 0.0, "l2": 0.0, "seed": 0}
+    assert len(state["follow"]["dx"]) == 784 and np.array(state["follow"]["pixels"]).shape == (
+        28,
+        28,
+    )
+    assert state["config"] == {
+        "hidden": [16, 8],
+        "activation": "sigmoid",
+        "lr": 0.5,
+        "batch_size": 32,
+        "momentum": 0.0,
+        "l2": 0.0,
+        "seed": 0,
+    }
     assert len(text) < 2_000_000

@@ -21,8 +21,11 @@ def learn_site(real_cache):
 
     sessions = Sessions(Digits.load(str(real_cache), progress=False))
     sock = serve.listen("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(serve.create_app(None, sessions=sessions),
-                                           log_level="warning", access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            serve.create_app(None, sessions=sessions), log_level="warning", access_log=False
+        )
+    )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -38,9 +41,12 @@ def _number(page, selector: str) -> float:
 
 
 def _centre(page, layer: int, index: int) -> tuple[float, float]:
-    return tuple(page.evaluate(
-        f"""(() => {{ const n = window.learn.layout.nodes[{layer}][{index}];
-            return n.tile ? [n.x + n.tile / 2, n.y + n.tile / 2] : [n.x, n.y]; }})()"""))
+    return tuple(
+        page.evaluate(
+            f"""(() => {{ const n = window.learn.layout.nodes[{layer}][{index}];
+            return n.tile ? [n.x + n.tile / 2, n.y + n.tile / 2] : [n.x, n.y]; }})()"""
+        )
+    )
 
 
 def test_play_click_a_neuron_and_follow_a_drawn_digit(browser, learn_site):  # noqa: F811
@@ -53,7 +59,9 @@ def test_play_click_a_neuron_and_follow_a_drawn_digit(browser, learn_site):  # n
     page.click("#play")
     page.wait_for_function(
         "(() => { const a = window.learn.state.history.val_acc.filter(v => v !== null);"
-        " return a.length && a[a.length - 1] >= 0.85; })()", timeout=90_000)
+        " return a.length && a[a.length - 1] >= 0.85; })()",
+        timeout=90_000,
+    )
     page.click("#play")  # pause
     page.wait_for_function("!window.learn.busy")
     assert page.text_content("#play") == "Play"
@@ -107,8 +115,12 @@ def test_play_click_a_neuron_and_follow_a_drawn_digit(browser, learn_site):  # n
 
 
 def test_the_phone_layout(browser, learn_site):  # noqa: F811
-    page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
-                            device_scale_factor=2)
+    page = browser.new_page(
+        viewport={"width": 390, "height": 844},
+        is_mobile=True,
+        has_touch=True,
+        device_scale_factor=2,
+    )
     page.goto(learn_site)
     page.wait_for_function("window.learn.state !== null")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing runs off the side

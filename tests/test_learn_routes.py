@@ -10,10 +10,10 @@ from PIL import Image, ImageDraw
 
 pytest.importorskip("fastapi", reason="the serve extra (fastapi, uvicorn) is not installed")
 
-from fastapi.testclient import TestClient  # noqa: E402
-from test_learn import synthetic_digits  # noqa: E402
+from fastapi.testclient import TestClient
+from test_learn import synthetic_digits
 
-from mnist_mlp import learn, serve  # noqa: E402
+from mnist_mlp import learn, serve
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +48,11 @@ def test_a_session_from_start_to_end(client):
     assert client.get(f"/api/learn/{key}").json()["step"] == 250
     r = client.post(f"/api/learn/{key}/follow", json={"index": 42})
     assert r.json()["follow"]["index"] == 42
-    r = client.post(f"/api/learn/{key}/follow", files={"file": ("seven.png", seven_png(), "image/png")},
-                    data={"label": "7"})
+    r = client.post(
+        f"/api/learn/{key}/follow",
+        files={"file": ("seven.png", seven_png(), "image/png")},
+        data={"label": "7"},
+    )
     assert r.status_code == 200, r.text
     follow = r.json()["follow"]
     assert follow["index"] is None and follow["label"] == 7
@@ -72,8 +75,13 @@ def test_the_page_and_its_links(client, smoke_or_none=None):
         assert client.get(f"/static/{asset}").status_code == 200
     assert client.get("/api/model").status_code == 404
     spec = client.get("/openapi.json").json()["paths"]
-    assert {"/api/learn", "/api/learn/{key}", "/api/learn/{key}/step", "/api/learn/{key}/follow",
-            "/api/learn/{key}/gradcheck"} <= set(spec)
+    assert {
+        "/api/learn",
+        "/api/learn/{key}",
+        "/api/learn/{key}/step",
+        "/api/learn/{key}/follow",
+        "/api/learn/{key}/gradcheck",
+    } <= set(spec)
 
 
 def test_the_ninth_session_is_refused(client):
@@ -85,8 +93,22 @@ def test_the_ninth_session_is_refused(client):
 
 
 BAD = [  # method, path (KEY: a live session), body kind, body, status, message
-    ("POST", "/api/learn", "json", {"hidden": [100]}, 422, "hidden must be one or two layer sizes from 1 to 64, got [100]"),
-    ("POST", "/api/learn", "json", {"activation": "softmax"}, 422, "activation must be one of relu, sigmoid, tanh"),
+    (
+        "POST",
+        "/api/learn",
+        "json",
+        {"hidden": [100]},
+        422,
+        "hidden must be one or two layer sizes from 1 to 64, got [100]",
+    ),
+    (
+        "POST",
+        "/api/learn",
+        "json",
+        {"activation": "softmax"},
+        422,
+        "activation must be one of relu, sigmoid, tanh",
+    ),
     ("POST", "/api/learn", "json", {"lr": -1}, 422, "lr must be in (0, 10], got -1"),
     ("POST", "/api/learn", "json", {"lr": "fast"}, 422, "lr: Input should be a valid number"),
     ("POST", "/api/learn", "json", {"speed": 2}, 422, "speed: Extra inputs are not permitted"),
@@ -94,26 +116,92 @@ BAD = [  # method, path (KEY: a live session), body kind, body, status, message
     ("GET", "/api/learn/nosuch", None, None, 404, "no learning session nosuch"),
     ("DELETE", "/api/learn/nosuch", None, None, 404, "no learning session nosuch"),
     ("PUT", "/api/learn/KEY", "json", {}, 405, "Method Not Allowed"),
-    ("POST", "/api/learn/KEY/step", "json", {"steps": 0}, 422, "steps must be an integer from 1 to 10000, got 0"),
-    ("POST", "/api/learn/KEY/step", "json", {"steps": 20000}, 422, "steps must be an integer from 1 to 10000"),
-    ("POST", "/api/learn/KEY/step", "json", {"steps": "many"}, 422, "steps: Input should be a valid integer"),
+    (
+        "POST",
+        "/api/learn/KEY/step",
+        "json",
+        {"steps": 0},
+        422,
+        "steps must be an integer from 1 to 10000, got 0",
+    ),
+    (
+        "POST",
+        "/api/learn/KEY/step",
+        "json",
+        {"steps": 20000},
+        422,
+        "steps must be an integer from 1 to 10000",
+    ),
+    (
+        "POST",
+        "/api/learn/KEY/step",
+        "json",
+        {"steps": "many"},
+        422,
+        "steps: Input should be a valid integer",
+    ),
     ("POST", "/api/learn/nosuch/step", "json", {"steps": 1}, 404, "no learning session nosuch"),
-    ("POST", "/api/learn/KEY/follow", "json", {"index": -1}, 422, "index must be a training digit from 0 to 2999, got -1"),
-    ("POST", "/api/learn/KEY/follow", "json", {"idx": 3}, 422, "the body must be {\"index\": i}"),
+    (
+        "POST",
+        "/api/learn/KEY/follow",
+        "json",
+        {"index": -1},
+        422,
+        "index must be a training digit from 0 to 2999, got -1",
+    ),
+    ("POST", "/api/learn/KEY/follow", "json", {"idx": 3}, 422, 'the body must be {"index": i}'),
     ("POST", "/api/learn/KEY/follow", "raw", b"[1, 2", 400, "the body is not valid JSON"),
-    ("POST", "/api/learn/KEY/follow", "text", "3", 415, "Content-Type text/plain is neither application/json"),
+    (
+        "POST",
+        "/api/learn/KEY/follow",
+        "text",
+        "3",
+        415,
+        "Content-Type text/plain is neither application/json",
+    ),
     ("POST", "/api/learn/KEY/follow", "files", {"label": "7"}, 422, "the upload holds no image"),
-    ("POST", "/api/learn/KEY/follow", "image", {"label": "12"}, 422, "label must be the digit drawn, 0 to 9, got '12'"),
-    ("POST", "/api/learn/KEY/follow", "image", {}, 422, "label must be the digit drawn, 0 to 9, got None"),
+    (
+        "POST",
+        "/api/learn/KEY/follow",
+        "image",
+        {"label": "12"},
+        422,
+        "label must be the digit drawn, 0 to 9, got '12'",
+    ),
+    (
+        "POST",
+        "/api/learn/KEY/follow",
+        "image",
+        {},
+        422,
+        "label must be the digit drawn, 0 to 9, got None",
+    ),
     ("POST", "/api/learn/KEY/follow", "notimage", {"label": "3"}, 422, "the image: not an image"),
-    ("POST", "/api/learn/KEY/gradcheck", "json", {"param": "W9", "index": [0, 0]}, 422, "param must be one of W1, b1, W2, b2, got 'W9'"),
-    ("POST", "/api/learn/KEY/gradcheck", "json", {"param": "W2", "index": [99, 0]}, 422, "index must be 2 integers within [16, 10] for W2"),
+    (
+        "POST",
+        "/api/learn/KEY/gradcheck",
+        "json",
+        {"param": "W9", "index": [0, 0]},
+        422,
+        "param must be one of W1, b1, W2, b2, got 'W9'",
+    ),
+    (
+        "POST",
+        "/api/learn/KEY/gradcheck",
+        "json",
+        {"param": "W2", "index": [99, 0]},
+        422,
+        "index must be 2 integers within [16, 10] for W2",
+    ),
     ("POST", "/api/learn/KEY/gradcheck", "json", {"param": "W2"}, 422, "index: Field required"),
 ]
 
 
-@pytest.mark.parametrize("method, path, kind, body, status, message", BAD,
-                         ids=[f"{m} {p.replace('KEY', 'ID')} {b}"[:60] for m, p, _, b, *_ in BAD])
+@pytest.mark.parametrize(
+    "method, path, kind, body, status, message",
+    BAD,
+    ids=[f"{m} {p.replace('KEY', 'ID')} {b}"[:60] for m, p, _, b, *_ in BAD],
+)
 def test_every_bad_request_is_a_one_line_4xx(client, method, path, kind, body, status, message):
     key = client.post("/api/learn", json={}).json()["id"]
     path = path.replace("KEY", key)
@@ -129,7 +217,9 @@ def test_every_bad_request_is_a_one_line_4xx(client, method, path, kind, body, s
     elif kind == "image":
         kwargs.update(data=body, files={"file": ("seven.png", seven_png(), "image/png")})
     elif kind == "notimage":
-        kwargs.update(data=body, files={"file": ("notes.png", b"these are not pixels", "image/png")})
+        kwargs.update(
+            data=body, files={"file": ("notes.png", b"these are not pixels", "image/png")}
+        )
     r = client.request(method, path, **kwargs)
     assert r.status_code == status, r.text
     error = r.json()["error"]

@@ -28,7 +28,9 @@ def error(status: int, message: str) -> JSONResponse:
 
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    default = exc.status_code == 404 and exc.detail == "Not Found"  # no route, as opposed to our own 404s
+    default = (
+        exc.status_code == 404 and exc.detail == "Not Found"
+    )  # no route, as opposed to our own 404s
     message = f"no such page or API: {request.url.path}" if default else exc.detail
     return error(exc.status_code, str(message))
 
