@@ -225,3 +225,29 @@ def test_every_bad_request_is_a_one_line_4xx(client, method, path, kind, body, s
     error = r.json()["error"]
     assert message in error and "\n" not in error
     assert client.get(f"/api/learn/{key}").status_code == 200  # and the server goes on serving
+
+
+@pytest.mark.realdata
+def test_mlp_learn_prints_the_pages_url_and_stops_cleanly_on_ctrl_c(real_env, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_mlp", "learn", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("the Learn page is at http://127.0.0.1:"), line
+        url = line.split(" at ")[1].split()[0]
+        assert "Watch a network learn" in httpx.get(url, timeout=10).text
+        base = url.removesuffix("learn")
+        state = httpx.post(base + "api/learn", json={}, timeout=30).json()
+        assert len(state["follow"]["pixels"]) == 28  # a real training digit
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err
+    finally:
+        proc.kill()
