@@ -235,8 +235,13 @@ def test_mlp_learn_prints_the_pages_url_and_stops_cleanly_on_ctrl_c(real_env, tm
 
     import httpx
 
-    proc = subprocess.Popen([sys.executable, "-m", "mnist_mlp", "learn", "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mnist_mlp", "learn", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
     try:
         line = proc.stdout.readline()
         assert line.startswith("the Learn page is at http://127.0.0.1:"), line
