@@ -27,7 +27,7 @@ from mnist_mlp import model, optim
 from mnist_mlp.config import Config
 from mnist_mlp.errors import ConfigError, MlpError
 from mnist_mlp.fast import step as fast_step
-from mnist_mlp.fast.step import Step
+
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -334,7 +334,7 @@ def _loop(config, data, state, on_epoch, stop, progress, augment) -> State:
     train = data.train
     n, batch_size = len(train), t.batch_size
     n_batches = math.ceil(n / batch_size)
-    step = Step(config, state, min(batch_size, n))
+    step = fast_step.Step(config, state, min(batch_size, n))
     while state.epoch < t.epochs:
         epoch = state.epoch
         rng = data_mod.rng_for(t.seed, data_mod.EPOCH, epoch)
