@@ -6,7 +6,7 @@ import threading
 import time
 
 import pytest
-from test_page import CHROMIUM_ARGS, browser  # noqa: F401  (the fixture)
+from test_page import browser, wait_for  # noqa: F401  (browser: the fixture)
 
 pytest.importorskip("fastapi", reason="the serve extra (fastapi, uvicorn) is not installed")
 pytestmark = pytest.mark.realdata
@@ -54,16 +54,17 @@ def test_play_click_a_neuron_and_follow_a_drawn_digit(browser, learn_site):  # n
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(learn_site)
-    page.wait_for_function("window.learn.state !== null")
+    wait_for(page, "window.learn.state !== null")
     assert page.is_hidden("#draw-link")  # mlp learn has no drawing page
     page.click("#play")
-    page.wait_for_function(
+    wait_for(
+        page,
         "(() => { const a = window.learn.state.history.val_acc.filter(v => v !== null);"
         " return a.length && a[a.length - 1] >= 0.85; })()",
         timeout=90_000,
     )
     page.click("#play")  # pause
-    page.wait_for_function("!window.learn.busy")
+    wait_for(page, "!window.learn.busy")
     assert page.text_content("#play") == "Play"
     assert float(page.text_content("#n-acc").rstrip("%")) >= 85
 
@@ -105,7 +106,7 @@ def test_play_click_a_neuron_and_follow_a_drawn_digit(browser, learn_site):  # n
     page.mouse.up()
     page.select_option("#label", "7")
     page.click("#follow-own")
-    page.wait_for_function("window.learn.state.follow.index === null")
+    wait_for(page, "window.learn.state.follow.index === null")
     assert page.evaluate("window.learn.state.follow.label") == 7
     assert page.text_content("#follow-caption").startswith("your digit, a 7")
     page.click("#view-backward")
@@ -122,7 +123,7 @@ def test_the_phone_layout(browser, learn_site):  # noqa: F811
         device_scale_factor=2,
     )
     page.goto(learn_site)
-    page.wait_for_function("window.learn.state !== null")
+    wait_for(page, "window.learn.state !== null")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing runs off the side
     play = page.locator("#play").bounding_box()
     assert play["y"] + play["height"] < 844  # Play is on the first screen
@@ -131,5 +132,5 @@ def test_the_phone_layout(browser, learn_site):  # noqa: F811
     tile = page.evaluate("window.learn.layout.nodes[1][0].tile")
     assert tile >= 16  # the neurons' pictures stay big enough to tap
     page.tap("#step")
-    page.wait_for_function("window.learn.state.step === 1")
+    wait_for(page, "window.learn.state.step === 1")
     page.close()

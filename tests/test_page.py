@@ -38,6 +38,17 @@ CHROMIUM_ARGS = [
 pytestmark = pytest.mark.realdata
 
 
+def wait_for(page, expression: str, timeout: float = 30.0) -> None:
+    """Poll ``expression`` in the page until it is true. (Playwright's wait_for_function
+    compiles its predicate with eval, which the page's Content-Security-Policy forbids, as it
+    should: the tests run under the headers the page is served with.)"""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout:g} s for {expression}")
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="module")
 def browser():
     try:
@@ -86,7 +97,7 @@ def page(browser, site):
     context = browser.new_context(viewport={"width": 1100, "height": 900})
     page = context.new_page()
     page.goto(site)
-    page.wait_for_function("document.getElementById('model').textContent.startsWith('Serving')")
+    wait_for(page, "document.getElementById('model').textContent.startsWith('Serving')")
     yield page
     context.close()
 
@@ -110,8 +121,8 @@ def draw_with_mouse(page, strokes):
 
 
 def answer(page) -> str:
-    page.wait_for_function(
-        "document.body.dataset.state === 'ready' || document.body.dataset.state === 'error'"
+    wait_for(
+        page, "document.body.dataset.state === 'ready' || document.body.dataset.state === 'error'"
     )
     return page.locator("#digit").text_content()
 
@@ -157,7 +168,7 @@ def test_drawing_with_a_finger_draws_instead_of_scrolling(browser, site):
     page = context.new_page()
     try:
         page.goto(site)
-        page.wait_for_function("document.getElementById('model').textContent.startsWith('Serving')")
+        wait_for(page, "document.getElementById('model').textContent.startsWith('Serving')")
         assert page.evaluate("document.documentElement.scrollHeight") > 700  # the page could scroll
         box = page.locator("#canvas").bounding_box()
         cdp = context.new_cdp_session(page)
@@ -204,7 +215,7 @@ def test_an_upload_that_is_not_an_image_shows_the_servers_reason(page, tmp_path)
     path = tmp_path / "notes.png"
     path.write_bytes(b"not really a png")
     page.set_input_files("#file", str(path))
-    page.wait_for_function("document.body.dataset.state === 'error'")
+    wait_for(page, "document.body.dataset.state === 'error'")
     assert "not an image" in page.locator("#status").text_content()
 
 

@@ -133,6 +133,7 @@ def create_app(predictor: Predictor | None, max_bytes: int = MAX_BYTES, sessions
 
     from mnist_mlp.learn import Sessions
     from mnist_mlp.serve import learn_routes, routes
+    from mnist_mlp.serve.headers import SecurityHeaders
     from mnist_mlp.serve.limits import BodyLimit
 
     # The CPU work of a request runs on as many threads as there are cores, not on the 40 of
@@ -172,6 +173,7 @@ def create_app(predictor: Predictor | None, max_bytes: int = MAX_BYTES, sessions
     else:
         app.add_api_route("/", lambda: RedirectResponse("/learn"), include_in_schema=False)
     app.add_middleware(BodyLimit, max_bytes=max_bytes)
+    app.add_middleware(SecurityHeaders)
     return app
 
 
@@ -232,6 +234,11 @@ def serve(
         uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
     )
     url = url_of(sock)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        echo(
+            f"--host {host}: the page is reachable from the network, by anyone who can reach this "
+            f"machine on port {sock.getsockname()[1]}"
+        )
     if predictor is None:
         echo(f"the Learn page is at {url}learn (API docs at {url}docs); Ctrl-C stops")
     else:

@@ -28,11 +28,13 @@ def error(status: int, message: str) -> JSONResponse:
 
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    default = (
-        exc.status_code == 404 and exc.detail == "Not Found"
-    )  # no route, as opposed to our own 404s
+    # no route at all, as opposed to our own 404s, which say what is missing
+    default = exc.status_code == 404 and exc.detail == "Not Found"
     message = f"no such page or API: {request.url.path}" if default else exc.detail
-    return error(exc.status_code, str(message))
+    response = error(exc.status_code, str(message))
+    if exc.headers:  # a 405's Allow above all (RFC 9110)
+        response.headers.update(exc.headers)
+    return response
 
 
 async def invalid(request: Request, exc: Exception) -> JSONResponse:

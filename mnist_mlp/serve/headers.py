@@ -1,0 +1,68 @@
+"""What every answer carries, and HEAD for every GET (ASGI middleware, no FastAPI needed).
+
+The pages are meant to be served to a room (a teacher's laptop, a classroom's network), so
+each answer says what a browser may do with it: our pages load only their own scripts, styles
+and images (no inline script), may not be framed by another site, and leak no address in the
+Referer; no answer is sniffed as another type. FastAPI's ``/docs`` page, which loads Swagger
+UI from a CDN with an inline script, keeps a policy that allows exactly that.
+
+HEAD (what ``curl -I`` and uptime monitors send) is answered on every GET route, with the GET's
+headers and no body, as RFC 9110 asks.
+"""
+
+from __future__ import annotations
+
+PAGE_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+DOCS_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'self' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+COMMON = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+class SecurityHeaders:
+    """ASGI middleware: the headers above on every answer; HEAD served as a body-less GET."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        head = scope["method"] == "HEAD"
+        if head:
+            scope = {**scope, "method": "GET"}
+        docs = scope["path"] in ("/docs", "/redoc") or scope["path"].startswith("/docs/")
+        policy = (DOCS_POLICY if docs else PAGE_POLICY).encode()
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", [])]
+                names = {k.lower() for k, _ in headers}
+                if message["status"] == 405:  # HEAD goes wherever GET does
+                    headers = [(k, _with_head(v) if k.lower() == b"allow" else v) for k, v in headers]
+                extra = [(k, v) for k, v in COMMON if k not in names]
+                if b"content-security-policy" not in names:
+                    extra.append((b"content-security-policy", policy))
+                message = {**message, "headers": [*headers, *extra]}
+            elif head and message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _with_head(allow: bytes) -> bytes:
+    methods = [m.strip() for m in allow.decode("latin-1").split(",") if m.strip()]
+    if "GET" in methods and "HEAD" not in methods:
+        methods.insert(methods.index("GET") + 1, "HEAD")
+    return ", ".join(methods).encode("latin-1")
