@@ -49,7 +49,9 @@ class SecurityHeaders:
                 headers = [(k, v) for k, v in message.get("headers", [])]
                 names = {k.lower() for k, _ in headers}
                 if message["status"] == 405:  # HEAD goes wherever GET does
-                    headers = [(k, _with_head(v) if k.lower() == b"allow" else v) for k, v in headers]
+                    headers = [
+                        (k, _with_head(v) if k.lower() == b"allow" else v) for k, v in headers
+                    ]
                 extra = [(k, v) for k, v in COMMON if k not in names]
                 if b"content-security-policy" not in names:
                     extra.append((b"content-security-policy", policy))
