@@ -28,7 +28,6 @@ from mnist_mlp.config import Config
 from mnist_mlp.errors import ConfigError, MlpError
 from mnist_mlp.fast import step as fast_step
 
-
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
 

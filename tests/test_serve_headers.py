@@ -6,10 +6,10 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the serve extra (fastapi, uvicorn) is not installed")
 
-from fastapi.testclient import TestClient  # noqa: E402
-from test_learn import synthetic_digits  # noqa: E402
+from fastapi.testclient import TestClient
+from test_learn import synthetic_digits
 
-from mnist_mlp import learn, serve  # noqa: E402
+from mnist_mlp import learn, serve
 
 
 @pytest.fixture(scope="module")
