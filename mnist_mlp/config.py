@@ -161,24 +161,11 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
     ConfigError
         Naming the file or override, the key, the rule and the offending value.
     """
-    import yaml
-
     tree: dict = {}
     source = "config"
     if path is not None:
         source = str(path)
-        try:
-            text = Path(path).read_text()
-        except OSError as exc:
-            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
-        try:
-            tree = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise ConfigError(
-                f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}"
-            ) from None
+        tree = read_yaml(path, "config")
         if tree is None:
             tree = {}
         if not isinstance(tree, dict):
@@ -186,6 +173,38 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         if "parameters" in tree and "method" in tree:
             raise ConfigError(f"{path} is a sweep file, not a config: run mlp sweep {path}")
     return apply_overrides(from_dict(tree, source), overrides)
+
+
+def read_yaml(path: str | Path, what: str) -> Any:
+    """The YAML document in the file ``path`` (a config or a sweep file, says ``what``).
+
+    Raises
+    ------
+    ConfigError
+        In one line, for a file that cannot be read, is not UTF-8 text (one saved as Latin-1, or
+        not text at all) or is not valid YAML.
+    """
+    import yaml
+
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at line {line}); save the "
+            f"{what} as UTF-8"
+        ) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
 
 
 def from_dict(tree: dict, source: str = "config") -> Config:

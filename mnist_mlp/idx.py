@@ -7,6 +7,7 @@ http://yann.lecun.com/exdb/mnist/ (section "FILE FORMATS FOR THE MNIST DATABASE"
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 import zlib
@@ -63,7 +64,8 @@ def parse_idx(data: bytes) -> np.ndarray:
         )
     shape = struct.unpack(f">{ndim}I", data[4:header])
     dtype = DTYPES[code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    # in Python's integers: a corrupt header's dimensions can overflow any fixed width
+    expected = math.prod(shape) * dtype.itemsize
     payload = len(data) - header
     if payload != expected:
         what = "truncated" if payload < expected else "has extra bytes"

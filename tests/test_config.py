@@ -148,3 +148,30 @@ def test_missing_file_and_empty_file(tmp_path):
 def test_round_trip_through_dict():
     c = load_config(overrides=["model.hidden=[300, 100]", "data.augment.rotate=10"])
     assert from_dict(to_dict(c)) == c
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (
+            "# café\ntraining:\n  lr: 0.1\n".encode("latin-1"),
+            "not UTF-8 text (byte 0xe9 at line 1); save the config as UTF-8",
+        ),
+        (bytes(range(256)) * 4, "not UTF-8 text (byte 0x80 at line 2)"),
+        (b"\x00\x01\x02 binary", "not valid YAML"),
+        (b"training: [unclosed\n", "not valid YAML at line 2"),
+    ],
+)
+def test_a_file_that_is_not_a_utf8_yaml_config_is_one_line(tmp_path, content, message):
+    from click.testing import CliRunner
+
+    from mnist_mlp.cli import main
+
+    path = tmp_path / "odd.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    result = CliRunner().invoke(main, ["train", "--config", str(path)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert message in result.output

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import multiprocessing
+import struct
 import time
 
 import numpy as np
@@ -80,6 +82,22 @@ def test_html_page_with_status_200_is_refused(server, tiny, monkeypatch):
         download.ensure("tiny", options=FAST)
     server.serve("/good", tiny.gz)
     use_mirrors(monkeypatch, tiny, server.url + "/dead/", server.url + "/good/")
+    assert_arrays(download.ensure("tiny", options=FAST), tiny)
+
+
+def test_a_corrupt_header_whose_dimensions_overflow_moves_on_to_the_next_mirror(
+    server, tiny, monkeypatch
+):
+    # 24 bytes: three dimensions of 2**31 whose product is 0 in 64-bit arithmetic, and a payload
+    # of 8 bytes; a size check in int64 would have let it through to reshape.
+    corrupt = struct.pack(">HBB3I", 0, 0x08, 3, 2**31, 2**31, 2**31) + b"\0" * 8
+    for name in tiny.gz:
+        server.route(f"/corrupt/{name}", gzip.compress(corrupt))
+    use_mirrors(monkeypatch, tiny, server.url + "/corrupt/")
+    with pytest.raises(DownloadError, match="IDX payload truncated"):
+        download.ensure("tiny", options=FAST)
+    server.serve("/good", tiny.gz)
+    use_mirrors(monkeypatch, tiny, server.url + "/corrupt/", server.url + "/good/")
     assert_arrays(download.ensure("tiny", options=FAST), tiny)
 
 

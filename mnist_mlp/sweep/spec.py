@@ -135,15 +135,8 @@ def load_spec(path: str | os.PathLike, run_cap: int | None = None) -> Spec:
         For an unknown key (with the nearest suggested), a bad method, metric or distribution,
         a parameter that is not a config key, or a value a config would refuse.
     """
-    import yaml
-
     path = Path(path)
-    try:
-        tree = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read sweep file {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise _fail(path, f"not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    tree = config_mod.read_yaml(path, "sweep file")
     if not isinstance(tree, dict):
         raise _fail(path, "a sweep file is a mapping (base, method, metric, parameters, ...)")
     for key in tree:
