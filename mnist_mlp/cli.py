@@ -25,8 +25,13 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except MlpError as exc:
             raise click.ClickException(str(exc)) from None
-        except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-            raise click.ClickException(f"{exc.strerror}: {exc.filename}") from None
+        except (
+            OSError
+        ) as exc:  # a file or folder the user named: missing, a folder, forbidden, full
+            from mnist_mlp.fsutil import describe
+
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise click.ClickException(f"{where}{describe(exc)}") from None
 
 
 def _setup_logging(quiet: bool) -> None:

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_mlp.errors import DownloadError, IdxError, MlpError
-from mnist_mlp.fsutil import atomic_write
+from mnist_mlp.errors import DownloadError, IdxError, MlpError, WriteError
+from mnist_mlp.fsutil import atomic_write, describe
 from mnist_mlp.idx import idx_header, maybe_gunzip, parse_idx
 
 log = logging.getLogger(__name__)
@@ -255,11 +255,18 @@ def ensure(
     except OSError as exc:
         raise MlpError(f"cannot create the cache folder {folder}: {exc.strerror}") from None
     entries = {}
-    with _lock(folder):
-        for resource in spec.resources:
-            entries[resource.key] = _cached(folder, resource) or _fetch(
-                spec, folder, resource, options
-            )
+    try:
+        with _lock(folder):
+            for resource in spec.resources:
+                entries[resource.key] = _cached(folder, resource) or _fetch(
+                    spec, folder, resource, options
+                )
+    except (OSError, WriteError) as exc:
+        what = describe(exc) if isinstance(exc, OSError) else str(exc)
+        raise MlpError(
+            f"cannot fill the cache {folder}: {what}; point {ENV_HOME} at a writable folder with "
+            f"room for the dataset"
+        ) from None
     return entries
 
 

@@ -21,5 +21,10 @@ class CheckpointError(MlpError):
     """A checkpoint is missing, malformed or does not fit the model it describes."""
 
 
+class WriteError(MlpError):
+    """A file could not be written (no space left, a read-only or forbidden folder, ...); the
+    previous file, if any, is untouched."""
+
+
 class IdxError(MlpError, ValueError):
     """Bytes that are not a well-formed IDX file (a ``ValueError`` too, as parsers raise)."""

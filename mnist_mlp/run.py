@@ -28,8 +28,8 @@ from mnist_mlp import checkpoint as ckpt_mod
 from mnist_mlp import config as config_mod
 from mnist_mlp import data as data_mod
 from mnist_mlp import train
-from mnist_mlp.errors import ConfigError, MlpError
-from mnist_mlp.fsutil import atomic_write
+from mnist_mlp.errors import ConfigError, MlpError, WriteError
+from mnist_mlp.fsutil import atomic_write, describe
 
 RESUMABLE_KEYS = ("training.epochs", "training.patience")
 
@@ -118,9 +118,13 @@ def train_run(
     _link_latest(config, folder)
     curves = _Curves(folder)
 
+    # the newest checkpoint on disk to resume from, should a write fail
+    good: dict = {"path": resume, "epoch": state.epoch if state is not None else None}
+
     def on_epoch(state: train.State, row: dict, is_best: bool) -> None:
         files.append(row)
         files.save("last.npz", state)
+        good.update(path=folder / "last.npz", epoch=state.epoch)
         if is_best:
             files.save("checkpoint.npz", state)
         echo(_epoch_line(row, config.training.epochs, is_best))
@@ -128,9 +132,18 @@ def train_run(
 
     if state is not None:
         echo(f"resuming {resume} at epoch {state.epoch + 1}, step {state.step}")
-    state = _fit(config, data, state, on_epoch, stop, progress)
+    try:
+        state = _fit(config, data, state, on_epoch, stop, progress)
+        if state.status == "interrupted":
+            files.save("last.npz", state)
+    except WriteError as exc:
+        if good["path"] is None:
+            raise WriteError(f"{exc}; no checkpoint of this run was written yet") from None
+        raise WriteError(
+            f"{exc}; the last good checkpoint is {good['path']} (epoch {good['epoch']}): make "
+            f"room, then resume with: mlp train --resume {good['path']}"
+        ) from None
     if state.status == "interrupted":
-        files.save("last.npz", state)
         raise TrainingInterrupted(
             f"interrupted at epoch {state.epoch + 1}, step {state.step}; saved "
             f"{folder / 'last.npz'}. "
@@ -237,7 +250,10 @@ class _RunFiles:
         _write_metrics(self.metrics, history)
 
     def append(self, row: dict) -> None:
-        _append_metrics(self.metrics, row)
+        try:
+            _append_metrics(self.metrics, row)
+        except OSError as exc:
+            raise WriteError(f"cannot write {self.metrics}: {describe(exc)}") from None
 
     def save(self, name: str, state: train.State) -> None:
         ckpt_mod.save(

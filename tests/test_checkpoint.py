@@ -9,7 +9,7 @@ import pytest
 
 from mnist_mlp import checkpoint, model
 from mnist_mlp.config import load_config
-from mnist_mlp.errors import CheckpointError
+from mnist_mlp.errors import CheckpointError, WriteError
 
 
 def make(hidden=(16,)):
@@ -152,7 +152,7 @@ def test_a_crash_mid_write_keeps_the_previous_file(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(np, "savez", crash)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(WriteError, match="disk full"):  # one line for the user, not an OSError
         checkpoint.save(path, make())
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["c.npz"]
