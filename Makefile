@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= configs/default.yaml
+FUZZ_SECONDS ?= 60
 EXTRAS := dev,plot,export,serve,sweep,sklearn
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast check check-format check-style check-types format train smoke eval bench download serve clean
+.PHONY: help install test test-fast check check-format check-style check-types format fuzz train smoke eval bench download serve clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -41,6 +42,11 @@ check-style: install  ## ruff check: pycodestyle, pyflakes, import order, bugbea
 
 check-types: install  ## mypy over the package
 	$(BIN)/mypy
+
+fuzz: install  ## run every fuzz target for FUZZ_SECONDS (60) each, coverage-guided (atheris)
+	@for t in idx image checkpoint config sweep api; do \
+	  echo "fuzz $$t"; $(BIN)/python fuzz/run.py $$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
+	done
 
 format: install  ## reformat the tree and apply ruff's safe fixes
 	$(BIN)/ruff format .

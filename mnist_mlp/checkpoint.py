@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from mnist_mlp import config as config_mod
-from mnist_mlp.errors import CheckpointError, ConfigError
+from mnist_mlp.errors import CheckpointError, ConfigError, one_line
 from mnist_mlp.fsutil import atomic_write
 from mnist_mlp.model import Params, layer_sizes, param_shapes
 from mnist_mlp.optim import FORMS
@@ -137,10 +136,11 @@ def load(path: str | os.PathLike) -> Checkpoint:
             raise CheckpointError(
                 f"{path}: holds pickled objects, which are never loaded"
             ) from None
-        raise CheckpointError(f"{path}: not a valid checkpoint ({exc})") from None
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise CheckpointError(f"{path}: not a valid checkpoint ({one_line(exc)})") from None
+    except Exception as exc:
+        # (OSError, EOFError, BadZipFile, KeyError, the tokenizer's errors for a mangled header)
         raise CheckpointError(
-            f"{path}: not a valid checkpoint ({type(exc).__name__}: {exc})"
+            f"{path}: not a valid checkpoint ({type(exc).__name__}: {one_line(exc)})"
         ) from None
     return _validate(path, arrays)
 

@@ -9,6 +9,12 @@ class MlpError(Exception):
     """A problem with the user's input, files, configuration or network, stated in one line."""
 
 
+def one_line(text: object) -> str:
+    """``text`` with its line breaks shown as ``\\n``: what a user wrote (a key, a value) may hold
+    them, and an error stays one line."""
+    return str(text).replace("\r", "\\r").replace("\n", "\\n")
+
+
 class DownloadError(MlpError):
     """Every source of a dataset file failed; the message lists each and why."""
 

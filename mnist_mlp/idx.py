@@ -66,6 +66,9 @@ def parse_idx(data: bytes) -> np.ndarray:
     dtype = DTYPES[code]
     # in Python's integers: a corrupt header's dimensions can overflow any fixed width
     expected = math.prod(shape) * dtype.itemsize
+    if math.prod(d for d in shape if d) * dtype.itemsize >= 2**63:
+        # NumPy refuses such a shape even when a zero dimension makes it empty
+        raise IdxError(f"bad IDX header: dimensions {shape} are beyond any array's size")
     payload = len(data) - header
     if payload != expected:
         what = "truncated" if payload < expected else "has extra bytes"

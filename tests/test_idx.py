@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mnist_mlp.errors import IdxError
 from mnist_mlp.idx import idx_header, maybe_gunzip, parse_idx, read_idx, to_idx
 
 
@@ -93,3 +94,10 @@ def test_random_bytes_after_a_valid_magic(tail, ndim):
         read_idx(b"\x00\x00\x08" + bytes([ndim]) + tail)
     with contextlib.suppress(ValueError):
         read_idx(gzip.compress(b"\x00\x00\x08" + bytes([ndim]) + tail)[:-3])
+
+
+def test_dimensions_beyond_any_array_are_refused_even_with_a_zero_among_them():
+    # found by fuzz/run.py idx: an empty payload and dimensions (0, 6291456, 134283360, ...)
+    data = bytes.fromhex("00000804000000000060000008010060642b642b")
+    with pytest.raises(IdxError, match="beyond any array's size"):
+        parse_idx(data)

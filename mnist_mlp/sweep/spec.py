@@ -12,7 +12,7 @@ from typing import Any, TypeGuard
 
 from mnist_mlp import config as config_mod
 from mnist_mlp import train
-from mnist_mlp.errors import ConfigError
+from mnist_mlp.errors import ConfigError, one_line
 
 METHODS = ("grid", "random", "bayes")
 METRICS = {"val_acc": "maximize", "val_loss": "minimize"}
@@ -119,7 +119,7 @@ def _is_number(value: object) -> TypeGuard[float]:
 
 
 def _fail(path, message: str) -> ConfigError:
-    return ConfigError(f"{path}: {message}")
+    return ConfigError(f"{path}: {one_line(message)}")
 
 
 def _suggest(key: str, known) -> str:
