@@ -139,14 +139,15 @@ def create_app(predictor: Predictor | None, max_bytes: int = MAX_BYTES, sessions
     # The CPU work of a request runs on as many threads as there are cores, not on the 40 of
     # the default pool: more threads only contend for the GIL and each makes BLAS allocate
     # buffers of its own (measured: 32 clients on 40 threads, 8 requests/s and a growing RSS).
-    workers = ThreadPoolExecutor(
-        max(1, os.cpu_count() or 1), thread_name_prefix="mnist_mlp-predict"
-    )
+    def pool() -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max(1, os.cpu_count() or 1), thread_name_prefix="mnist_mlp-work")
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
+        # a pool of its own for each time the app is started (a test client may start it twice)
+        app.state.workers = pool()
         yield
-        workers.shutdown(wait=False, cancel_futures=True)
+        app.state.workers.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         title="mnist_mlp",
@@ -155,7 +156,10 @@ def create_app(predictor: Predictor | None, max_bytes: int = MAX_BYTES, sessions
         description="Classify images of handwritten digits with a NumPy MLP, and see which pixels "
         "drive each decision (the gradient of the predicted class's score).",
     )
-    app.state.predictor, app.state.workers = predictor, workers
+    app.state.predictor, app.state.workers = (
+        predictor,
+        pool(),
+    )  # (also when called without lifespan)
     app.state.sessions = sessions if sessions is not None else Sessions()
     app.state.learn_page = (WEB / "learn.html").read_text()
     app.state.assets = {name: (WEB / name).read_bytes() for name in ASSETS}

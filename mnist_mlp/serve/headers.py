@@ -46,12 +46,8 @@ class SecurityHeaders:
 
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", [])]
+                headers = list(message.get("headers", []))
                 names = {k.lower() for k, _ in headers}
-                if message["status"] == 405:  # HEAD goes wherever GET does
-                    headers = [
-                        (k, _with_head(v) if k.lower() == b"allow" else v) for k, v in headers
-                    ]
                 extra = [(k, v) for k, v in COMMON if k not in names]
                 if b"content-security-policy" not in names:
                     extra.append((b"content-security-policy", policy))
@@ -61,10 +57,3 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
-
-
-def _with_head(allow: bytes) -> bytes:
-    methods = [m.strip() for m in allow.decode("latin-1").split(",") if m.strip()]
-    if "GET" in methods and "HEAD" not in methods:
-        methods.insert(methods.index("GET") + 1, "HEAD")
-    return ", ".join(methods).encode("latin-1")

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from mnist_mlp import images
@@ -27,31 +27,50 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _integral(value: Any) -> Any:
+    """JSON's 2.0 is an integer (as JSON Schema has it); true and "2" are not."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Int = Annotated[int, BeforeValidator(_integral)]
+Size = Annotated[int, Field(ge=1, le=64), BeforeValidator(_integral)]
+
+
 class Settings(BaseModel):
-    """A session's settings; every one optional (the default net: 784-16-10, sigmoid)."""
+    """A session's settings; every one optional (the default net: 784-16-10, sigmoid).
 
-    model_config = ConfigDict(extra="forbid")
+    The ranges are stated here for the API's schema; :class:`mnist_mlp.learn.LearnConfig`
+    holds the same rules for every caller.
+    """
 
-    hidden: list[int] | None = Field(
-        None, description="one or two layer sizes, 1 to 64", examples=[[16]]
+    model_config = ConfigDict(extra="forbid", strict=True)  # true is no seed, "1" no lr
+
+    hidden: Annotated[list[Size], Field(min_length=1, max_length=2)] | None = Field(
+        None, description="one or two layer sizes", examples=[[16]]
     )
-    activation: str | None = Field(None, description="sigmoid, tanh or relu")
-    lr: float | None = Field(None, description="learning rate, > 0 and <= 10")
-    batch_size: int | None = Field(None, description="1 to 256")
-    momentum: float | None = Field(None, description="in [0, 1); 0: an update is -lr x gradient")
-    l2: float | None = Field(None, description=">= 0")
-    seed: int | None = Field(None, description=">= 0")
+    activation: Literal["sigmoid", "tanh", "relu"] | None = None
+    lr: Annotated[float, Field(gt=0, le=10)] | None = Field(None, description="the learning rate")
+    batch_size: Annotated[int, Field(ge=1, le=256), BeforeValidator(_integral)] | None = None
+    momentum: Annotated[float, Field(ge=0, lt=1)] | None = Field(
+        None, description="0: an update is -lr x gradient"
+    )
+    l2: Annotated[float, Field(ge=0)] | None = None
+    seed: Annotated[int, Field(ge=0), BeforeValidator(_integral)] | None = None
 
 
 class Steps(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    steps: int = Field(1, description="SGD steps to take, one batch each: 1 to 10,000")
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    steps: Annotated[int, Field(ge=1, le=10_000), BeforeValidator(_integral)] = Field(
+        1, description="SGD steps to take, one batch each"
+    )
 
 
 class GradCheck(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
+
     param: str = Field(..., description="W1, b1, W2, ...", examples=["W2"])
-    index: list[int] = Field(
+    index: list[Int] = Field(
         ..., description="[j, k] for a weight, [k] for a bias", examples=[[3, 4]]
     )
 

@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
 
+from mnist_mlp.errors import one_line
 from mnist_mlp.images import ImageError, ImageTooLarge
 from mnist_mlp.serve import ASSETS, IMAGE_TYPES, MAX_BYTES, answer
 
@@ -32,16 +33,33 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
     default = exc.status_code == 404 and exc.detail == "Not Found"
     message = f"no such page or API: {request.url.path}" if default else exc.detail
     response = error(exc.status_code, str(message))
-    if exc.headers:  # a 405's Allow above all (RFC 9110)
+    if exc.headers:
         response.headers.update(exc.headers)
+    if exc.status_code == 405:  # every method of the path, not only its first route's (RFC 9110)
+        response.headers["Allow"] = ", ".join(_methods(request))
     return response
+
+
+def _methods(request: Request) -> list[str]:
+    """The methods some route of the app answers at this request's path (HEAD where GET is)."""
+    from starlette.routing import Match
+
+    def answers(method: str) -> bool:
+        scope = {**request.scope, "method": method}
+        return any(route.matches(scope)[0] == Match.FULL for route in request.app.routes)
+
+    methods = [m for m in ("GET", "POST", "PUT", "PATCH", "DELETE") if answers(m)]
+    if "GET" in methods:
+        methods.insert(1, "HEAD")
+    return methods
 
 
 async def invalid(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first.get("loc", [])[1:]) or "request"
-    return error(422, f"{where}: {first.get('msg', 'invalid')}")
+    got = f", got {first['input']!r}" if "input" in first and first["type"] != "missing" else ""
+    return error(422, one_line(f"{where}: {first.get('msg', 'invalid')}{got}")[:500])
 
 
 def add_error_handlers(app: FastAPI) -> None:
