@@ -539,11 +539,47 @@ def postgres():
         "start",
     )
     assert start.returncode == 0, start.stderr + (root / "log").read_text()
+
+    def pg_ctl(*args: str) -> None:
+        options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        done = run_as(
+            str(binaries / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(root / "log"),
+            "-w",
+            "-o",
+            options,
+            "-m",
+            "fast",
+            *args,
+        )
+        assert done.returncode == 0, done.stderr
+
     try:
-        yield f"postgresql://mlp@127.0.0.1:{port}/postgres"
+        yield Server(f"postgresql://mlp@127.0.0.1:{port}/postgres", pg_ctl)
     finally:
         run_as(str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
         shutil.rmtree(root, ignore_errors=True)
+
+
+class Server(str):
+    """The server's URL, which can also ``restart()``, ``stop()`` and ``start()`` it."""
+
+    def __new__(cls, url: str, pg_ctl):
+        server = super().__new__(cls, url)
+        server.pg_ctl = pg_ctl
+        return server
+
+    def restart(self) -> None:
+        self.pg_ctl("restart")
+
+    def stop(self) -> None:
+        self.pg_ctl("stop")
+
+    def start(self) -> None:
+        self.pg_ctl("start")
 
 
 def _has_user(name: str) -> bool:
@@ -632,3 +668,92 @@ def test_trials_that_fail_of_themselves_use_up_their_places(tiny_as_mnist, tmp_p
     assert [r["state"] for r in rows] == ["fail"] * 3
     study = _study(tmp_path / "sw", spec_path)
     assert all("the loss became" in t.user_attrs["failed_because"] for t in study.get_trials())
+
+
+def _counts_and_numbers(study):
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state for t in trials if not t.user_attrs.get("discarded")]
+    return {s.name: states.count(s) for s in TrialState}, trials
+
+
+def _after_the_first_trial(folder, spec_path, url, timeout=60.0):
+    """Wait until the study holds a finished trial (while the next one runs). One storage for
+    all the polling: each one opened holds connections of its own."""
+    deadline = time.monotonic() + timeout
+    time.sleep(0.5)  # the sweep creates the study first
+    study = _study(folder, spec_path, url)
+    while time.monotonic() < deadline:
+        counts, _ = _counts_and_numbers(study)
+        if counts.get("COMPLETE"):
+            return
+        time.sleep(0.1)
+    raise AssertionError("no trial finished")
+
+
+def test_a_sweep_outlives_a_restart_of_its_postgresql(
+    postgres, tiny_as_mnist, tmp_path, monkeypatch
+):
+    # trials of about a second each (tiny data, many epochs), the server restarted in the middle
+    base = {**TINY_BASE, "training": {**TINY_BASE["training"], "epochs": 1500}}
+    spec_path = write_spec(tmp_path / "spec", base_config=base, run_cap=4, name="restart")
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["summary"] = sweep.sweep(
+                spec_path,
+                storage=postgres,
+                out=tmp_path / "sw",
+                progress=False,
+                log=lambda s: None,
+                seed=3,
+            )
+        except Exception as exc:  # pragma: no cover - the failure this test guards against
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    _after_the_first_trial(tmp_path / "sw", spec_path, postgres)
+    assert thread.is_alive()  # the study is under way
+    postgres.restart()  # connections dropped; the pool notices before using one again
+    thread.join(240)
+    assert "error" not in outcome, outcome.get("error")
+    counts, trials = _counts_and_numbers(_study(tmp_path / "sw", spec_path, postgres))
+    assert counts["COMPLETE"] == 4 and counts["RUNNING"] == 0 and counts["FAIL"] == 0, counts
+    assert len({t.number for t in trials}) == len(trials)  # no trial run twice
+    assert outcome["summary"]["trials"]["complete"] == 4
+
+
+@pytest.mark.realdata
+def test_a_worker_cut_off_for_too_long_stops_in_one_line_and_the_same_command_resumes(
+    postgres, real_env, tmp_path
+):
+    # As a user runs it: mlp sweep in a process of its own, its database stopped mid-study for
+    # longer than the stated limit (3 s here, by MNIST_MLP_DB_OUTAGE_S), then started again.
+    base = {**REAL_BASE, "training": {**REAL_BASE["training"], "epochs": 6}}
+    spec_path = write_spec(
+        tmp_path / "spec", base_config=base, run_cap=4, name="cut", parameters=REAL_PARAMS
+    )
+    env = {**os.environ, "MNIST_MLP_DB_OUTAGE_S": "3", "OPENBLAS_NUM_THREADS": "1"}
+    args = [str(spec_path), "--out", str(tmp_path / "sw"), "--storage", postgres, "--quiet"]
+    proc = _mlp_sweep(args, env, tmp_path)
+    _after_the_first_trial(tmp_path / "sw", spec_path, postgres, timeout=120)
+    assert proc.poll() is None  # the study is under way
+    postgres.stop()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert "has not answered for 3 s" in line and "run the same command again" in line, err
+    postgres.start()
+    again = _mlp_sweep([*args[:-1], "--json"], env, tmp_path)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    summary = json.loads(out)
+    counts, trials = _counts_and_numbers(_study(tmp_path / "sw", spec_path, postgres))
+    assert counts["RUNNING"] == 0, counts  # the trial cut off was found dead and failed
+    assert counts["COMPLETE"] == 4 == summary["trials"]["complete"], counts
+    assert counts["FAIL"] <= 1, counts  # at most the one cut off; its place went to a new trial
+    assert len({t.number for t in trials}) == len(trials)

@@ -18,6 +18,13 @@ INSTALL_HINT = (
 )
 HEARTBEAT_S = 10.0
 STALE_AFTER_S = 60.0  # a RUNNING trial of another host with no heartbeat for this long is dead
+# A worker waits this long for a database that stopped answering (a restart, a network cut),
+# retrying with backoff, before it stops with one line; the same command then resumes.
+OUTAGE_S = float(os.environ.get("MNIST_MLP_DB_OUTAGE_S", "120"))
+
+
+class DatabaseUnreachable(MlpError):
+    """The study's database did not answer for longer than :data:`OUTAGE_S`."""
 
 
 def _optuna():
@@ -56,7 +63,18 @@ def open_storage(url: str):
         for attempt in range(tries):
             try:
                 # No Optuna heartbeat: it works inside optimize() only; workers record their own.
-                return optuna.storages.RDBStorage(url)
+                # A connection is tested before each use (one the server dropped in a restart is
+                # replaced), and each worker holds at most a few.
+                storage = optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs={
+                        "pool_pre_ping": True,
+                        "pool_size": 2,
+                        "max_overflow": 2,
+                        "pool_recycle": 600,
+                    },
+                )
+                return _retrying(storage, _redact(url))
             except Exception as exc:
                 # workers creating the tables at the same moment: all but one lose
                 if attempt == tries - 1 or not _is_creation_race(exc):
@@ -72,6 +90,62 @@ def open_storage(url: str):
             f"--storage {_redact(url)}: cannot open it ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0]})"
         ) from None
+
+
+def _is_disconnection(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database is out of reach (not that a query was wrong)."""
+    try:
+        from sqlalchemy import exc as sa
+    except ImportError:  # pragma: no cover - sqlalchemy comes with optuna
+        return False
+    seen: BaseException | None = exc
+    while seen is not None:  # Optuna wraps a failed commit in StorageInternalError
+        if isinstance(seen, (sa.OperationalError, sa.InterfaceError, sa.DisconnectionError)):
+            return True
+        if isinstance(seen, sa.DBAPIError) and seen.connection_invalidated:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _retrying(storage, where: str):
+    """``storage`` with each of its methods retried, with backoff, while the database is out
+    of reach, for up to :data:`OUTAGE_S` seconds; then :class:`DatabaseUnreachable`.
+
+    A write whose answer was lost may have been made: a trial's final state written twice is
+    refused by Optuna as already finished, which here counts as done.
+    """
+    from optuna.exceptions import UpdateFinishedTrialError
+
+    def wrap(name: str, method):
+        def call(*args, **kwargs):
+            deadline, delay, retried = time.monotonic() + OUTAGE_S, 0.2, False
+            while True:
+                try:
+                    return method(*args, **kwargs)
+                except UpdateFinishedTrialError:
+                    if retried and name == "set_trial_state_values":
+                        return True  # the first attempt went through before its answer was lost
+                    raise
+                except Exception as exc:
+                    if not _is_disconnection(exc):
+                        raise
+                    if time.monotonic() + delay > deadline:
+                        raise DatabaseUnreachable(
+                            f"the study's database ({where}) has not answered for "
+                            f"{OUTAGE_S:g} s ({type(exc).__name__}); this worker stops; run the "
+                            f"same command again once it is back: finished trials are kept"
+                        ) from None
+                    time.sleep(delay)
+                    delay, retried = min(delay * 2, 5.0), True
+
+        return call
+
+    # the private methods too: Optuna's cache in front of the storage calls some of them
+    for name in dir(type(storage)):
+        if not name.startswith("__") and callable(getattr(storage, name)):
+            setattr(storage, name, wrap(name, getattr(storage, name)))
+    return storage
 
 
 def _redact(url: str) -> str:

@@ -17,6 +17,7 @@ from mnist_mlp.errors import MlpError
 from mnist_mlp.sweep.results import write_results
 from mnist_mlp.sweep.spec import Spec
 from mnist_mlp.sweep.study import (
+    DatabaseUnreachable,
     _boot_id,
     _budget_used,
     _Heartbeat,
@@ -113,6 +114,11 @@ class Worker:
             )
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             _drop_checkpoints(folder)
+        except DatabaseUnreachable:
+            # nothing more can be written; the trial stays RUNNING until a worker finds this one
+            # gone (fail_dead_trials) and gives its place to a new trial
+            _drop_checkpoints(folder)
+            raise
         except (run.TrainingInterrupted, KeyboardInterrupt):
             trial.set_user_attr("failed_because", "interrupted (Ctrl-C)")
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
