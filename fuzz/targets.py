@@ -44,37 +44,33 @@ def fuzz_image(data: bytes) -> object:
     return images.prepare(data, "fuzz", max_pixels=4_000_000)
 
 
+def _parsed_as_a_file(data: bytes, suffix: str, parse: Callable[[Path], object]) -> object:
+    path = _in_a_file(data, suffix)
+    try:
+        return parse(path)
+    finally:
+        path.unlink()
+
+
 @target
 def fuzz_checkpoint(data: bytes) -> object:
     from mnist_mlp import checkpoint
 
-    path = _in_a_file(data, ".npz")
-    try:
-        return checkpoint.load(path)
-    finally:
-        path.unlink()
+    return _parsed_as_a_file(data, ".npz", checkpoint.load)
 
 
 @target
 def fuzz_config(data: bytes) -> object:
     from mnist_mlp import config
 
-    path = _in_a_file(data, ".yaml")
-    try:
-        return config.load_config(path)
-    finally:
-        path.unlink()
+    return _parsed_as_a_file(data, ".yaml", config.load_config)
 
 
 @target
 def fuzz_sweep(data: bytes) -> object:
     from mnist_mlp.sweep import spec
 
-    path = _in_a_file(data, ".yaml")
-    try:
-        return spec.load_spec(path)
-    finally:
-        path.unlink()
+    return _parsed_as_a_file(data, ".yaml", spec.load_spec)
 
 
 _CLIENT = None

@@ -411,21 +411,26 @@ def export(checkpoint, fmt, out, opset, input_shape):
     )
 
 
+def _listen_options(command):
+    """--host and --port, as mlp serve and mlp learn take them."""
+    command = click.option(
+        "--port",
+        type=click.IntRange(0, 65535),
+        default=8000,
+        show_default=True,
+        help="Port to listen on (0: any free one).",
+    )(command)
+    return click.option(
+        "--host",
+        default="127.0.0.1",
+        show_default=True,
+        help="Address to listen on (0.0.0.0: every network this machine is on).",
+    )(command)
+
+
 @main.command()
 @click.option("--checkpoint", "-c", type=click.Path(), help="[default: runs/latest/checkpoint.npz]")
-@click.option(
-    "--host",
-    default="127.0.0.1",
-    show_default=True,
-    help="Address to listen on (0.0.0.0: every network this machine is on).",
-)
-@click.option(
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=8000,
-    show_default=True,
-    help="Port to listen on (0: any free one).",
-)
+@_listen_options
 def serve(checkpoint, host, port):
     """A page to draw digits on and watch the network decide, and a JSON API.
 
@@ -448,19 +453,7 @@ def serve(checkpoint, host, port):
 
 
 @main.command()
-@click.option(
-    "--host",
-    default="127.0.0.1",
-    show_default=True,
-    help="Address to listen on (0.0.0.0: every network this machine is on).",
-)
-@click.option(
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=8000,
-    show_default=True,
-    help="Port to listen on (0: any free one).",
-)
+@_listen_options
 def learn(host, port):
     """Watch a small network learn MNIST, neuron by neuron and link by link.
 

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException
 
 from mnist_mlp import images
 from mnist_mlp.learn import LearnConfig, LearnError, Session, TooManySessions
+from mnist_mlp.serve.routes import read_upload
 
 router = APIRouter()
 
@@ -258,26 +259,10 @@ async def _json_body(request: Request) -> dict:
 
 
 async def _image_and_label(request: Request) -> tuple[bytes, int]:
-    from starlette.datastructures import UploadFile
-
-    try:
-        form = await request.form(max_files=1, max_fields=10)
-    except HTTPException as exc:
-        raise HTTPException(
-            400, f"malformed multipart body: {str(exc.detail).rstrip('.')}"
-        ) from None
-    try:
-        files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
-        if not files:
-            raise HTTPException(
-                422, "the upload holds no image; send it in a file field with a label"
-            )
-        body = await files[0].read()
-        text = form.get("label")
-    finally:
-        await form.close()
-    if not body:
-        raise HTTPException(400, "the uploaded file is empty")
+    body, fields = await read_upload(
+        request, 422, "the upload holds no image; send it in a file field with a label"
+    )
+    text = fields.get("label")
     if not isinstance(text, str) or not text.strip().isdigit() or not 0 <= int(text) <= 9:
         raise HTTPException(422, f"label must be the digit drawn, 0 to 9, got {text!r}")
     return body, int(text)

@@ -175,6 +175,18 @@ async def _image_bytes(request: Request) -> bytes:
 
 
 async def _upload(request: Request) -> bytes:
+    body, _ = await read_upload(
+        request,
+        400,
+        "the multipart body holds no file; send the image in a file field "
+        "(e.g. curl -F file=@digit.png)",
+    )
+    return body
+
+
+async def read_upload(request: Request, missing: int, why: str) -> tuple[bytes, dict[str, str]]:
+    """The first file of a multipart body and its text fields; refusals as one-line 4xx:
+    a malformed body (400), no file (``missing``, saying ``why``), an empty file (400)."""
     from starlette.datastructures import UploadFile
 
     try:
@@ -186,14 +198,11 @@ async def _upload(request: Request) -> bytes:
     try:
         files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
         if not files:
-            raise HTTPException(
-                400,
-                "the multipart body holds no file; send the image in a file field "
-                "(e.g. curl -F file=@digit.png)",
-            )
+            raise HTTPException(missing, why)
         body = await files[0].read()
+        fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
     finally:
         await form.close()
     if not body:
         raise HTTPException(400, "the uploaded file is empty")
-    return body
+    return body, fields
