@@ -142,6 +142,11 @@ def load(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(
             f"{path}: not a valid checkpoint ({type(exc).__name__}: {one_line(exc)})"
         ) from None
+    odd = sorted(k for k, v in arrays.items() if not isinstance(v, np.ndarray))
+    if odd:  # NumPy hands over a member that is not an array as its raw bytes
+        raise CheckpointError(
+            f"{path}: not a valid checkpoint ({one_line(odd[0])!r} is not an array)"
+        )
     return _validate(path, arrays)
 
 

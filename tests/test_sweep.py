@@ -721,6 +721,7 @@ def test_a_sweep_outlives_a_restart_of_its_postgresql(
     thread.join(240)
     assert "error" not in outcome, outcome.get("error")
     counts, trials = _counts_and_numbers(_study(tmp_path / "sw", spec_path, postgres))
+    print(f"after a restart: {counts}")
     assert counts["COMPLETE"] == 4 and counts["RUNNING"] == 0 and counts["FAIL"] == 0, counts
     assert len({t.number for t in trials}) == len(trials)  # no trial run twice
     assert outcome["summary"]["trials"]["complete"] == 4
@@ -753,6 +754,7 @@ def test_a_worker_cut_off_for_too_long_stops_in_one_line_and_the_same_command_re
     assert again.returncode == 0, err
     summary = json.loads(out)
     counts, trials = _counts_and_numbers(_study(tmp_path / "sw", spec_path, postgres))
+    print(f"cut off, then resumed: {counts}; first exit 1: {line}")
     assert counts["RUNNING"] == 0, counts  # the trial cut off was found dead and failed
     assert counts["COMPLETE"] == 4 == summary["trials"]["complete"], counts
     assert counts["FAIL"] <= 1, counts  # at most the one cut off; its place went to a new trial

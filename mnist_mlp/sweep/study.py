@@ -102,6 +102,8 @@ def _is_disconnection(exc: BaseException) -> bool:
     while seen is not None:  # Optuna wraps a failed commit in StorageInternalError
         if isinstance(seen, (sa.OperationalError, sa.InterfaceError, sa.DisconnectionError)):
             return True
+        if isinstance(seen, sa.PendingRollbackError):  # a connection lost mid-transaction
+            return True
         if isinstance(seen, sa.DBAPIError) and seen.connection_invalidated:
             return True
         seen = seen.__cause__ or seen.__context__
