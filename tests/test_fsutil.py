@@ -39,6 +39,21 @@ def tmpfs(folder: Path, size: str, read_only: bool = False):
         subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
+def train_784_256_10(out: Path) -> list[str]:
+    """mlp train's arguments for a run whose checkpoints are 1.6 MB each, into ``out``."""
+    smoke = str(ROOT / "configs" / "smoke.yaml")
+    overrides = ["model.hidden=[256]", "data.subset=0", "data.validation=16"]
+    return [
+        "train",
+        "--config",
+        smoke,
+        "--out",
+        str(out),
+        "--quiet",
+        *(arg for o in overrides for arg in ("--set", o)),
+    ]
+
+
 def test_a_full_disk_keeps_the_old_file_and_leaves_no_partial_one(tmp_path):
     with tmpfs(tmp_path / "disk", "64k") as disk:
         target = disk / "file.bin"
@@ -69,21 +84,7 @@ def test_training_onto_a_full_disk_names_the_last_good_checkpoint(tiny_as_mnist,
     # not epoch 2's last.npz beside them.
     with tmpfs(tmp_path / "disk", "4m") as disk:
         out = disk / "run"
-        args = [
-            "train",
-            "--config",
-            str(ROOT / "configs" / "smoke.yaml"),
-            "--out",
-            str(out),
-            "--set",
-            "model.hidden=[256]",
-            "--set",
-            "data.subset=0",
-            "--set",
-            "data.validation=16",
-            "--quiet",
-        ]
-        result = CliRunner().invoke(main, args)
+        result = CliRunner().invoke(main, train_784_256_10(out))
         assert result.exit_code == 1, result.output
         assert "Traceback" not in result.output
         line = result.output.strip().splitlines()[-1]
@@ -110,23 +111,7 @@ def test_training_onto_a_full_disk_names_the_last_good_checkpoint(tiny_as_mnist,
 def test_the_first_checkpoint_not_fitting_says_none_was_written(tiny_as_mnist, tmp_path):
     with tmpfs(tmp_path / "disk", "1m") as disk:
         out = disk / "run"
-        result = CliRunner().invoke(
-            main,
-            [
-                "train",
-                "--config",
-                str(ROOT / "configs" / "smoke.yaml"),
-                "--out",
-                str(out),
-                "--set",
-                "model.hidden=[256]",
-                "--set",
-                "data.subset=0",
-                "--set",
-                "data.validation=16",
-                "--quiet",
-            ],
-        )
+        result = CliRunner().invoke(main, train_784_256_10(out))
         assert result.exit_code == 1 and "Traceback" not in result.output
         assert result.output.strip().endswith(
             f"cannot write {out / 'last.npz'}: no space left on the device; no checkpoint of this "
