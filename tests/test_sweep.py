@@ -540,8 +540,14 @@ def postgres():
     )
     assert start.returncode == 0, start.stderr + (root / "log").read_text()
 
-    def pg_ctl(*args: str) -> None:
-        options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    listen = ["127.0.0.1"]
+
+    def pg_ctl(*args: str, also: str | None = None) -> None:
+        if also is not None:  # another address to listen on, whose clients are trusted
+            listen.append(also)
+            with open(data / "pg_hba.conf", "a") as hba:
+                hba.write(f"host all all {also}/24 trust\n")
+        options = f"-p {port} -k {root} -c listen_addresses={','.join(listen)} -c fsync=off"
         done = run_as(
             str(binaries / "pg_ctl"),
             "-D",
@@ -580,6 +586,11 @@ class Server(str):
 
     def start(self) -> None:
         self.pg_ctl("start")
+
+    def listen_also(self, address: str) -> str:
+        """Restart listening on ``address`` too; the URL to reach it there."""
+        self.pg_ctl("restart", also=address)
+        return self.replace("127.0.0.1", address)
 
 
 def _has_user(name: str) -> bool:
@@ -758,4 +769,95 @@ def test_a_worker_cut_off_for_too_long_stops_in_one_line_and_the_same_command_re
     assert counts["RUNNING"] == 0, counts  # the trial cut off was found dead and failed
     assert counts["COMPLETE"] == 4 == summary["trials"]["complete"], counts
     assert counts["FAIL"] <= 1, counts  # at most the one cut off; its place went to a new trial
+    assert len({t.number for t in trials}) == len(trials)
+
+
+@pytest.fixture
+def cut_off_host():
+    """A second host: a network namespace joined to this one by a veth pair, whose link a test
+    can take down and up (the project's own test host; nothing else is reached)."""
+    require(
+        os.geteuid() == 0 and shutil.which("ip") is not None,
+        "network test: making a namespace needs root and iproute2's ip",
+    )
+    name, here, there = f"mlp{os.getpid() % 10000}", "10.213.7.1", "10.213.7.2"
+
+    def ip(*args, check=True):
+        return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+
+    ip("netns", "add", name)
+    try:
+        ip("link", "add", f"{name}h", "type", "veth", "peer", "name", f"{name}w")
+        ip("link", "set", f"{name}w", "netns", name)
+        ip("addr", "add", f"{here}/24", "dev", f"{name}h")
+        ip("link", "set", f"{name}h", "up")
+        ip("netns", "exec", name, "ip", "addr", "add", f"{there}/24", "dev", f"{name}w")
+        ip("netns", "exec", name, "ip", "link", "set", f"{name}w", "up")
+        ip("netns", "exec", name, "ip", "link", "set", "lo", "up")
+
+        class Host:
+            address = here  # where the worker reaches this machine
+
+            @staticmethod
+            def run(cmd: list[str], env: dict, cwd: Path) -> subprocess.Popen:
+                return subprocess.Popen(
+                    ["ip", "netns", "exec", name, *cmd],
+                    env=env,
+                    cwd=cwd,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+
+            @staticmethod
+            def link(state: str) -> None:
+                ip("link", "set", f"{name}h", state)
+
+        yield Host
+    finally:
+        ip("link", "del", f"{name}h", check=False)
+        ip("netns", "del", name, check=False)
+
+
+@pytest.mark.realdata
+def test_a_worker_cut_off_from_its_database_for_a_while_carries_on(
+    postgres, real_env, tmp_path, cut_off_host
+):
+    # The worker runs on another host (a network namespace); its link goes down for 25 s,
+    # longer than a query's 15 s TCP timeout, shorter than the 60 s limit set here.
+    url = postgres.listen_also(cut_off_host.address)
+    base = {**REAL_BASE, "training": {**REAL_BASE["training"], "epochs": 6}}
+    spec_path = write_spec(
+        tmp_path / "spec", base_config=base, run_cap=4, name="partition", parameters=REAL_PARAMS
+    )
+    env = {**os.environ, "MNIST_MLP_DB_OUTAGE_S": "60", "OPENBLAS_NUM_THREADS": "1"}
+    proc = cut_off_host.run(
+        [
+            sys.executable,
+            "-m",
+            "mnist_mlp",
+            "sweep",
+            str(spec_path),
+            "--out",
+            str(tmp_path / "sw"),
+            "--storage",
+            url,
+            "--json",
+            "--quiet",
+        ],
+        env,
+        tmp_path,
+    )
+    _after_the_first_trial(tmp_path / "sw", spec_path, postgres, timeout=120)
+    assert proc.poll() is None  # the study is under way
+    cut_off_host.link("down")
+    time.sleep(25)
+    assert proc.poll() is None  # it waited for the database rather than giving up or failing
+    cut_off_host.link("up")
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err
+    counts, trials = _counts_and_numbers(_study(tmp_path / "sw", spec_path, postgres))
+    print(f"cut off for 25 s: {counts}")
+    assert counts["COMPLETE"] == 4 == json.loads(out)["trials"]["complete"], counts
+    assert counts["RUNNING"] == 0 and counts["FAIL"] == 0, counts
     assert len({t.number for t in trials}) == len(trials)

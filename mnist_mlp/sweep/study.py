@@ -72,6 +72,7 @@ def open_storage(url: str):
                         "pool_size": 2,
                         "max_overflow": 2,
                         "pool_recycle": 600,
+                        "connect_args": _connect_args(url),
                     },
                 )
                 return _retrying(storage, _redact(url))
@@ -90,6 +91,21 @@ def open_storage(url: str):
             f"--storage {_redact(url)}: cannot open it ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0]})"
         ) from None
+
+
+def _connect_args(url: str) -> dict:
+    """For PostgreSQL: a query on a link gone silent (a cut cable drops packets; nothing
+    answers) fails after 15 s instead of TCP's minutes, and so is retried like a refusal."""
+    if not url.startswith("postgresql"):
+        return {}
+    return {
+        "connect_timeout": 10,
+        "keepalives": 1,
+        "keepalives_idle": 5,
+        "keepalives_interval": 2,
+        "keepalives_count": 3,
+        "tcp_user_timeout": 15_000,
+    }
 
 
 def _is_disconnection(exc: BaseException) -> bool:
