@@ -167,3 +167,41 @@ def test_paths_of_the_wrong_kind_are_one_line(tmp_path, random_checkpoint, tiny_
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 1, (args, result.output)
         assert "Traceback" not in result.output and message in result.output, (args, result.output)
+
+
+def test_permission_denied_is_one_line(tmp_path, random_checkpoint):
+    # Root may write anywhere: the writes run in a child process that drops to "nobody" first
+    # (forked, so no program has to be executable by that user).
+    import pwd
+
+    require(os.geteuid() == 0, "permission denied is made by dropping root's privileges")
+    nobody = pwd.getpwnam("nobody")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o755)  # root's: nobody may read, not write
+    os.chmod(tmp_path, 0o755)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what each write said, then leave at once
+        try:
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            lines = []
+            try:
+                atomic_write(locked / "file.bin", b"x")
+            except WriteError as exc:
+                lines.append(str(exc))
+            result = CliRunner().invoke(
+                main, ["export", str(random_checkpoint), "--out", str(locked / "m.onnx")]
+            )
+            lines.append(f"{result.exit_code} {result.output.strip()}")
+            os.write(write, "\n".join(lines).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as f:
+        lines = f.read().splitlines()
+    assert lines[0] == f"cannot write {locked / 'file.bin'}: permission denied"
+    # (nobody may not even read the checkpoint here: pytest's folders are root's alone)
+    assert lines[1].startswith("1 Error: ") and lines[1].endswith(": permission denied")
+    assert not list(locked.iterdir())
