@@ -527,19 +527,6 @@ def postgres():
         str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", "mlp", "--no-sync"
     )
     assert init.returncode == 0, init.stderr
-    start = run_as(
-        str(binaries / "pg_ctl"),
-        "-D",
-        str(data),
-        "-l",
-        str(root / "log"),
-        "-w",
-        "-o",
-        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off",
-        "start",
-    )
-    assert start.returncode == 0, start.stderr + (root / "log").read_text()
-
     listen = ["127.0.0.1"]
 
     def pg_ctl(*args: str, also: str | None = None) -> None:
@@ -561,8 +548,9 @@ def postgres():
             "fast",
             *args,
         )
-        assert done.returncode == 0, done.stderr
+        assert done.returncode == 0, done.stderr + (root / "log").read_text()
 
+    pg_ctl("start")
     try:
         yield Server(f"postgresql://mlp@127.0.0.1:{port}/postgres", pg_ctl)
     finally:
