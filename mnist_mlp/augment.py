@@ -199,3 +199,8 @@ def preview(images: np.ndarray, config: AugmentConfig, variants: int = 7, seed: 
         f"sigma {c.elastic_sigma:g}, mirrored {100 * c.flip:g}%"
     )
     return digit_grid(rows, title=title)
+
+
+def for_config(config: AugmentConfig) -> Augmenter | None:
+    """The distortions ``data.augment`` asks for, or None where it asks for none."""
+    return Augmenter(config) if config.enabled else None

@@ -37,8 +37,9 @@ import numpy as np
 
 from mnist_mlp import config as config_mod
 from mnist_mlp import data as data_mod
-from mnist_mlp import model, train
+from mnist_mlp import metrics, model, train
 from mnist_mlp.augment import Augmenter
+from mnist_mlp.callbacks import OnEpoch
 from mnist_mlp.fast import kernels
 from mnist_mlp.fast import step as fast_step
 
@@ -140,7 +141,7 @@ def epoch_seconds(batch: int, data: data_mod.Data, epochs: int, overrides=()) ->
     train.fit(
         config,
         data,
-        on_epoch=lambda s, row, best: times.append(row["seconds"]),
+        callbacks=[OnEpoch(lambda s, row, best: times.append(row["seconds"]))],
         progress=False,
         augment=augment,
     )
@@ -170,8 +171,8 @@ def eval_seconds(data: data_mod.Data, repeat: int = 5) -> float:
     config = config_mod.Config()
     params = train.new_state(config).params
     split = data_mod.Split(data.train.images[:10000], data.train.labels[:10000])
-    train.evaluate(params, "relu", split)
-    return median_time(lambda: train.evaluate(params, "relu", split), repeat)
+    metrics.evaluate(params, "relu", split)
+    return median_time(lambda: metrics.evaluate(params, "relu", split), repeat)
 
 
 def load_seconds(repeat: int = 3) -> float | None:

@@ -13,38 +13,33 @@ import difflib
 import re
 import types
 import typing
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mnist_mlp import rules
 from mnist_mlp.errors import ConfigError
+from mnist_mlp.model import ACTIVATIONS
+from mnist_mlp.rules import Interval, OneOf, Sizes, rule
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
-# --- rules: (predicate, description); the description completes "must ..." --------------------
 
-
-def _rule(check: Callable[[Any], bool], text: str) -> dict:
-    return {"rule": (check, text)}
-
-
+# Each key's rule, from the rule book (mnist_mlp.rules): a field's metadata carries it.
 def positive() -> dict:
-    return _rule(lambda v: v > 0, "be > 0")
+    return rule(rules.positive())
 
 
 def non_negative() -> dict:
-    return _rule(lambda v: v >= 0, "be >= 0")
+    return rule(rules.non_negative())
 
 
 def fraction(upper_open: bool = True) -> dict:
-    if upper_open:
-        return _rule(lambda v: 0 <= v < 1, "be in [0, 1)")
-    return _rule(lambda v: 0 <= v <= 1, "be in [0, 1]")
+    return rule(rules.fraction(upper_open))
 
 
 def one_of(*choices: str) -> dict:
-    return _rule(lambda v: v in choices, f"be one of {', '.join(choices)}")
+    return rule(OneOf(choices))
 
 
 # --- the tree ---------------------------------------------------------------------------------
@@ -79,9 +74,7 @@ class AugmentConfig:
 @dataclass
 class DataConfig:
     dataset: str = field(default="mnist", metadata=one_of("mnist", "fashion-mnist"))
-    validation: int = field(
-        default=5000, metadata=_rule(lambda v: 0 <= v < 60000, "be in [0, 60000)")
-    )
+    validation: int = field(default=5000, metadata=rule(Interval(0, 60000, "left")))
     subset: int = field(default=0, metadata=non_negative())  # train on the first N; 0 = all
     dir: str | None = None  # cache folder; None = $MNIST_MLP_HOME or the user cache
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -91,9 +84,9 @@ class DataConfig:
 class ModelConfig:
     hidden: list[int] = field(
         default_factory=lambda: [1024],
-        metadata=_rule(lambda v: all(n > 0 for n in v), "be a list of sizes > 0"),
+        metadata=rule(Sizes(rules.positive())),
     )
-    activation: str = field(default="relu", metadata=one_of("relu", "sigmoid", "tanh"))
+    activation: str = field(default="relu", metadata=one_of(*ACTIVATIONS))
     dropout: float = field(default=0.0, metadata=fraction())  # on hidden units, training only
 
 
@@ -111,13 +104,16 @@ class TrainingConfig:
     label_smoothing: float = field(default=0.0, metadata=fraction())
     schedule: str = field(default="cosine", metadata=one_of("constant", "step", "cosine"))
     step_every: int = field(default=10, metadata=positive())  # epochs, for schedule: step
-    step_gamma: float = field(default=0.1, metadata=_rule(lambda v: 0 < v <= 1, "be in (0, 1]"))
+    step_gamma: float = field(default=0.1, metadata=rule(Interval(0, 1, "right")))
     warmup_epochs: float = field(default=0.0, metadata=non_negative())
     patience: int = field(default=0, metadata=non_negative())  # epochs; 0 = no early stopping
     shuffle: bool = True  # a new order of the training examples every epoch
     # Leave out of the first layer's products the pixels blank in every image of a batch (the
     # same math; see fast.inked.InkedColumns). Classical momentum only; Nesterov's runs dense.
     skip_blank_pixels: bool = True
+    # The step that trains: "fast" (mnist_mlp.fast) or "reference", the textbook's functions of
+    # model.py and optim.py, dense (the same numbers within float32 rounding, a few times slower).
+    step: str = field(default="fast", metadata=one_of("fast", "reference"))
     seed: int = field(default=0, metadata=non_negative())
 
 
@@ -287,9 +283,9 @@ def _build(cls, tree: Any, prefix: str):
             values[name] = _build(hint, value if value is not None else {}, key + ".")
             continue
         value = _check_type(key, value, hint)
-        rule = fields[name].metadata.get("rule")
-        if rule and value is not None and not rule[0](value):
-            raise ConfigError(f"{key} must {rule[1]}, got {_show(value)}")
+        law = fields[name].metadata.get("rule")
+        if law and value is not None and not law(value):
+            raise ConfigError(f"{key} must {law.text}, got {_show(value)}")
         values[name] = value
     return cls(**values)
 

@@ -27,13 +27,14 @@ from typing import Any
 
 import numpy as np
 
+from mnist_mlp import augment, metrics, model, train
 from mnist_mlp import checkpoint as ckpt_mod
 from mnist_mlp import config as config_mod
 from mnist_mlp import data as data_mod
-from mnist_mlp import model, optim, train
+from mnist_mlp.callbacks import Callback, StopFlag
 from mnist_mlp.errors import ConfigError
 from mnist_mlp.fast import kernels
-from mnist_mlp.fast import step as fast_step
+from mnist_mlp.step import Momentum
 
 INSTALL_HINT = "mnist_mlp.MLPClassifier needs scikit-learn: pip install 'mnist-mlp[sklearn]'"
 
@@ -68,7 +69,6 @@ CONFIG_KEYS = {
     "skip_blank_pixels": "training.skip_blank_pixels",
 }
 ACTIVATIONS = {"relu": "relu", "logistic": "sigmoid", "sigmoid": "sigmoid", "tanh": "tanh"}
-_DEFAULTS = config_mod.Config()
 
 
 def _fail(name: str, rule: str, value: Any) -> ParameterError:
@@ -156,6 +156,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         ``seconds`` of the last fit, ``blas_threads`` it ran with, whether the compiled
         ``kernels`` ran.
     """
+
+    _state: train.State
 
     def __init__(
         self,
@@ -291,6 +293,57 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     def _fit(self, X, y, incremental: bool, classes=None):
         first = not (incremental or self.warm_start) or not hasattr(self, "_state")
+        X, labels = self._checked(X, y, first, classes)
+        if first:
+            self._seed = _seed(self.random_state)
+            self.input_scaling_ = _scaling(X)
+        config = self._config(len(X), self._seed)
+        if config.data.augment.enabled and (X.dtype != np.uint8 or X.shape[1] != model.N_INPUTS):
+            raise ParameterError(
+                "MLPClassifier: augment distorts 28x28 digits given as uint8 pixels (n_features "
+                f"784, dtype uint8); got {X.shape[1]} features of {X.dtype}"
+            )
+        data = self._data(X, labels, config)
+        if first:
+            self._reset(config, X.shape[1])
+        # Epochs counted from where this call starts; one for partial_fit, at a constant rate.
+        done = self._state.epoch
+        if incremental:
+            config = _replace(config, epochs=done + 1, schedule="constant", warmup_epochs=0.0)
+        else:
+            config = _replace(config, epochs=done + config.training.epochs)
+        started = time.perf_counter()
+        stop = StopFlag()
+        record = _Record(self, stop, incremental, len(data.train))
+        progress: Any = False
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            progress = tqdm
+        state = train.fit(
+            config,
+            data,
+            self._state,
+            callbacks=[record],
+            stop=stop,
+            progress=progress,
+            augment=augment.for_config(config.data.augment),
+        )
+        if self.early_stopping and self._best_params is not None:
+            # the best epoch's weights, as scikit-learn keeps them; their momentum is gone
+            state.params = {k: v.copy() for k, v in self._best_params.items()}
+            state.momentum = Momentum.zeros(state.params)
+        self._state, self._config_used = state, config
+        self._set_fitted(state.params, state.epoch)
+        self.fit_info_ = {
+            "seconds": time.perf_counter() - started,
+            "blas_threads": _blas_threads(),
+            "kernels": kernels.AVAILABLE,
+        }
+        return self
+
+    def _checked(self, X, y, first: bool, classes) -> tuple[np.ndarray, np.ndarray]:
+        """``X`` validated, and ``y`` as positions in ``classes_`` (set on a first fit)."""
         X, y = validate_data(self, X, y, reset=first, dtype=[np.float32, np.float64, np.uint8])
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
@@ -305,17 +358,11 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 f"MLPClassifier: y holds labels not in classes_ ({y[unknown][0]!r}); give every "
                 f"label in partial_fit's first call (classes=...)"
             )
-        if first:
-            self._seed = _seed(self.random_state)
-            self.input_scaling_ = _scaling(X)
-        config = self._config(len(X), self._seed)
-        if config.data.augment.enabled and (X.dtype != np.uint8 or X.shape[1] != model.N_INPUTS):
-            raise ParameterError(
-                "MLPClassifier: augment distorts 28x28 digits given as uint8 pixels (n_features "
-                f"784, dtype uint8); got {X.shape[1]} features of {X.dtype}"
-            )
+        return X, labels
+
+    def _data(self, X, labels, config) -> data_mod.Data:
         train_x, train_y, val_x, val_y = self._split(X, labels, config)
-        data = data_mod.Data(
+        return data_mod.Data(
             "arrays",
             tuple(str(c) for c in self.classes_),
             "",
@@ -324,70 +371,29 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             test=data_mod.Split(val_x[:0], val_y[:0]),
             scaling=self.input_scaling_,
         )
-        if first:
-            self._state = train.new_state(config, X.shape[1], len(self.classes_))
-            self.loss_curve_: list[float] = []
-            self.t_ = 0
-            self.validation_scores_: list[float] | None = [] if self.early_stopping else None
-            self.best_loss_: float | None = math.inf if not self.early_stopping else None
-            self.best_validation_score_: float | None = -math.inf if self.early_stopping else None
-            self._best_params: model.Params | None = None
-            self._no_improvement = 0
-        state = self._state
-        state.status = "running"
-        # Epochs counted from where this call starts; one for partial_fit.
-        done = state.epoch
-        epochs = 1 if incremental else config.training.epochs
-        if incremental:
-            config = _replace(config, epochs=done + 1, schedule="constant", warmup_epochs=0.0)
-        else:
-            config = _replace(config, epochs=done + epochs)
-        stop = train.StopFlag()
 
-        def on_epoch(state: train.State, row: dict, is_best: bool) -> None:
-            self._record(state, row, stop, incremental)
-            self.t_ += len(train_y)
+    def _reset(self, config: config_mod.Config, n_features: int) -> None:
+        """A new network and empty curves, for a first fit."""
+        self._state = train.new_state(config, n_features, len(self.classes_))
+        self.loss_curve_: list[float] = []
+        self.t_ = 0
+        self.validation_scores_: list[float] | None = [] if self.early_stopping else None
+        self.best_loss_: float | None = math.inf if not self.early_stopping else None
+        self.best_validation_score_: float | None = -math.inf if self.early_stopping else None
+        self._best_params: model.Params | None = None
+        self._no_improvement = 0
 
-        progress: Any = False
-        if self.verbose:
-            from tqdm.auto import tqdm
-
-            progress = tqdm
-        started = time.perf_counter()
-        with _blas_threads() as threads:
-            state = train.fit(
-                config,
-                data,
-                state,
-                on_epoch=on_epoch,
-                stop=stop,
-                progress=progress,
-                augment=_augmenter(config),
-            )
-        if self.early_stopping and self._best_params is not None:
-            # the best epoch's weights, as scikit-learn keeps them; their momentum is gone
-            state.params = {k: v.copy() for k, v in self._best_params.items()}
-            state.momentum, state.momentum_form = optim.init_state(state.params), "velocity"
-        self._state = state
-        self._config_used = config
-        self.n_iter_ = state.epoch
-        self.coefs_ = [state.params[f"W{l}"] for l in range(1, model.n_layers(state.params) + 1)]
-        self.intercepts_ = [
-            state.params[f"b{l}"] for l in range(1, model.n_layers(state.params) + 1)
-        ]
+    def _set_fitted(self, params: model.Params, epochs: int) -> None:
+        """The fitted attributes scikit-learn's MLP has, from the parameters."""
+        layers = range(1, model.n_layers(params) + 1)
+        self.coefs_ = [params[f"W{l}"] for l in layers]
+        self.intercepts_ = [params[f"b{l}"] for l in layers]
+        self.n_iter_ = epochs
         self.n_layers_ = len(self.coefs_) + 1
         self.n_outputs_ = len(self.classes_)
         self.out_activation_ = "softmax"
-        self.fit_info_ = {
-            "seconds": time.perf_counter() - started,
-            "blas_threads": threads,
-            "kernels": kernels.AVAILABLE,
-        }
-        return self
 
-    def _record(
-        self, state: train.State, row: dict, stop: train.StopFlag, incremental: bool
-    ) -> None:
+    def _record(self, row: dict, stop: StopFlag, incremental: bool) -> None:
         """Per epoch: the curves, the best so far, and whether to stop (as scikit-learn's MLP)."""
         loss = row["train_loss"]
         self.loss_curve_.append(loss)
@@ -400,7 +406,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 self._no_improvement += 1
             if score > self.best_validation_score_:
                 self.best_validation_score_ = score
-                self._best_params = {k: v.copy() for k, v in state.params.items()}
+                self._best_params = {k: v.copy() for k, v in self._state.params.items()}
         elif self.best_loss_ is not None:
             if loss > self.best_loss_ - self.tol:
                 self._no_improvement += 1
@@ -449,17 +455,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         """Class probabilities, ndarray of shape (n_samples, n_classes), columns as ``classes_``."""
         check_is_fitted(self, "_state")
         X = validate_data(self, X, reset=False, dtype=[np.float32, np.float64, np.uint8])
-        params = self._state.params
-        probs = np.empty((len(X), len(self.classes_)), np.float32)
-        step = 2048
-        buf = np.empty((min(step, len(X)), X.shape[1]), np.float32)
-        for start in range(0, len(X), step):
-            chunk = X[start : start + step]
-            x = data_mod.scale(chunk, buf[: len(chunk)], *self.input_scaling_)
-            probs[start : start + step] = fast_step.predict_proba(
-                params, x, self._state_activation(), len(chunk)
-            )
-        return probs
+        return metrics.probabilities(
+            self._state.params, self._state_activation(), X, scaling=self.input_scaling_
+        )
 
     def predict_log_proba(self, X) -> np.ndarray:
         """The log of :meth:`predict_proba` (zero probabilities give -inf)."""
@@ -499,7 +497,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         }
         ckpt_mod.save(
             path,
-            ckpt_mod.Checkpoint(self._state.params, self._config_used, meta, self._state.momentum),
+            ckpt_mod.Checkpoint(
+                self._state.params, self._config_used, meta, self._state.momentum.buffers
+            ),
         )
 
     @classmethod
@@ -510,44 +510,23 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         :func:`mnist_mlp.load_mnist` returns them); its class names are ``class_names_``.
         """
         ckpt = ckpt_mod.load(path)
-        c, t = ckpt.config.model, ckpt.config.training
-        activation = {"sigmoid": "logistic"}.get(c.activation, c.activation)
-        clf = cls(
-            hidden_layer_sizes=tuple(c.hidden),
-            activation=activation,
-            alpha=t.l2,
-            batch_size=t.batch_size,
-            learning_rate_init=t.lr,
-            momentum=t.momentum,
-            nesterovs_momentum=t.nesterov,
-            max_iter=t.epochs,
-            shuffle=t.shuffle,
-            random_state=t.seed,
-            dropout=c.dropout,
-            max_norm=t.max_norm,
-            label_smoothing=t.label_smoothing,
-            schedule=t.schedule,
-            warmup_epochs=t.warmup_epochs,
-            skip_blank_pixels=t.skip_blank_pixels,
-        )
+        settings = {
+            name: _plain(_config_value(ckpt.config, key)) for name, key in CONFIG_KEYS.items()
+        }
+        settings["hidden_layer_sizes"] = tuple(settings["hidden_layer_sizes"])
+        settings["activation"] = {"sigmoid": "logistic"}.get(ckpt.activation, ckpt.activation)
+        clf = cls(**settings, random_state=ckpt.config.training.seed)
         values = ckpt.meta.get("label_values")
         clf.classes_ = np.array(values) if values is not None else np.arange(len(ckpt.classes))
         clf.class_names_ = list(ckpt.classes)
         clf.n_features_in_ = ckpt.sizes[0]
         clf.input_scaling_ = ckpt.scaling
-        clf._seed = t.seed
+        clf._seed = ckpt.config.training.seed
         clf._config_used = ckpt.config
         clf._state = train.State.from_meta(ckpt.params, ckpt.momentum, ckpt.meta)
-        clf.n_iter_ = clf._state.epoch
-        clf.coefs_ = [ckpt.params[f"W{l}"] for l in range(1, model.n_layers(ckpt.params) + 1)]
-        clf.intercepts_ = [ckpt.params[f"b{l}"] for l in range(1, model.n_layers(ckpt.params) + 1)]
+        clf._set_fitted(ckpt.params, clf._state.epoch)
         clf.loss_curve_ = [row["train_loss"] for row in ckpt.meta.get("history", [])]
         clf.t_ = 0
-        clf.n_layers_, clf.n_outputs_, clf.out_activation_ = (
-            len(clf.coefs_) + 1,
-            len(clf.classes_),
-            "softmax",
-        )
         return clf
 
     # --- for a person ---------------------------------------------------------------------------
@@ -651,24 +630,27 @@ def _replace(config: config_mod.Config, **training) -> config_mod.Config:
     return dataclasses.replace(config, training=dataclasses.replace(config.training, **training))
 
 
-def _augmenter(config: config_mod.Config):
-    if not config.data.augment.enabled:
-        return None
-    from mnist_mlp.augment import Augmenter
-
-    return Augmenter(config.data.augment)
+def _config_value(config: config_mod.Config, key: str):
+    section, name = key.split(".")
+    return getattr(getattr(config, section), name)
 
 
-class _blas_threads:
+def _blas_threads() -> int | None:
     """How many threads BLAS runs with here (joblib's workers limit them, as sweeps do)."""
-
-    def __enter__(self) -> int | None:
-        try:
-            from threadpoolctl import threadpool_info
-        except ImportError:
-            return None
-        counts = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
-        return max(counts) if counts else None
-
-    def __exit__(self, *exc) -> None:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
         return None
+    counts = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
+    return max(counts) if counts else None
+
+
+class _Record(Callback):
+    """The estimator's bookkeeping after each epoch (:meth:`MLPClassifier._record`)."""
+
+    def __init__(self, estimator: MLPClassifier, stop: StopFlag, incremental: bool, n: int):
+        self.estimator, self.stop, self.incremental, self.n = estimator, stop, incremental, n
+
+    def on_epoch_end(self, state: train.State, row: dict, is_best: bool) -> None:
+        self.estimator._record(row, self.stop, self.incremental)
+        self.estimator.t_ += self.n

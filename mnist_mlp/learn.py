@@ -19,18 +19,23 @@ on the web.
 
 from __future__ import annotations
 
-import math
+import functools
 import secrets
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
 
 from mnist_mlp import data as data_mod
-from mnist_mlp import model, optim
+from mnist_mlp import model, rules, train
+from mnist_mlp.callbacks import Callback, StepResult, StopFlag
+from mnist_mlp.config import Config
+from mnist_mlp.config import from_dict as config_from_dict
 from mnist_mlp.errors import MlpError
+from mnist_mlp.rules import Interval, OneOf, Sizes, is_int, rule
+from mnist_mlp.step import ReferenceStep, StepSettings
 
 MAX_SESSIONS = 8
 IDLE_SECONDS = 30 * 60
@@ -38,6 +43,10 @@ N_VALIDATION = 1000
 VALIDATE_EVERY = 200  # steps between two measurements of the validation accuracy
 MAX_STEPS = 10_000  # in one request
 MAX_HISTORY = 1000  # points kept of each curve (older ones thinned out)
+MAX_WIDTH = 64  # neurons in a hidden layer: each is drawn as a picture
+MAX_BATCH = 256
+MAX_LR = 10.0
+ENDLESS = 2**62  # a session's "epochs": it never ends by itself
 
 
 class LearnError(MlpError):
@@ -50,17 +59,18 @@ class TooManySessions(LearnError):
 
 @dataclass
 class LearnConfig:
-    """A session's settings; each checked, with the rule and the value in the message.
+    """A session's settings; each checked by its rule (:mod:`mnist_mlp.rules`), with the rule
+    and the value in the message. The Learn API's schema is made from the same rules.
 
     Attributes
     ----------
     hidden : list of int
-        One or two hidden layers of 1 to 64 neurons.
+        One or two hidden layers of 1 to :data:`MAX_WIDTH` neurons.
     activation : {"sigmoid", "tanh", "relu"}
     lr : float
-        The learning rate, > 0 and <= 10.
+        The learning rate, > 0 and <= :data:`MAX_LR`.
     batch_size : int
-        1 (as the write-up trained) to 256.
+        1 (as the write-up trained) to :data:`MAX_BATCH`.
     momentum : float
         In [0, 1); 0 makes an update exactly -lr x the gradient.
     l2 : float
@@ -69,59 +79,67 @@ class LearnConfig:
         >= 0: the initial weights and the order of the batches.
     """
 
-    hidden: list[int] = field(default_factory=lambda: [16])
-    activation: str = "sigmoid"
-    lr: float = 0.5
-    batch_size: int = 32
-    momentum: float = 0.0
-    l2: float = 0.0
-    seed: int = 0
+    hidden: list[int] = field(
+        default_factory=lambda: [16],
+        metadata=rule(Sizes(Interval(1, MAX_WIDTH, integer=True), most=2)),
+    )
+    activation: str = field(default="sigmoid", metadata=rule(OneOf(tuple(model.ACTIVATIONS))))
+    lr: float = field(default=0.5, metadata=rule(Interval(0, MAX_LR, "right")))
+    batch_size: int = field(default=32, metadata=rule(Interval(1, MAX_BATCH, integer=True)))
+    momentum: float = field(default=0.0, metadata=rule(rules.fraction()))
+    l2: float = field(default=0.0, metadata=rule(rules.non_negative()))
+    seed: int = field(default=0, metadata=rule(rules.non_negative(integer=True)))
 
     def __post_init__(self) -> None:
-        h = self.hidden
-        if not (
-            isinstance(h, list)
-            and 1 <= len(h) <= 2
-            and all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 64 for n in h)
-        ):
-            raise LearnError(f"hidden must be one or two layer sizes from 1 to 64, got {h!r}")
-        if self.activation not in model.ACTIVATIONS:
-            raise LearnError(
-                f"activation must be one of {', '.join(model.ACTIVATIONS)}, got {self.activation!r}"
-            )
-        _check_number("lr", self.lr, 0, 10, low_open=True)
-        if not (_is_int(self.batch_size) and 1 <= self.batch_size <= 256):
-            raise LearnError(
-                f"batch_size must be an integer from 1 to 256, got {self.batch_size!r}"
-            )
-        _check_number("momentum", self.momentum, 0, 1, high_open=True)
-        _check_number("l2", self.l2, 0, math.inf)
-        if not (_is_int(self.seed) and self.seed >= 0):
-            raise LearnError(f"seed must be an integer >= 0, got {self.seed!r}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not f.metadata["rule"](value):
+                raise LearnError(f"{f.name} must {f.metadata['rule'].text}, got {value!r}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> LearnConfig:
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(values) - known)
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(known))
         if unknown:
             raise LearnError(f"unknown setting {unknown[0]!r}; the settings are {', '.join(known)}")
         return cls(**{k: v for k, v in values.items() if v is not None})
 
+    def training_config(self) -> Config:
+        """The :class:`~mnist_mlp.config.Config` the loop trains a session by: these settings,
+        a constant learning rate, no end (a session stops after the steps asked for)."""
+        return config_from_dict(
+            {
+                "model": {"hidden": self.hidden, "activation": self.activation},
+                "training": {
+                    "lr": self.lr,
+                    "batch_size": self.batch_size,
+                    "momentum": self.momentum,
+                    "l2": self.l2,
+                    "seed": self.seed,
+                    "schedule": "constant",
+                    "epochs": ENDLESS,
+                    "step": "reference",
+                },
+            },
+            "mlp learn",
+        )
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
+class _Watch(Callback):
+    """A session's hook into the loop: the batch shown, the curves, and stopping after
+    ``steps`` steps."""
 
-def _check_number(
-    name: str, v: Any, low: float, high: float, low_open=False, high_open=False
-) -> None:
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-    if ok:
-        ok = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
-    if not ok:
-        left, right = "(" if low_open else "[", ")" if high_open else "]"
-        span = f">= {low:g}" if high == math.inf else f"in {left}{low:g}, {high:g}{right}"
-        raise LearnError(f"{name} must be {span}, got {v!r}")
+    def __init__(self, session: Session, steps: int):
+        self.session, self.left, self.stop = session, steps, StopFlag()
+
+    def on_step(self, state, step: StepResult) -> None:
+        s = self.session
+        s.batch = s.digits.train[step.index]  # positions in the file, as the page names digits
+        s._losses.append(step.loss)
+        if s.step - s._validated_at >= VALIDATE_EVERY:
+            s._record()
+        self.left -= 1
+        self.stop.requested = self.left <= 0
 
 
 # --- the data, shared by every session --------------------------------------------------------
@@ -147,26 +165,42 @@ class Digits:
             np.sort(order[:N_VALIDATION]),
         )
 
+    @functools.cached_property
+    def data(self) -> data_mod.Data:
+        """The training digits as the loop takes them (the validation ones are the session's
+        own to measure, every :data:`VALIDATE_EVERY` steps)."""
+        empty = data_mod.Split(self.images[:0], self.labels[:0])
+        return data_mod.Data(
+            "mnist",
+            tuple("0123456789"),
+            "",
+            train=data_mod.Split(self.images[self.train], self.labels[self.train]),
+            val=empty,
+            test=empty,
+        )
+
 
 # --- a session ----------------------------------------------------------------------------------
 
 
 class Session:
-    """One net learning, with its followed digit. Not thread-safe: :class:`Sessions` locks it."""
+    """One net learning, with its followed digit. Not thread-safe: :class:`Sessions` locks it.
+
+    Its steps go through the training loop (:func:`mnist_mlp.train.fit`) with the reference
+    step (:class:`mnist_mlp.step.ReferenceStep`) in float64, so the page's numbers are
+    :mod:`mnist_mlp.model`'s to the last digit.
+    """
 
     def __init__(self, config: LearnConfig, digits: Digits):
         self.id = secrets.token_urlsafe(9)
         self.config, self.digits = config, digits
         self.scale, self.offset = data_mod.SCALE, data_mod.OFFSET
-        sizes = model.layer_sizes(config.hidden)
-        params = model.init_params(
-            sizes, config.activation, data_mod.rng_for(config.seed, data_mod.INIT)
+        self.training = config.training_config()
+        self.run = train.new_state(self.training, dtype=np.float64)
+        self.step_fn = ReferenceStep(
+            self.run.params, self.run.momentum, StepSettings.of(self.training), np.float64
         )
-        self.params = {k: v.astype(np.float64) for k, v in params.items()}
-        self.velocity = optim.init_state(self.params)
-        self.step = 0
         self.batch = np.zeros(0, np.intp)
-        self._epoch, self._epoch_order = -1, self.batch  # the order of the current epoch
         self.history: dict[str, list] = {"step": [], "loss": [], "val_acc": []}
         self._losses: list[float] = []
         self._validated_at = -VALIDATE_EVERY
@@ -177,42 +211,45 @@ class Session:
         self.lock = threading.Lock()
         self._record()
 
+    @property
+    def params(self) -> model.Params:
+        return self.run.params
+
+    @property
+    def velocity(self) -> model.Params:
+        return self.run.momentum.buffers
+
+    @property
+    def step(self) -> int:
+        """Steps taken."""
+        return self.run.steps
+
     def inputs(self, pixels: np.ndarray) -> np.ndarray:
         """x = pixel x scale + offset, float64, (B, 784) from pixels 0..255."""
         return pixels.astype(np.float64) * self.scale + self.offset
 
-    def _order(self, epoch: int) -> np.ndarray:
-        rng = data_mod.rng_for(self.config.seed, data_mod.EPOCH, epoch)
-        return self.digits.train[rng.permutation(len(self.digits.train))]
-
     def advance(self, steps: int) -> None:
         """Take ``steps`` SGD steps, one batch each, through the training digits in order."""
-        if not (_is_int(steps) and 1 <= steps <= MAX_STEPS):
+        if not (is_int(steps) and 1 <= steps <= MAX_STEPS):
             raise LearnError(f"steps must be an integer from 1 to {MAX_STEPS}, got {steps!r}")
-        c, n = self.config, len(self.digits.train)
-        per_epoch = math.ceil(n / c.batch_size)
-        for _ in range(steps):
-            epoch, b = divmod(self.step, per_epoch)
-            if self._epoch != epoch:
-                self._epoch, self._epoch_order = epoch, self._order(epoch)
-            self.batch = self._epoch_order[b * c.batch_size : (b + 1) * c.batch_size]
-            x = self.inputs(self.digits.images[self.batch])
-            with np.errstate(all="ignore"):
-                loss, grads, _ = model.loss_and_grads(
-                    self.params, x, self.digits.labels[self.batch], c.activation, c.l2
-                )
-            if not (math.isfinite(loss) and all(np.isfinite(g).all() for g in grads.values())):
-                self._record(validate=False)
-                raise LearnError(
-                    f"the loss became {loss:g} at step {self.step + 1}: lr={c.lr:g} is too high "
-                    "for "
-                    f"this net; the weights are kept as they were; reset with a smaller lr"
-                )
-            optim.sgd_step(self.params, grads, self.velocity, c.lr, c.momentum)
-            self.step += 1
-            self._losses.append(loss)
-            if self.step - self._validated_at >= VALIDATE_EVERY:
-                self._record()
+        watch = _Watch(self, steps)
+        try:
+            train.fit(
+                self.training,
+                self.digits.data,
+                self.run,
+                callbacks=[watch],
+                stop=watch.stop,
+                progress=False,
+                step=self.step_fn,
+            )
+        except train.TrainingDiverged as diverged:
+            self._record(validate=False)
+            raise LearnError(
+                f"the loss became {diverged.loss:g} at step {self.step + 1}: lr={self.config.lr:g} "
+                "is too high for this net; the weights are kept as they were; reset with a "
+                "smaller lr"
+            ) from None
         if self._losses:
             self._record(validate=False)
 
@@ -251,7 +288,7 @@ class Session:
     ) -> None:
         """Follow training digit ``index``, or ``pixels`` (28x28, 0..255) labelled ``label``."""
         if index is not None:
-            if not (_is_int(index) and 0 <= index < len(self.digits.labels)):
+            if not (is_int(index) and 0 <= index < len(self.digits.labels)):
                 raise LearnError(
                     f"index must be a training digit from 0 to {len(self.digits.labels) - 1}, got "
                     f"{index!r}"
@@ -311,7 +348,7 @@ class Session:
         if not (
             isinstance(index, list)
             and len(index) == len(shape)
-            and all(_is_int(i) and 0 <= i < s for i, s in zip(index, shape))
+            and all(is_int(i) and 0 <= i < s for i, s in zip(index, shape))
         ):
             raise LearnError(
                 f"index must be {len(shape)} integers within {list(shape)} for {param}, got "

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_mlp import metrics as metrics_mod
 from mnist_mlp import model, run
 from mnist_mlp.errors import MlpError
 from mnist_mlp.fsutil import atomic_write
@@ -155,7 +156,7 @@ def make(
     )
     written["units"] = out / "units.png"
     save_png(hidden_units(ckpt, test.images[:2000]), written["units"])
-    per_class = run.per_class(cm, classes)
+    per_class = metrics_mod.per_class(cm, classes)
     written["html"] = out / "report.html"
     page = _html(name, ckpt, metrics, per_class, rows, written)
     atomic_write(written["html"], page.encode())

@@ -24,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_mlp import augment, memory, metrics, train
 from mnist_mlp import checkpoint as ckpt_mod
 from mnist_mlp import config as config_mod
 from mnist_mlp import data as data_mod
-from mnist_mlp import train
+from mnist_mlp.callbacks import Callback, StopFlag, StopOnCtrlC
 from mnist_mlp.errors import ConfigError, MlpError, WriteError
 from mnist_mlp.fsutil import atomic_write, describe
 
@@ -66,7 +67,8 @@ def train_run(
     force: bool = False,
     progress: bool = True,
     echo: Callable[[str], None] = print,
-    stop: train.StopFlag | None = None,
+    stop: StopFlag | None = None,
+    callbacks: tuple[Callback, ...] = (),
 ) -> RunResult:
     """Train into ``folder`` (or continue the run saved in ``resume``) and test the best epoch.
 
@@ -85,7 +87,9 @@ def train_run(
     echo : callable
         Receives one line per epoch and the final result.
     stop : StopFlag, optional
-        A flag that ends the run between two steps (Ctrl-C sets it when this is None).
+        A flag that ends the run between two steps (Ctrl-C sets it).
+    callbacks : tuple of Callback
+        More hooks into the loop (trackers), after the run folder's own.
 
     Raises
     ------
@@ -94,75 +98,25 @@ def train_run(
     TrainingDiverged
         When the loss becomes non-finite; checkpoints already written are left intact.
     """
-    state = None
-    if resume is not None:
-        saved = ckpt_mod.load(resume)
-        config = _resume_config(saved.config, overrides)
-        state = train.State.from_meta(saved.params, saved.momentum, saved.meta)
-        if state.epoch >= config.training.epochs and not state.batch:
-            raise MlpError(
-                f"{resume} already finished its {config.training.epochs} epochs; to train "
-                f"longer, add --set training.epochs=N with N > {state.epoch}"
-            )
-    elif not force and ((folder / "checkpoint.npz").exists() or (folder / "last.npz").exists()):
-        raise MlpError(
-            f"{folder} already holds a run; continue it with --resume {folder / 'last.npz'}, "
-            f"train into another folder with --out DIR, or replace it with --force"
-        )
-
-    train.check_memory(config)
+    config, state = _starting_point(config, folder, resume, overrides, force)
+    memory.check_memory(config)
     data = load_data(config, progress)
     if resume is not None:
-        _check_same_data(resume, saved, data)
+        _check_same_data(resume, ckpt_mod.load(resume), data)
     files = _RunFiles(folder, config, data, state.history if state else [])
     _link_latest(config, folder)
-    curves = _Curves(folder)
-
-    # the newest checkpoint on disk to resume from, should a write fail
-    good: dict = {"path": resume, "epoch": state.epoch if state is not None else None}
-
-    def on_epoch(state: train.State, row: dict, is_best: bool) -> None:
-        files.append(row)
-        files.save("last.npz", state)
-        good.update(path=folder / "last.npz", epoch=state.epoch)
-        if is_best:
-            files.save("checkpoint.npz", state)
-        echo(_epoch_line(row, config.training.epochs, is_best))
-        curves.update(state.history)
-
+    writer = _RunWriter(files, config.training.epochs, echo, resume, state)
     if state is not None:
-        echo(f"resuming {resume} at epoch {state.epoch + 1}, step {state.step}")
-    try:
-        state = _fit(config, data, state, on_epoch, stop, progress)
-        if state.status == "interrupted":
-            files.save("last.npz", state)
-    except WriteError as exc:
-        if good["path"] is None:
-            raise WriteError(f"{exc}; no checkpoint of this run was written yet") from None
-        raise WriteError(
-            f"{exc}; the last good checkpoint is {good['path']} (epoch {good['epoch']}): make "
-            f"room, then resume with: mlp train --resume {good['path']}"
-        ) from None
-    if state.status == "interrupted":
-        raise TrainingInterrupted(
-            f"interrupted at epoch {state.epoch + 1}, step {state.step}; saved "
-            f"{folder / 'last.npz'}. "
-            f"Resume with: mlp train --resume {folder / 'last.npz'}"
-        )
+        echo(f"resuming {resume} at epoch {state.epoch + 1}, step {state.steps}")
+    state = writer.fit(config, data, state, stop, progress, callbacks)
     if state.status == "early-stopped":
         echo(f"early stop: validation loss has not improved for {config.training.patience} epochs")
-    curves.update(state.history, final=True)
-
-    best = ckpt_mod.load(folder / "checkpoint.npz")
-    test = train.evaluate(best.params, config.model.activation, data.test, scaling=best.scaling)
-    # Recorded in the checkpoint, so that what serves or exports it can say how good it is
-    # without the test set at hand.
-    best.meta["test"] = {"accuracy": test.accuracy, "loss": test.loss, "n": len(data.test)}
-    ckpt_mod.save(folder / "checkpoint.npz", best)
+    writer.curves.update(state.history, final=True)
+    test = _test_best(folder / "checkpoint.npz", data)
     which = (
-        f"best epoch {best.meta['epoch']}"
+        f"best epoch {state.best['epoch']}"
         if len(data.val)
-        else f"last epoch {best.meta['epoch']} (no validation split)"
+        else f"last epoch {state.best['epoch']} (no validation split)"
     )
     echo(
         f"{which}: test accuracy {100 * test.accuracy:.2f}% "
@@ -171,14 +125,93 @@ def train_run(
     return RunResult(folder, state, test.accuracy, test.loss)
 
 
+def _starting_point(
+    config: config_mod.Config,
+    folder: Path,
+    resume: str | os.PathLike | None,
+    overrides: tuple[str, ...],
+    force: bool,
+) -> tuple[config_mod.Config, train.State | None]:
+    """The config and state a run starts from: the checkpoint's when resuming, else a new run
+    (refused where ``folder`` already holds one, unless ``force``)."""
+    if resume is None:
+        if not force and ((folder / "checkpoint.npz").exists() or (folder / "last.npz").exists()):
+            raise MlpError(
+                f"{folder} already holds a run; continue it with --resume {folder / 'last.npz'}, "
+                f"train into another folder with --out DIR, or replace it with --force"
+            )
+        return config, None
+    saved = ckpt_mod.load(resume)
+    config = _resume_config(saved.config, overrides)
+    state = train.State.from_meta(saved.params, saved.momentum, saved.meta)
+    if state.epoch >= config.training.epochs and not state.epoch_steps:
+        raise MlpError(
+            f"{resume} already finished its {config.training.epochs} epochs; to train "
+            f"longer, add --set training.epochs=N with N > {state.epoch}"
+        )
+    return config, state
+
+
+def _test_best(path: Path, data: data_mod.Data) -> metrics.Metrics:
+    """The best checkpoint on the test set, the result recorded in it (so that what serves or
+    exports it can say how good it is without the test set at hand)."""
+    best = ckpt_mod.load(path)
+    test = metrics.evaluate(best.params, best.activation, data.test, scaling=best.scaling)
+    best.meta["test"] = {"accuracy": test.accuracy, "loss": test.loss, "n": len(data.test)}
+    ckpt_mod.save(path, best)
+    return test
+
+
+class _RunWriter(Callback):
+    """A run's files kept current by the loop: a row of ``metrics.csv``, ``last.npz``, the best
+    ``checkpoint.npz``, a line and the curves after every epoch; ``last.npz`` when stopped."""
+
+    def __init__(self, files, epochs: int, echo, resume, state: train.State | None):
+        self.files, self.epochs, self.echo = files, epochs, echo
+        self.curves = _Curves(files.folder)
+        # the newest checkpoint on disk to resume from, should a write fail
+        self.good = {"path": resume, "epoch": state.epoch if state is not None else None}
+
+    def on_epoch_end(self, state: train.State, row: dict, is_best: bool) -> None:
+        self.files.append(row)
+        self.files.save("last.npz", state)
+        self.good.update(path=self.files.folder / "last.npz", epoch=state.epoch)
+        if is_best:
+            self.files.save("checkpoint.npz", state)
+        self.echo(_epoch_line(row, self.epochs, is_best))
+        self.curves.update(state.history)
+
+    def fit(self, config, data, state, stop, progress, callbacks) -> train.State:
+        """Train; a failed write names the last good checkpoint, a stop saves ``last.npz``."""
+        try:
+            state = _fit(config, data, state, (self, *callbacks), stop, progress)
+            if state.status == "interrupted":
+                self.files.save("last.npz", state)
+        except WriteError as exc:
+            if self.good["path"] is None:
+                raise WriteError(f"{exc}; no checkpoint of this run was written yet") from None
+            raise WriteError(
+                f"{exc}; the last good checkpoint is {self.good['path']} (epoch "
+                f"{self.good['epoch']}): make room, then resume with: mlp train --resume "
+                f"{self.good['path']}"
+            ) from None
+        if state.status == "interrupted":
+            last = self.files.folder / "last.npz"
+            raise TrainingInterrupted(
+                f"interrupted at epoch {state.epoch + 1}, step {state.steps}; saved {last}. "
+                f"Resume with: mlp train --resume {last}"
+            )
+        return state
+
+
 def trial_run(
     config: config_mod.Config,
     folder: Path,
     data: data_mod.Data,
     *,
-    epoch_hook: Callable[[dict], None],
+    callbacks: tuple[Callback, ...] = (),
     progress: bool = False,
-    stop: train.StopFlag | None = None,
+    stop: StopFlag | None = None,
 ) -> train.State:
     """A sweep's trial: train into ``folder`` and keep only what choosing among trials needs.
 
@@ -186,7 +219,7 @@ def trial_run(
     winner tested once), no ``last.npz`` (a cut-off trial is rerun, not resumed), no
     ``runs/latest`` link and no ``curves.png`` (``mlp report`` draws the best trials'), and the
     best epoch is written once, when the trial ends, not at every improvement. A run already in
-    ``folder`` is replaced. The caller checks the memory (:func:`mnist_mlp.train.check_memory`)
+    ``folder`` is replaced. The caller checks the memory (:func:`mnist_mlp.memory.check_memory`)
     before loading ``data``.
 
     Parameters
@@ -195,9 +228,9 @@ def trial_run(
     folder : Path
     data : Data
         The dataset, already loaded for this config (a sweep's trials share it).
-    epoch_hook : callable
-        ``epoch_hook(row)`` after each epoch's row is written; an exception it raises (a
-        pruned trial) ends the trial there.
+    callbacks : tuple of Callback
+        After the trial's own (its row written): Optuna's report and pruning, whose
+        ``TrialPruned`` ends the trial there.
     progress : bool
     stop : StopFlag, optional
 
@@ -209,26 +242,27 @@ def trial_run(
         When the loss becomes non-finite.
     """
     files = _RunFiles(folder, config, data, [])
-    best: list[train.State] = []  # the best epoch so far, held until the trial ends
-
-    def on_epoch(state: train.State, row: dict, is_best: bool) -> None:
-        files.append(row)
-        if is_best:
-            best[:] = [
-                train.State(
-                    {k: v.copy() for k, v in state.params.items()},
-                    {},
-                    **copy.deepcopy(state.meta()),
-                )
-            ]
-        epoch_hook(row)
-
-    state = _fit(config, data, None, on_epoch, stop, progress)
+    keeper = _KeepBest(files)
+    state = _fit(config, data, None, (keeper, *callbacks), stop, progress)
     if state.status == "interrupted":
-        raise TrainingInterrupted(f"interrupted at epoch {state.epoch + 1}, step {state.step}")
-    if best:
-        files.save("checkpoint.npz", best[0])
+        raise TrainingInterrupted(f"interrupted at epoch {state.epoch + 1}, step {state.steps}")
+    if keeper.best is not None:
+        files.write("checkpoint.npz", *keeper.best)
     return state
+
+
+class _KeepBest(Callback):
+    """A trial's rows written as they come, its best epoch held in memory until it ends."""
+
+    def __init__(self, files: _RunFiles):
+        self.files = files
+        self.best: tuple[dict, dict] | None = None
+
+    def on_epoch_end(self, state: train.State, row: dict, is_best: bool) -> None:
+        self.files.append(row)
+        if is_best:  # without its momentum: a trial is never resumed
+            params = {k: v.copy() for k, v in state.params.items()}
+            self.best = (params, copy.deepcopy(state.meta()))
 
 
 class _RunFiles:
@@ -256,11 +290,12 @@ class _RunFiles:
             raise WriteError(f"cannot write {self.metrics}: {describe(exc)}") from None
 
     def save(self, name: str, state: train.State) -> None:
+        self.write(name, state.params, state.meta(), state.momentum.buffers)
+
+    def write(self, name: str, params: dict, meta: dict, momentum: dict | None = None) -> None:
         ckpt_mod.save(
             self.folder / name,
-            ckpt_mod.Checkpoint(
-                state.params, self.config, {**self.meta, **state.meta()}, state.momentum
-            ),
+            ckpt_mod.Checkpoint(params, self.config, {**self.meta, **meta}, momentum or {}),
         )
 
 
@@ -268,22 +303,21 @@ def _fit(
     config: config_mod.Config,
     data: data_mod.Data,
     state: train.State | None,
-    on_epoch: train.EpochCallback,
-    stop: train.StopFlag | None,
+    callbacks: tuple[Callback, ...],
+    stop: StopFlag | None,
     progress: bool,
 ) -> train.State:
     """:func:`mnist_mlp.train.fit` with the config's distortions, Ctrl-C ending it between steps."""
-    flag = stop or train.StopFlag()
-    with train.stop_on_sigint(flag):
-        return train.fit(
-            config,
-            data,
-            state,
-            on_epoch=on_epoch,
-            stop=flag,
-            progress=progress,
-            augment=_augmenter(config),
-        )
+    flag = stop or StopFlag()
+    return train.fit(
+        config,
+        data,
+        state,
+        callbacks=(StopOnCtrlC(flag), *callbacks),
+        stop=flag,
+        progress=progress,
+        augment=augment.for_config(config.data.augment),
+    )
 
 
 class _Curves:
@@ -308,14 +342,6 @@ class _Curves:
 
         plots.plot_curves(history, self.path, self.title)
         self.last = now
-
-
-def _augmenter(config: config_mod.Config):
-    if not config.data.augment.enabled:
-        return None
-    from mnist_mlp.augment import Augmenter
-
-    return Augmenter(config.data.augment)
 
 
 def _resume_config(saved: config_mod.Config, overrides: tuple[str, ...]) -> config_mod.Config:
@@ -397,7 +423,7 @@ class Evaluation:
     checkpoint: ckpt_mod.Checkpoint
     data: data_mod.Data
     split: data_mod.Split
-    metrics: train.Metrics
+    metrics: metrics.Metrics
     confusion: np.ndarray  # (10, 10), rows true, columns predicted
 
 
@@ -411,10 +437,12 @@ def evaluate_on(path: str | os.PathLike, split: str = "test", progress: bool = T
     chosen = {"test": data.test, "val": data.val, "train": data.train}[split]
     if not len(chosen):
         raise MlpError(f"the {split} split of {path} is empty (data.validation is 0)")
-    metrics = train.evaluate(ckpt.params, ckpt.activation, chosen, scaling=ckpt.scaling)
-    return Evaluation(
-        ckpt, data, chosen, metrics, confusion_matrix(chosen.labels, metrics.predictions)
-    )
+    return _evaluation(ckpt, data, chosen)
+
+
+def _evaluation(ckpt: ckpt_mod.Checkpoint, data: data_mod.Data, split: data_mod.Split):
+    m = metrics.evaluate(ckpt.params, ckpt.activation, split, scaling=ckpt.scaling)
+    return Evaluation(ckpt, data, split, m, metrics.confusion_matrix(split.labels, m.predictions))
 
 
 def evaluate_checkpoint(
@@ -430,17 +458,22 @@ def evaluate_checkpoint(
         ``support``) and ``confusion_matrix`` (rows true, columns predicted).
     """
     e = evaluate_on(path, split, progress)
+    return _report(str(path), split, e, e.metrics, e.confusion)
+
+
+def _report(name, split: str, e: Evaluation, m: metrics.Metrics, confusion: np.ndarray) -> dict:
+    """What ``mlp eval`` says of a checkpoint (or a committee) on a split, as a dict."""
     classes = e.checkpoint.classes
     return {
-        "checkpoint": str(path),
+        "checkpoint": name,
         "dataset": e.data.name,
         "split": split,
         "n": len(e.split),
-        "accuracy": e.metrics.accuracy,
-        "loss": e.metrics.loss,
+        "accuracy": m.accuracy,
+        "loss": m.loss,
         "classes": classes,
-        "per_class": per_class(e.confusion, classes),
-        "confusion_matrix": e.confusion.tolist(),
+        "per_class": metrics.per_class(confusion, classes),
+        "confusion_matrix": confusion.tolist(),
     }
 
 
@@ -465,40 +498,17 @@ def evaluate_committee(
     first = evaluate_on(paths[0], split, progress)
     others = [ckpt_mod.load(p) for p in paths[1:]]
     ckpt_mod.check_committee(paths, [first.checkpoint, *others])
-    members, probs = [first], first.metrics.probabilities.copy()
-    for ckpt in others:
-        metrics = train.evaluate(ckpt.params, ckpt.activation, first.split, scaling=ckpt.scaling)
-        members.append(
-            Evaluation(
-                ckpt,
-                first.data,
-                first.split,
-                metrics,
-                confusion_matrix(first.split.labels, metrics.predictions),
-            )
-        )
-        probs += metrics.probabilities
-    probs /= len(members)
-    labels = first.split.labels.astype(np.intp)
-    predictions = probs.argmax(axis=1)
-    cm = confusion_matrix(labels, predictions)
-    classes = first.checkpoint.classes
-    loss = float(-np.mean(np.log(np.maximum(probs[np.arange(len(labels)), labels], 1e-30))))
-    return {
-        "checkpoint": [str(p) for p in paths],
-        "dataset": first.data.name,
-        "split": split,
-        "n": len(labels),
-        "accuracy": float(np.mean(predictions == labels)),
-        "loss": loss,
-        "classes": classes,
-        "per_class": per_class(cm, classes),
-        "confusion_matrix": cm.tolist(),
-        "members": [
-            {"checkpoint": str(p), "accuracy": m.metrics.accuracy, "loss": m.metrics.loss}
-            for p, m in zip(paths, members)
-        ],
-    }
+    members = [first, *(_evaluation(c, first.data, first.split) for c in others)]
+    vote = metrics.of_probabilities(
+        metrics.committee([m.metrics.probabilities for m in members]), first.split.labels
+    )
+    confusion = metrics.confusion_matrix(first.split.labels, vote.predictions)
+    report = _report([str(p) for p in paths], split, first, vote, confusion)
+    report["members"] = [
+        {"checkpoint": str(p), "accuracy": m.metrics.accuracy, "loss": m.metrics.loss}
+        for p, m in zip(paths, members)
+    ]
+    return report
 
 
 def _check_same_data(
@@ -507,23 +517,3 @@ def _check_same_data(
     recorded = ckpt.meta.get("dataset", {}).get("digest")
     if recorded not in (None, data.digest):
         raise MlpError(f"{path} was trained on other data than the cached {data.name}")
-
-
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n: int = 10) -> np.ndarray:
-    """Counts of (true, predicted) pairs: ndarray of shape (n, n), rows true."""
-    return np.bincount(labels.astype(np.intp) * n + predictions, minlength=n * n).reshape(n, n)
-
-
-def per_class(cm: np.ndarray, classes: list[str]) -> list[dict]:
-    """Precision, recall and support of each class from a confusion matrix."""
-    hits = np.diag(cm)
-    predicted, actual = cm.sum(axis=0), cm.sum(axis=1)
-    return [
-        {
-            "class": classes[i],
-            "precision": float(hits[i] / predicted[i]) if predicted[i] else None,
-            "recall": float(hits[i] / actual[i]) if actual[i] else None,
-            "support": int(actual[i]),
-        }
-        for i in range(len(classes))
-    ]

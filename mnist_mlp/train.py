@@ -1,39 +1,67 @@
 """The training loop: minibatch SGD over shuffled epochs, validation, early stopping.
 
-:func:`fit` owns the loop and nothing else. It reports each finished epoch to a callback,
-which is where a caller saves checkpoints and writes metrics (see :mod:`mnist_mlp.run`), and
-it stops cleanly between two steps when asked to (Ctrl-C), returning a state that resumes
-exactly: the same weights as a run that was never interrupted.
+:func:`fit` is the one loop every caller trains through (``mlp train``, a sweep's trials,
+:class:`mnist_mlp.MLPClassifier`, a learning session of ``mlp learn``). It drives a *step*
+(:mod:`mnist_mlp.step`: the textbook :class:`~mnist_mlp.step.ReferenceStep` or the fast
+:class:`mnist_mlp.fast.step.Step`, by ``training.step``) over the batches of each epoch,
+measures the epoch on the validation split, keeps the best epoch and early stopping's count,
+and tells its callbacks (:mod:`mnist_mlp.callbacks`), where the callers' own work happens:
+progress bars, files, checkpoints, pruning. It stops cleanly between two steps when asked
+to, returning a state that resumes exactly: the same weights as a run never interrupted.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import itertools
 import math
-import os
-import signal
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mnist_mlp import data as data_mod
-from mnist_mlp import model, optim
+from mnist_mlp import metrics, model, optim
+from mnist_mlp.callbacks import Callback, ProgressBar, StepResult, StopFlag
 from mnist_mlp.config import Config
-from mnist_mlp.errors import ConfigError, MlpError
-from mnist_mlp.fast import step as fast_step
+from mnist_mlp.errors import MlpError
+from mnist_mlp.step import Momentum, ReferenceStep, Step, StepSettings
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
 
+COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+
 
 class TrainingDiverged(MlpError):
-    """The loss became NaN or infinite."""
+    """The loss became NaN or infinite; ``loss`` is the value it became."""
+
+    def __init__(self, message: str, loss: float = math.nan):
+        super().__init__(message)
+        self.loss = loss
+
+
+@dataclass
+class Totals:
+    """The running sums of the epoch under way."""
+
+    loss_sum: float = 0.0  # of each batch's mean loss x its size
+    correct: int = 0
+    seen: int = 0
+
+
+# field -> its key in a checkpoint's metadata (the names files have had since version 1)
+SAVED_AS = {
+    "epoch": "epoch",
+    "steps": "step",
+    "epoch_steps": "batch",
+    "epoch_rng": "rng",
+    "history": "history",
+    "best": "best",
+    "lowest_val_loss": "best_val_loss",
+    "epochs_without_improvement": "since_improved",
+    "status": "status",
+}
 
 
 @dataclass
@@ -42,177 +70,76 @@ class State:
 
     Attributes
     ----------
-    params : dict of float32 arrays
-    momentum : dict of float32 arrays
-        The optimiser's momentum buffers, shaped like ``params``.
-    momentum_form : {"velocity", "previous"}
-        What ``momentum`` holds: velocities (Nesterov's momentum) or the weights before the
-        last step (classical momentum; see :class:`~mnist_mlp.fast.sgd.FusedSGD`).
+    params : dict of arrays
+    momentum : Momentum
+        The optimiser's state (its buffers and their form).
     epoch : int
         Epochs completed.
-    step : int
+    steps : int
         Optimiser steps taken in all.
-    batch : int
+    epoch_steps : int
         Steps taken in the current, unfinished epoch (0 between epochs).
-    totals : list of float
-        Sum of batch losses x batch sizes, correct predictions and examples seen so far in
-        the current epoch.
-    rng : dict or None
-        Bit-generator state of the current epoch's random stream, when ``batch`` > 0.
+    totals : Totals
+        The current epoch's running loss, correct predictions and examples seen.
+    epoch_rng : dict or None
+        The bit-generator state of the current epoch's random stream (dropout), when
+        ``epoch_steps`` > 0.
     history : list of dict
         One row per finished epoch (see :data:`COLUMNS`).
     best : dict
-        ``epoch``, ``val_acc`` and ``val_loss`` of the best epoch so far (by validation accuracy).
-    best_val_loss : float or None
-        Lowest validation loss so far (for early stopping).
-    since_improved : int
-        Epochs since validation loss last improved (for early stopping).
+        The epoch that model selection keeps: its ``epoch``, ``val_acc`` and ``val_loss`` (the
+        highest validation accuracy; the lower loss between equals).
+    lowest_val_loss : float or None
+        What early stopping watches.
+    epochs_without_improvement : int
+        Epochs since ``lowest_val_loss`` last fell.
     status : str
         "running", "completed", "early-stopped" or "interrupted".
+    planned_epochs : int
+        The epochs this fit runs to (``training.epochs``); not saved.
     """
 
     params: model.Params
-    momentum: model.Params
-    momentum_form: str = "velocity"
+    momentum: Momentum
     epoch: int = 0
-    step: int = 0
-    batch: int = 0
-    totals: list = field(default_factory=lambda: [0.0, 0, 0])
-    rng: dict | None = None
+    steps: int = 0
+    epoch_steps: int = 0
+    totals: Totals = field(default_factory=Totals)
+    epoch_rng: dict | None = None
     history: list = field(default_factory=list)
     best: dict = field(default_factory=dict)
-    best_val_loss: float | None = None
-    since_improved: int = 0
+    lowest_val_loss: float | None = None
+    epochs_without_improvement: int = 0
     status: str = "running"
-
-    _JSON_FIELDS = (
-        "momentum_form",
-        "epoch",
-        "step",
-        "batch",
-        "totals",
-        "rng",
-        "history",
-        "best",
-        "best_val_loss",
-        "since_improved",
-        "status",
-    )
+    planned_epochs: int = 0
 
     def meta(self) -> dict:
         """The JSON-able part, for a checkpoint."""
-        return {k: getattr(self, k) for k in self._JSON_FIELDS}
+        t = self.totals
+        return {
+            **{key: getattr(self, name) for name, key in SAVED_AS.items()},
+            "totals": [t.loss_sum, t.correct, t.seen],
+            "momentum_form": self.momentum.form,
+        }
 
     @classmethod
     def from_meta(cls, params: model.Params, momentum: model.Params, meta: dict) -> State:
         """The state a checkpoint holds; with no ``momentum`` saved, zero velocities."""
-        state = cls(params, momentum, **{k: meta[k] for k in cls._JSON_FIELDS if k in meta})
-        if not momentum:
-            state.momentum, state.momentum_form = optim.init_state(params), "velocity"
-        return state
-
-
-COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
-
-
-class StopFlag:
-    """Set by a signal handler (or a test) to end training between two steps."""
-
-    def __init__(self):
-        self.requested = False
-
-
-@contextlib.contextmanager
-def stop_on_sigint(flag: StopFlag):
-    """While inside, the first Ctrl-C sets ``flag``; a second one interrupts at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-
-    def handler(signum, frame):
-        if flag.requested:
-            raise KeyboardInterrupt
-        flag.requested = True
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def memory_estimate(config: Config) -> dict[str, int]:
-    """Bytes a training run of ``config`` holds at its peak, by part (an estimate, within ~20%).
-
-    Returns
-    -------
-    dict
-        ``weights``: parameters, optimiser state and one weight-sized scratch buffer (3 sets);
-        ``batch``: a batch's activations, dropout masks and gradients, and evaluation's larger
-        batches; ``data``: the uint8 images of the dataset (60,000 + 10,000 of 784 bytes).
-    """
-    sizes = model.layer_sizes(config.model.hidden)
-    n_params = sum(a * b + b for a, b in itertools.pairwise(sizes))
-    width = sum(sizes)
-    return {
-        "weights": 4 * 3 * n_params,
-        "batch": 4 * (3 * config.training.batch_size * width + 2 * 2500 * width),
-        "data": 70000 * model.N_INPUTS,
-    }
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available to a new allocation on this machine (None where unknown)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def check_memory(config: Config, available: int | None = None) -> None:
-    """Refuse, before allocating anything, a config whose run will not fit in memory.
-
-    Raises
-    ------
-    ConfigError
-        Naming the key that asks for the most, the estimate and what is available.
-    """
-    available = available_memory() if available is None else available
-    parts = memory_estimate(config)
-    need = sum(parts.values())
-    if available is None or need <= available:
-        return
-    # The layers are to blame if even a batch of one would not fit; else the batch size.
-    one = dataclasses.replace(config, training=dataclasses.replace(config.training, batch_size=1))
-    key, value = (
-        ("model.hidden", config.model.hidden)
-        if sum(memory_estimate(one).values()) > available
-        else ("training.batch_size", config.training.batch_size)
-    )
-    raise ConfigError(
-        f"{key}={value}: training would need about {_size(need)} of memory (weights and optimiser "
-        f"state {_size(parts['weights'])}, batch buffers {_size(parts['batch'])}), but "
-        f"{_size(available)} is available; choose a smaller {key}"
-    )
-
-
-def _size(n: float) -> str:
-    for unit in ("bytes", "kB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
+        saved = {name: meta[key] for name, key in SAVED_AS.items() if key in meta}
+        totals = Totals(*meta.get("totals", [0.0, 0, 0]))
+        buffers = (
+            Momentum(momentum, meta.get("momentum_form", "velocity"))
+            if momentum
+            else Momentum.zeros(params)
+        )
+        return cls(params, buffers, totals=totals, **saved)
 
 
 def new_state(
-    config: Config, n_inputs: int = model.N_INPUTS, n_classes: int = model.N_CLASSES
+    config: Config,
+    n_inputs: int = model.N_INPUTS,
+    n_classes: int = model.N_CLASSES,
+    dtype: type = np.float32,
 ) -> State:
     """Freshly initialised parameters and zero velocities, from ``training.seed``, for a net of
     ``n_inputs`` inputs and ``n_classes`` outputs (MNIST's 784 and 10 by default)."""
@@ -220,58 +147,21 @@ def new_state(
     params = model.init_params(
         sizes, config.model.activation, data_mod.rng_for(config.training.seed, data_mod.INIT)
     )
-    return State(params, optim.init_state(params))
+    params = {k: v.astype(dtype, copy=False) for k, v in params.items()}
+    return State(params, Momentum.zeros(params))
 
 
-@dataclass
-class Metrics:
-    """Loss, accuracy and predictions of a network on one split.
+def make_step(config: Config, state: State, max_batch: int, dtype: type = np.float32) -> Step:
+    """The step ``training.step`` names, over ``state``'s parameters and momentum (converted,
+    once, to the form that step keeps: a checkpoint of either kind resumes in the other)."""
+    settings = StepSettings.of(config)
+    if config.training.step == "reference":
+        state.momentum = state.momentum.to("velocity", state.params)
+        return ReferenceStep(state.params, state.momentum, settings, dtype)
+    from mnist_mlp.fast import step as fast_step
 
-    Attributes
-    ----------
-    loss : float
-        Mean cross-entropy.
-    accuracy : float
-        In [0, 1].
-    probabilities : ndarray of shape (n, 10), float32
-    predictions : ndarray of shape (n,)
-    """
-
-    loss: float
-    accuracy: float
-    probabilities: np.ndarray
-    predictions: np.ndarray
-
-
-def evaluate(
-    params: model.Params,
-    activation: str,
-    split: data_mod.Split,
-    batch: int = 2500,
-    scaling: tuple[float, float] = (data_mod.SCALE, data_mod.OFFSET),
-) -> Metrics:
-    """Run the network over a whole split (no dropout, no augmentation).
-
-    ``scaling`` is the (scale, offset) the network was trained with (a checkpoint's
-    ``scaling``).
-    """
-    n = len(split)
-    probs = np.empty((n, params[f"b{model.n_layers(params)}"].shape[0]), np.float32)
-    x = np.empty((min(batch, n), params["W1"].shape[0]), np.float32)
-    for start in range(0, n, batch):
-        chunk = split.images[start : start + batch]
-        xb = data_mod.scale(chunk, x[: len(chunk)], *scaling)
-        probs[start : start + batch] = fast_step.predict_proba(params, xb, activation, batch)
-    labels = split.labels.astype(np.intp)
-    true_p = probs[np.arange(n), labels]
-    loss = float(-np.mean(np.log(np.maximum(true_p, 1e-30))))
-    predictions = probs.argmax(axis=1)
-    return Metrics(
-        loss, float(np.mean(predictions == labels)) if n else math.nan, probs, predictions
-    )
-
-
-EpochCallback = Callable[[State, dict, bool], None]
+    state.momentum = state.momentum.to(fast_step.Step.form(settings), state.params)
+    return fast_step.Step(state.params, state.momentum, settings, max_batch)
 
 
 def fit(
@@ -279,10 +169,11 @@ def fit(
     data: data_mod.Data,
     state: State | None = None,
     *,
-    on_epoch: EpochCallback | None = None,
+    callbacks: Sequence[Callback] = (),
     stop: StopFlag | None = None,
     progress: bool | Callable = True,
     augment: Callable | None = None,
+    step: Step | None = None,
 ) -> State:
     """Train (or continue training) the network described by ``config`` on ``data``.
 
@@ -294,8 +185,8 @@ def fit(
         metrics, model selection and early stopping.
     state : State, optional
         Where to continue from; a fresh state from ``training.seed`` if omitted.
-    on_epoch : callable, optional
-        ``on_epoch(state, row, is_best)`` after each epoch; ``row`` has :data:`COLUMNS`.
+    callbacks : sequence of Callback
+        Told of each step and epoch, in order (:mod:`mnist_mlp.callbacks`).
     stop : StopFlag, optional
         Checked after every step; when set, the returned state has status "interrupted".
     progress : bool or callable
@@ -304,6 +195,9 @@ def fit(
     augment : callable, optional
         ``augment(images_uint8 (B, 784), rng) -> images_uint8``, applied to each training
         batch (see :class:`mnist_mlp.augment.Augmenter`).
+    step : Step, optional
+        The step to drive, over ``state``'s parameters; :func:`make_step` of the config's
+        ``training.step`` if omitted.
 
     Returns
     -------
@@ -316,94 +210,123 @@ def fit(
         checkpoints already written stay as they were.
     """
     state = state or new_state(config, data.train.images.shape[1], len(data.classes))
-    stop = stop or StopFlag()
-    state.status = "running"
-    with np.errstate(over="ignore", invalid="ignore"):  # a diverging loss is reported below, once
-        return _loop(config, data, state, on_epoch, stop, progress, augment)
+    step = step or make_step(config, state, min(config.training.batch_size, len(data.train)))
+    state.status, state.planned_epochs = "running", config.training.epochs
+    hooks = list(callbacks)
+    if progress:
+        hooks.insert(0, ProgressBar(progress if callable(progress) else None))
+    loop = _Loop(config, data, state, step, hooks, stop or StopFlag(), augment)
+    for hook in hooks:
+        hook.on_fit_start(state)
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverging loss is said, once
+            loop.run()
+    finally:
+        for hook in hooks:
+            hook.on_fit_end(state)
+    return state
 
 
-def _loop(config, data, state, on_epoch, stop, progress, augment) -> State:
-    from tqdm import tqdm
+class _Loop:
+    """One fit's epochs: decide what to run, run the steps, close the epoch."""
 
-    bar_class, disable = (
-        (progress, False) if callable(progress) else (tqdm, None if progress else True)
-    )
+    def __init__(self, config, data, state, step, hooks, stop, augment):
+        self.t, self.config, self.data = config.training, config, data
+        self.state, self.step, self.hooks = state, step, hooks
+        self.stop, self.augment = stop, augment
+        self.n_steps = math.ceil(len(data.train) / self.t.batch_size)
 
-    t = config.training
-    train = data.train
-    n, batch_size = len(train), t.batch_size
-    n_batches = math.ceil(n / batch_size)
-    step = fast_step.Step(config, state, min(batch_size, n))
-    while state.epoch < t.epochs:
+    def run(self) -> None:
+        state = self.state
+        while state.epoch < self.t.epochs:
+            finished, lr, seconds = self._epoch()
+            if not finished:
+                state.status = "interrupted"
+                return
+            self._close_epoch(lr, seconds)
+            if self.t.patience and state.epochs_without_improvement >= self.t.patience:
+                state.status = "early-stopped"
+                return
+            if self.stop.requested and state.epoch < self.t.epochs:
+                state.status = "interrupted"
+                return
+        state.status = "completed"
+
+    def _epoch(self) -> tuple[bool, float, float]:
+        """The steps of the current epoch (from where it stopped); whether it finished, the
+        last learning rate and the seconds taken."""
+        state, t, train = self.state, self.t, self.data.train
         epoch = state.epoch
         rng = data_mod.rng_for(t.seed, data_mod.EPOCH, epoch)
-        order = rng.permutation(n) if t.shuffle else np.arange(n)
-        if state.batch:  # resuming inside this epoch: continue the same random stream
-            rng.bit_generator.state = state.rng
+        order = rng.permutation(len(train)) if t.shuffle else np.arange(len(train))
+        if state.epoch_steps:  # resuming inside this epoch: continue the same random stream
+            rng.bit_generator.state = state.epoch_rng
         else:
-            state.totals = [0.0, 0, 0]
-        started = time.perf_counter()
-        lr = t.lr
-        bar = bar_class(
-            total=n_batches,
-            initial=state.batch,
-            desc=f"epoch {epoch + 1}/{t.epochs}",
-            unit="batch",
-            leave=False,
-            disable=disable,
-            mininterval=0.25,
+            state.totals = Totals()
+        for hook in self.hooks:
+            hook.on_epoch_start(state, self.n_steps)
+        started, lr = time.perf_counter(), t.lr
+        with _Batches(train, order, t.batch_size, self.augment, t.seed, epoch) as batches:
+            for b in range(state.epoch_steps, self.n_steps):
+                lr = self._lr(epoch + b / self.n_steps)
+                self._step(batches.get(b), lr, rng, b)
+                if self.stop.requested and state.epoch_steps < self.n_steps:
+                    state.epoch_rng = rng.bit_generator.state
+                    return False, lr, time.perf_counter() - started
+        return True, lr, time.perf_counter() - started
+
+    def _lr(self, progress: float) -> float:
+        t = self.t
+        return optim.learning_rate(
+            progress, t.lr, t.epochs, t.schedule, t.warmup_epochs, t.step_every, t.step_gamma
         )
-        batches = _Batches(train, order, batch_size, augment, t.seed, epoch)
-        with bar, batches:
-            for b in range(state.batch, n_batches):
-                idx, images, rows = batches.get(b)
-                xb = step.inputs(images, rows, len(idx), data.scaling)
-                yb = train.labels[idx].astype(np.intp)
-                lr = optim.learning_rate(
-                    epoch + b / n_batches,
-                    t.lr,
-                    t.epochs,
-                    t.schedule,
-                    t.warmup_epochs,
-                    t.step_every,
-                    t.step_gamma,
-                )
-                loss, predictions = step(xb, yb, lr, rng)
-                if not math.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"the loss became {loss} at epoch {epoch + 1}, step {b + 1}: the learning "
-                        "rate "
-                        f"(training.lr={t.lr:g}) is probably too high; try {t.lr / 10:g}, or add "
-                        f"training.warmup_epochs"
-                    )
-                state.step += 1
-                state.batch = b + 1
-                state.totals[0] += loss * len(idx)
-                state.totals[1] += int(np.count_nonzero(predictions == yb))
-                state.totals[2] += len(idx)
-                if b % 20 == 0:
-                    bar.set_postfix(
-                        loss=f"{state.totals[0] / state.totals[2]:.4f}",
-                        lr=f"{lr:.4g}",
-                        refresh=False,
-                    )
-                bar.update()
-                if stop.requested and state.batch < n_batches:
-                    state.rng = rng.bit_generator.state
-                    state.status = "interrupted"
-                    return state
-        row = _finish_epoch(config, data, state, lr, time.perf_counter() - started)
-        is_best = _is_best(state, row)
-        if on_epoch:
-            on_epoch(state, row, is_best)
-        if t.patience and state.since_improved >= t.patience:
-            state.status = "early-stopped"
-            return state
-        if stop.requested and state.epoch < t.epochs:
-            state.status = "interrupted"
-            return state
-    state.status = "completed"
-    return state
+
+    def _step(self, batch: tuple, lr: float, rng: np.random.Generator, b: int) -> None:
+        idx, images, rows = batch
+        state, train = self.state, self.data.train
+        x = self.step.inputs(images, rows, len(idx), self.data.scaling)
+        y = train.labels[idx].astype(np.intp)
+        loss, predictions = self.step(x, y, lr, rng)
+        if not math.isfinite(loss):
+            raise TrainingDiverged(
+                f"the loss became {loss} at epoch {state.epoch + 1}, step {b + 1}: the learning "
+                f"rate (training.lr={self.t.lr:g}) is probably too high; try {self.t.lr / 10:g}, "
+                "or add training.warmup_epochs",
+                loss,
+            )
+        correct = int(np.count_nonzero(predictions == y))
+        state.steps += 1
+        state.epoch_steps = b + 1
+        state.totals.loss_sum += loss * len(idx)
+        state.totals.correct += correct
+        state.totals.seen += len(idx)
+        result = StepResult(idx, loss, correct, lr)
+        for hook in self.hooks:
+            hook.on_step(state, result)
+
+    def _close_epoch(self, lr: float, seconds: float) -> None:
+        """The epoch's row (validation measured), model selection, then the callbacks."""
+        state, t = self.state, self.state.totals
+        row = {
+            "epoch": state.epoch + 1,
+            "train_loss": t.loss_sum / t.seen,
+            "train_acc": t.correct / t.seen,
+            "val_loss": None,
+            "val_acc": None,
+            "lr": lr,
+            "seconds": seconds,
+        }
+        if len(self.data.val):
+            m = metrics.evaluate(
+                state.params, self.config.model.activation, self.data.val, scaling=self.data.scaling
+            )
+            row["val_loss"], row["val_acc"] = m.loss, m.accuracy
+        state.epoch += 1
+        state.epoch_steps, state.epoch_rng, state.totals = 0, None, Totals()
+        state.history.append(row)
+        is_best = _select(state, row)
+        for hook in self.hooks:
+            hook.on_epoch_end(state, row, is_best)
 
 
 class _Batches:
@@ -464,38 +387,16 @@ class _Batches:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _finish_epoch(
-    config: Config, data: data_mod.Data, state: State, lr: float, seconds: float
-) -> dict:
-    loss_sum, correct, seen = state.totals
-    row = {
-        "epoch": state.epoch + 1,
-        "train_loss": loss_sum / seen,
-        "train_acc": correct / seen,
-        "val_loss": None,
-        "val_acc": None,
-        "lr": lr,
-        "seconds": 0.0,
-    }
-    if len(data.val):
-        metrics = evaluate(state.params, config.model.activation, data.val, scaling=data.scaling)
-        row["val_loss"], row["val_acc"] = metrics.loss, metrics.accuracy
-    row["seconds"] = seconds
-    state.epoch += 1
-    state.batch, state.rng, state.totals = 0, None, [0.0, 0, 0]
-    state.history.append(row)
-    return row
-
-
-def _is_best(state: State, row: dict) -> bool:
-    """Update model selection (validation accuracy) and early stopping (validation loss)."""
+def _select(state: State, row: dict) -> bool:
+    """Update model selection (validation accuracy) and early stopping (validation loss);
+    whether this epoch is the best so far."""
     if row["val_acc"] is None:  # no validation set: the latest epoch is the best we know
         state.best = {"epoch": row["epoch"], "val_acc": None, "val_loss": None}
         return True
-    if state.best_val_loss is None or row["val_loss"] < state.best_val_loss:
-        state.best_val_loss, state.since_improved = row["val_loss"], 0
+    if state.lowest_val_loss is None or row["val_loss"] < state.lowest_val_loss:
+        state.lowest_val_loss, state.epochs_without_improvement = row["val_loss"], 0
     else:
-        state.since_improved += 1
+        state.epochs_without_improvement += 1
     best = state.best
     if (
         not best

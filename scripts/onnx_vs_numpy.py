@@ -30,7 +30,7 @@ def timed(fn, runs: int = 5) -> float:
 def compare(path: str) -> dict:
     import onnxruntime as ort
 
-    from mnist_mlp import checkpoint, export, model, run, train
+    from mnist_mlp import checkpoint, export, metrics, model, run
 
     ckpt = checkpoint.load(path)
     data = run.load_data(ckpt.config, progress=False)
@@ -40,9 +40,9 @@ def compare(path: str) -> dict:
         session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
         probs, labels = session.run(["probabilities", "label"], {"pixels": images})
         ort_s = timed(lambda: session.run(["probabilities", "label"], {"pixels": images}))
-    ours = train.evaluate(ckpt.params, ckpt.activation, data.test, scaling=ckpt.scaling)
+    ours = metrics.evaluate(ckpt.params, ckpt.activation, data.test, scaling=ckpt.scaling)
     ours_s = timed(
-        lambda: train.evaluate(ckpt.params, ckpt.activation, data.test, scaling=ckpt.scaling)
+        lambda: metrics.evaluate(ckpt.params, ckpt.activation, data.test, scaling=ckpt.scaling)
     )
     return {
         "checkpoint": path,

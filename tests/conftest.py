@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_mlp import download, train
+from mnist_mlp import callbacks, download
 from mnist_mlp.idx import to_idx
 
 REAL_MIRROR = os.environ.get("MNIST_MLP_MIRROR", "")
@@ -39,7 +39,7 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.delenv("MNIST_MLP_MIRROR", raising=False)
 
 
-class StopAfter(train.StopFlag):
+class StopAfter(callbacks.StopFlag):
     """A stop flag that asks to stop once it has been checked ``n`` times (after ``n`` steps)."""
 
     def __init__(self, n):

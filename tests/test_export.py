@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from mnist_mlp import checkpoint, data, export, model, run, train
+from mnist_mlp import checkpoint, data, export, metrics, model, run
 from mnist_mlp.config import load_config
 from mnist_mlp.errors import MlpError
 
@@ -215,7 +215,7 @@ def test_on_real_mnist_every_test_label_agrees(smoke_checkpoint, real_env, mnist
         export.export(smoke_checkpoint, tmp_path / "smoke.onnx").path, images
     )
     ckpt = checkpoint.load(smoke_checkpoint)
-    ours = train.evaluate(
+    ours = metrics.evaluate(
         ckpt.params,
         ckpt.activation,
         data.Split(images.reshape(-1, 784), labels),

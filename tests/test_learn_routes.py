@@ -107,7 +107,7 @@ BAD = [  # method, path (KEY: a live session), body kind, body, status, message
         "json",
         {"activation": "softmax"},
         422,
-        "activation: Input should be 'sigmoid', 'tanh' or 'relu', got 'softmax'",
+        "activation: Input should be 'relu', 'sigmoid' or 'tanh', got 'softmax'",
     ),
     ("POST", "/api/learn", "json", {"lr": -1}, 422, "lr: Input should be greater than 0, got -1"),
     ("POST", "/api/learn", "json", {"lr": "fast"}, 422, "lr: Input should be a valid number"),

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from mnist_mlp import checkpoint, data, predict, run, train
+from mnist_mlp import checkpoint, data, metrics, predict, run
 from mnist_mlp.cli import main
 
 
@@ -87,7 +87,7 @@ def test_mnist_test_images_as_png_agree_with_eval(smoke_checkpoint, mnist_test, 
         Image.fromarray(images[i]).save(tmp_path / f"{i:05d}.png")
     results = predict.predict_files([tmp_path], smoke_checkpoint)
     ckpt = checkpoint.load(smoke_checkpoint)
-    reference = train.evaluate(
+    reference = metrics.evaluate(
         ckpt.params,
         ckpt.activation,
         data.Split(images[picks].reshape(-1, 784), labels[picks]),

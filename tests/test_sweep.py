@@ -18,7 +18,7 @@ import pytest
 import yaml
 from conftest import require
 
-from mnist_mlp import train
+from mnist_mlp import memory
 from mnist_mlp.errors import ConfigError
 
 optuna = pytest.importorskip("optuna", reason="the sweep extra (optuna) is not installed")
@@ -154,8 +154,8 @@ def test_too_much_memory_is_one_line_for_train_too(tiny_as_mnist):
         ConfigError, match=r"training.batch_size=100000: .* but 1.0 GB is available"
     ):
         # 1024 units fit; a batch of 100,000 does not
-        train.check_memory(big_batch, available=10**9)
-    train.check_memory(load_config(), available=10**9)
+        memory.check_memory(big_batch, available=10**9)
+    memory.check_memory(load_config(), available=10**9)
 
 
 # --- sweeps on the tiny dataset, in this process --------------------------------------------------

@@ -9,10 +9,12 @@ import pytest
 from conftest import StopAfter, make_tiny_arrays
 
 from mnist_mlp import data as data_mod
-from mnist_mlp import optim, train
+from mnist_mlp import metrics, optim, train
+from mnist_mlp.callbacks import OnEpoch
 from mnist_mlp.config import load_config
 from mnist_mlp.fast import inked, kernels
 from mnist_mlp.fast import step as step_mod
+from mnist_mlp.step import Momentum
 
 
 def tiny_data(n_train=240, n_val=60, n_test=60, seed=0):
@@ -45,13 +47,16 @@ def test_learns_the_synthetic_task():
     data = tiny_data()
     rows = []
     state = train.fit(
-        small_config(), data, on_epoch=lambda s, row, best: rows.append(row), progress=False
+        small_config(),
+        data,
+        callbacks=[OnEpoch(lambda s, row, best: rows.append(row))],
+        progress=False,
     )
-    assert state.status == "completed" and state.epoch == 6 and state.step == 6 * 15
+    assert state.status == "completed" and state.epoch == 6 and state.steps == 6 * 15
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert rows[-1]["val_acc"] >= 0.9
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
-    assert train.evaluate(state.params, "relu", data.test).accuracy >= 0.9
+    assert metrics.evaluate(state.params, "relu", data.test).accuracy >= 0.9
 
 
 @pytest.mark.parametrize("augment", [False, True])
@@ -67,7 +72,7 @@ def test_the_compiled_kernels_change_nothing_but_the_time(monkeypatch, augment):
     monkeypatch.setattr(kernels, "AVAILABLE", False)
     monkeypatch.setattr(kernels, "WIDE", False)
     plain = train.fit(config, data, progress=False, augment=distort)
-    assert fast.step == plain.step == 15
+    assert fast.steps == plain.steps == 15
     for key in plain.params:
         np.testing.assert_allclose(
             fast.params[key], plain.params[key], rtol=1e-4, atol=1e-6, err_msg=key
@@ -81,7 +86,7 @@ def test_label_smoothing_trains_and_keeps_the_logits_closer():
     smooth = train.fit(
         small_config("model.dropout=0", "training.label_smoothing=0.2"), data, progress=False
     )
-    assert train.evaluate(smooth.params, "relu", data.test).accuracy >= 0.9
+    assert metrics.evaluate(smooth.params, "relu", data.test).accuracy >= 0.9
 
     def logit_spread(state):
         from mnist_mlp import model
@@ -104,11 +109,11 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(stop_at):
 
     resumed_state = train.State.from_meta(
         {k: v.copy() for k, v in part.params.items()},
-        {k: v.copy() for k, v in part.momentum.items()},
+        {k: v.copy() for k, v in part.momentum.buffers.items()},
         json.loads(json.dumps(part.meta())),
     )
     resumed = train.fit(config, data, resumed_state, progress=False)
-    assert resumed.status == "completed" and resumed.step == whole.step
+    assert resumed.status == "completed" and resumed.steps == whole.steps
     for key in whole.params:
         np.testing.assert_array_equal(resumed.params[key], whole.params[key])
     assert resumed.history == whole.history or all(
@@ -123,7 +128,7 @@ def test_resume_is_exact_with_nesterov_momentum_and_max_norm_too():
     )
     whole = train.fit(config, data, progress=False)
     part = train.fit(config, data, stop=StopAfter(9), progress=False)
-    assert part.momentum_form == "velocity"
+    assert part.momentum.form == "velocity"
     resumed = train.fit(config, data, part, progress=False)
     for key in whole.params:
         np.testing.assert_array_equal(resumed.params[key], whole.params[key])
@@ -134,10 +139,10 @@ def test_a_state_holding_velocities_continues_with_classical_momentum():
     data, config = tiny_data(), small_config("training.epochs=2", "training.max_norm=2")
     whole = train.fit(config, data, progress=False)
     part = train.fit(config, data, stop=StopAfter(9), progress=False)
-    assert part.momentum_form == "previous"
-    part.momentum, part.momentum_form = optim.other_form(part.params, part.momentum), "velocity"
+    assert part.momentum.form == "previous"
+    part.momentum = Momentum(optim.other_form(part.params, part.momentum.buffers), "velocity")
     resumed = train.fit(config, data, part, progress=False)
-    assert resumed.momentum_form == "previous"
+    assert resumed.momentum.form == "previous"
     for key in whole.params:  # float32 rounding in the conversion, nothing more
         np.testing.assert_allclose(resumed.params[key], whole.params[key], rtol=1e-4, atol=1e-6)
 
@@ -153,7 +158,7 @@ def test_resume_is_exact_with_augmentation_too():
     whole = train.fit(config, data, progress=False, augment=augment)
     part = train.fit(config, data, stop=StopAfter(20), progress=False, augment=augment)
     resumed = train.fit(config, data, part, progress=False, augment=augment)
-    assert resumed.step == whole.step
+    assert resumed.steps == whole.steps
     for key in whole.params:
         np.testing.assert_array_equal(resumed.params[key], whole.params[key])
     plain = train.fit(config, data, progress=False)
@@ -214,13 +219,13 @@ def test_batch_size_one_and_a_partial_last_batch():
         tiny_data(n_train=50),
         progress=False,
     )
-    assert state.step == 50
+    assert state.steps == 50
     state = train.fit(
         small_config("training.batch_size=32", "training.epochs=1"),
         tiny_data(n_train=50),
         progress=False,
     )
-    assert state.step == 2
+    assert state.steps == 2
 
 
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
@@ -233,7 +238,7 @@ def test_other_activations_learn(activation):
 def test_evaluate_metrics():
     data = tiny_data()
     state = train.new_state(small_config())
-    m = train.evaluate(state.params, "relu", data.val, batch=7)
+    m = metrics.evaluate(state.params, "relu", data.val, batch=7)
     assert m.probabilities.shape == (60, 10)
     np.testing.assert_allclose(m.probabilities.sum(axis=1), 1, rtol=1e-5)
     expected = -np.mean(np.log(m.probabilities[np.arange(60), data.val.labels]))

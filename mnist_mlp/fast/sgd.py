@@ -138,7 +138,7 @@ class BufferedSGD:
         elif isinstance(a_prev, InkedColumns):
             g[:] = a_prev.t_matmul(dz)
         else:
-            np.matmul(a_prev.T, dz, out=g)
+            blas.gemm(g, a_prev, dz, trans_a=True)
 
     def apply(self, params: Params) -> None:
         """Add the L2 term to the weights' gradients and take the step."""

@@ -24,19 +24,15 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mnist_mlp import data as data_mod
 from mnist_mlp import model, optim
-from mnist_mlp.config import Config
-from mnist_mlp.fast import kernels
+from mnist_mlp.fast import blas, kernels
 from mnist_mlp.fast.inked import InkedColumns, inked_columns
 from mnist_mlp.fast.sgd import BufferedSGD, FusedSGD
-
-if TYPE_CHECKING:
-    from mnist_mlp.train import State
+from mnist_mlp.step import Momentum, StepSettings
 
 # --- activations in place, and their derivatives through the output A = f(Z) -------------------
 
@@ -155,7 +151,7 @@ def forward(
             z, blank = a.matmul(params[f"W{l}"])  # the product over inked pixels, and a vector
             b = b + blank  # the blank pixels' terms, added with the bias
         else:
-            z = a @ params[f"W{l}"]  # (B, n_l)
+            z = blas.matmul(a, params[f"W{l}"])  # (B, n_l)
         if l == last:
             z += b
             activations.append(z)  # logits: softmax is applied by the loss
@@ -241,7 +237,7 @@ def backward(
         if activation == "relu" and kernels.backprop_fits(dz, w, a_prev):
             dz = kernels.backprop_relu(dz, w, a_prev)  # the two lines below, in one pass
         else:
-            dz = dz @ w.T  # back along the links: dL/dA_{l-1}, (B, n_{l-1})
+            dz = blas.matmul(dz, w, trans_b=True)  # back along the links: dL/dA_{l-1}, (B, n_{l-1})
             f_prime(a_prev if undropped is None else undropped, dz)  # now dL/dZ_{l-1}
         if mask is not None:
             dz *= mask  # dropped neurons passed nothing forward, so get nothing back
@@ -272,41 +268,47 @@ INKED_MAX = 0.8
 
 
 class Step:
-    """One SGD step on a batch: forward, loss, backward and update, in place in ``state``.
+    """One SGD step on a batch: forward, loss, backward and update, in place.
 
     Classical momentum uses :class:`FusedSGD`, whose state is the previous weights; Nesterov
-    momentum uses :class:`BufferedSGD`, whose state is the velocities. A state in the other
-    form is converted once. The update is skipped when the loss is not finite, so the weights
-    stay as they were.
+    momentum uses :class:`BufferedSGD`, whose state is the velocities (:meth:`form`). The
+    update is skipped when the loss is not finite, so the weights stay as they were.
 
-    With ``training.skip_blank_pixels`` (and classical momentum), a batch with enough blank
-    pixel columns goes in as :class:`InkedColumns` (see :meth:`inputs`).
+    With ``skip_blank_pixels`` (and classical momentum), a batch with enough blank pixel
+    columns goes in as :class:`InkedColumns` (see :meth:`inputs`).
 
     Parameters
     ----------
-    config : Config
-    state : mnist_mlp.train.State
-        Its ``params`` and ``momentum`` are updated in place (``momentum_form`` set).
+    params : dict of float32 arrays
+        Updated in place (FusedSGD swaps each array with its buffer, in this dict).
+    momentum : Momentum
+        In the form :meth:`form` names; its buffers are updated in place.
+    settings : StepSettings
     max_batch : int
         The largest batch the step will see, for its buffers.
     """
 
-    def __init__(self, config: Config, state: State, max_batch: int):
-        self.t, self.m, self.state = config.training, config.model, state
-        form = "velocity" if self.t.nesterov else "previous"
-        if state.momentum_form != form:
-            state.momentum = optim.other_form(state.params, state.momentum)
-            state.momentum_form = form
+    def __init__(
+        self, params: model.Params, momentum: Momentum, settings: StepSettings, max_batch: int
+    ):
+        if momentum.form != self.form(settings):
+            raise ValueError(f"this step keeps momentum as {self.form(settings)}: convert it first")
+        self.params, self.momentum, self.s = params, momentum, settings
         self.sgd: FusedSGD | BufferedSGD = (
-            BufferedSGD(state.momentum, self.t.momentum, self.t.l2)
-            if self.t.nesterov
-            else FusedSGD(state.momentum, self.t.momentum, self.t.l2)
+            BufferedSGD(momentum.buffers, settings.momentum, settings.l2)
+            if settings.nesterov
+            else FusedSGD(momentum.buffers, settings.momentum, settings.l2)
         )
-        n_inputs = state.params["W1"].shape[0]
+        n_inputs = params["W1"].shape[0]
         self.x = np.empty((max_batch, n_inputs), np.float32)
-        self.skip_blank = self.t.skip_blank_pixels and isinstance(self.sgd, FusedSGD)
+        self.skip_blank = settings.skip_blank_pixels and isinstance(self.sgd, FusedSGD)
         self.inked_values = np.empty(max_batch * n_inputs, np.float32)
         self.inked_cols = np.empty(n_inputs, np.int64)
+
+    @staticmethod
+    def form(settings: StepSettings) -> str:
+        """The momentum form this step's update keeps (:data:`mnist_mlp.optim.FORMS`)."""
+        return "velocity" if settings.nesterov else "previous"
 
     def inputs(
         self, images: np.ndarray, rows: np.ndarray | None, n: int, scaling: tuple[float, float]
@@ -332,18 +334,18 @@ class Step:
         self, x: np.ndarray | InkedColumns, y: np.ndarray, lr: float, rng: np.random.Generator
     ) -> tuple[float, np.ndarray]:
         """Train on one batch; returns (its mean loss, its predictions before the update)."""
-        params, act = self.state.params, self.m.activation
-        cache = forward(params, x, act, self.m.dropout, rng)
+        params, s = self.params, self.s
+        cache = forward(params, x, s.activation, s.dropout, rng)
         predictions = cache.logits.argmax(axis=1)
-        loss, dz = softmax_cross_entropy(cache.logits, y, self.t.label_smoothing)
+        loss, dz = softmax_cross_entropy(cache.logits, y, s.label_smoothing)
         if not math.isfinite(loss):
             return loss, predictions
         self.sgd.lr = lr
-        backward(params, cache, dz, act, self.sgd)
+        backward(params, cache, dz, s.activation, self.sgd)
         self.sgd.apply(params)
-        if self.t.max_norm:
+        if s.max_norm:
             fused = self.sgd if isinstance(self.sgd, FusedSGD) else None
-            optim.clip_norms(params, self.t.max_norm, fused.previous if fused else None)
+            optim.clip_norms(params, s.max_norm, fused.previous if fused else None)
             if fused:
                 fused.column_sums.clear()  # the weights moved
         return loss, predictions

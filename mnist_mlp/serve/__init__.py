@@ -25,29 +25,15 @@ import contextlib
 import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-
-import numpy as np
 
 from mnist_mlp import __version__
 from mnist_mlp.errors import MlpError
 from mnist_mlp.predict import Predictor
+from mnist_mlp.serve.answers import model_info
+from mnist_mlp.serve.assets import ASSETS, WEB
+from mnist_mlp.serve.limits import MAX_BYTES
 
 INSTALL_HINT = "mlp serve needs FastAPI and uvicorn: pip install 'mnist-mlp[serve]'"
-MAX_BYTES = 10 * 2**20  # a phone photo is 2-8 MB
-MAX_PIXELS = 40_000_000  # 40 megapixels: any phone's photo; decoding more could take ~160 MB each
-WEB = Path(__file__).resolve().parent.parent / "web"
-ASSETS = {
-    "app.js": "text/javascript; charset=utf-8",
-    "learn.js": "text/javascript; charset=utf-8",
-    "style.css": "text/css; charset=utf-8",
-    "learn.css": "text/css; charset=utf-8",
-    "favicon.svg": "image/svg+xml",
-}
-IMAGE_TYPES = (
-    "image/png, image/jpeg, image/gif, image/bmp, image/tiff, image/webp "
-    "or application/octet-stream"
-)
 
 
 def _imports():
@@ -56,58 +42,6 @@ def _imports():
         import uvicorn  # noqa: F401
     except ImportError:
         raise MlpError(INSTALL_HINT) from None
-
-
-def model_info(predictor: Predictor) -> dict:
-    """What ``GET /api/model`` says about the checkpoint being served."""
-    ckpt = predictor.ckpt
-    test = ckpt.meta.get("test") or {}
-    dataset = ckpt.meta.get("dataset", {})
-    return {
-        "checkpoint": str(predictor.path),
-        "dataset": dataset.get("name"),
-        "digest": dataset.get("digest"),
-        "classes": ckpt.classes,
-        "layers": ckpt.sizes,
-        "activation": ckpt.activation,
-        "dropout": ckpt.config.model.dropout,
-        "test_accuracy": test.get("accuracy"),
-        "test_images": test.get("n"),
-        "epoch": ckpt.meta.get("epoch"),
-        "best": ckpt.meta.get("best"),
-        "input": {"scale": ckpt.scaling[0], "offset": ckpt.scaling[1]},
-        "mnist_mlp_version": __version__,
-    }
-
-
-def answer(predictor: Predictor, body: bytes, top_k: int) -> dict:
-    """The prediction for one image's bytes, with the input and its sensitivity (a JSON-able dict).
-
-    Raises
-    ------
-    ImageError
-        If the bytes are not an image, hold no digit, or have too many pixels.
-    """
-    r = predictor.predict_image(body, "the image", top_k, explain=True, max_pixels=MAX_PIXELS)
-    # predict_image raises rather than return a result without them
-    assert r.prediction is not None and r.pixels is not None and r.sensitivity is not None
-    return {
-        "prediction": r.prediction,
-        "label": predictor.ckpt.classes[r.prediction],
-        "probability": r.probability,
-        "top_k": r.top_k,
-        "input": np.round(r.pixels, 4).tolist(),
-        "sensitivity": _rounded(r.sensitivity).tolist(),
-    }
-
-
-def _rounded(a: np.ndarray, digits: int = 4) -> np.ndarray:
-    """``a`` to ``digits`` significant figures of its largest magnitude (a shorter JSON)."""
-    peak = float(np.abs(a).max())
-    if peak == 0:
-        return a.astype(np.float64)
-    step = 10.0 ** (np.floor(np.log10(peak)) - digits + 1)
-    return np.round(a / step) * step
 
 
 def create_app(predictor: Predictor | None, max_bytes: int = MAX_BYTES, sessions=None):

@@ -7,23 +7,36 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import typing
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 from starlette.exceptions import HTTPException
 
 from mnist_mlp import images
-from mnist_mlp.learn import LearnConfig, LearnError, Session, TooManySessions
+from mnist_mlp.learn import (
+    IDLE_SECONDS,
+    MAX_SESSIONS,
+    MAX_STEPS,
+    LearnConfig,
+    LearnError,
+    Session,
+    TooManySessions,
+)
+from mnist_mlp.rules import OneOf, Sizes
+from mnist_mlp.serve.limits import MAX_PIXELS
 from mnist_mlp.serve.routes import read_upload
 
 router = APIRouter()
+IDLE = f"{IDLE_SECONDS / 60:g}"  # minutes
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "malformed body"},
-    404: {"description": "no such session (closed, or dropped after 30 idle minutes)"},
+    404: {"description": f"no such session (closed, or dropped after {IDLE} idle minutes)"},
     422: {"description": "a setting or value breaks its rule"},
 }
 
@@ -34,35 +47,46 @@ def _integral(value: Any) -> Any:
 
 
 Int = Annotated[int, BeforeValidator(_integral)]
-Size = Annotated[int, Field(ge=1, le=64), BeforeValidator(_integral)]
 
 
-class Settings(BaseModel):
-    """A session's settings; every one optional (the default net: 784-16-10, sigmoid).
+def _field(rule: Any, hint: Any) -> Any:
+    """The pydantic type of one setting: its JSON type, bounded as its rule says."""
+    if isinstance(rule, OneOf):
+        return Literal[rule.choices]
+    if isinstance(rule, Sizes):
+        size = Annotated[int, Field(**rule.each.schema()), BeforeValidator(_integral)]
+        return Annotated[list[size], Field(**rule.schema())]
+    if hint is int:
+        return Annotated[int, Field(**rule.schema()), BeforeValidator(_integral)]
+    return Annotated[float, Field(**rule.schema())]
 
-    The ranges are stated here for the API's schema; :class:`mnist_mlp.learn.LearnConfig`
-    holds the same rules for every caller.
-    """
 
-    model_config = ConfigDict(extra="forbid", strict=True)  # true is no seed, "1" no lr
-
-    hidden: Annotated[list[Size], Field(min_length=1, max_length=2)] | None = Field(
-        None, description="one or two layer sizes", examples=[[16]]
+def _settings_model() -> type[BaseModel]:
+    """The settings' schema, made from :class:`mnist_mlp.learn.LearnConfig`'s rules (the one
+    place they are written), every one optional; the rule in words as its description."""
+    hints = typing.get_type_hints(LearnConfig)
+    fields: dict[str, Any] = {
+        f.name: (
+            _field(f.metadata["rule"], hints[f.name]) | None,
+            Field(None, description=f"must {f.metadata['rule'].text}"),
+        )
+        for f in dataclasses.fields(LearnConfig)
+    }
+    return create_model(
+        "Settings",
+        __config__=ConfigDict(extra="forbid", strict=True),  # true is no seed, "1" no lr
+        __doc__="A session's settings; every one optional (the default net: 784-16-10, sigmoid).",
+        **fields,
     )
-    activation: Literal["sigmoid", "tanh", "relu"] | None = None
-    lr: Annotated[float, Field(gt=0, le=10)] | None = Field(None, description="the learning rate")
-    batch_size: Annotated[int, Field(ge=1, le=256), BeforeValidator(_integral)] | None = None
-    momentum: Annotated[float, Field(ge=0, lt=1)] | None = Field(
-        None, description="0: an update is -lr x gradient"
-    )
-    l2: Annotated[float, Field(ge=0)] | None = None
-    seed: Annotated[int, Field(ge=0), BeforeValidator(_integral)] | None = None
+
+
+Settings = _settings_model()
 
 
 class Steps(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    steps: Annotated[int, Field(ge=1, le=10_000), BeforeValidator(_integral)] = Field(
+    steps: Annotated[int, Field(ge=1, le=MAX_STEPS), BeforeValidator(_integral)] = Field(
         1, description="SGD steps to take, one batch each"
     )
 
@@ -98,7 +122,7 @@ def _session(request: Request, key: str) -> Session:
     except KeyError:
         raise HTTPException(
             404,
-            f"no learning session {key} (closed, or dropped after 30 idle minutes); start one: "
+            f"no learning session {key} (closed, or dropped after {IDLE} idle minutes); start one: "
             f"POST /api/learn",
         ) from None
 
@@ -126,11 +150,12 @@ def learn_page(request: Request):
     summary="Start a learning session",
     description="A new net from random weights (seeded), with its state: weights, the "
     "last batch, the curves and a followed training digit carried forward and back. At "
-    "most 8 sessions at once (429 beyond); an idle one is dropped after 30 minutes.",
+    f"most {MAX_SESSIONS} sessions at once (429 beyond); an idle one is dropped after {IDLE} "
+    "minutes.",
     responses={**ERRORS, 429: {"description": "every place for a session is taken"}},
 )
-async def create(request: Request, settings: Settings | None = None):
-    values = settings.model_dump() if settings is not None else {}
+async def create(request: Request, settings: Settings | None = None):  # type: ignore[valid-type]
+    values: dict[str, Any] = settings.model_dump() if settings is not None else {}
 
     def start() -> bytes:
         session = _sessions(request).create(LearnConfig.from_dict(values))
@@ -151,7 +176,7 @@ def delete(key: str, request: Request):
         _sessions(request).delete(key)
     except KeyError:
         raise HTTPException(
-            404, f"no learning session {key} (closed, or dropped after 30 idle minutes)"
+            404, f"no learning session {key} (closed, or dropped after {IDLE} idle minutes)"
         ) from None
     return Response(status_code=204)
 
@@ -208,7 +233,7 @@ async def follow(key: str, request: Request):
 
         def prepared():
             try:
-                pixels = images.prepare(body, "the image", max_pixels=40_000_000).pixels * 255.0
+                pixels = images.prepare(body, "the image", max_pixels=MAX_PIXELS).pixels * 255.0
             except images.ImageError as exc:
                 raise LearnError(str(exc)) from None
             return _state(session, session.follow, None, pixels, label)

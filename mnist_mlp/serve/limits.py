@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+MAX_BYTES = 10 * 2**20  # a phone photo is 2-8 MB
+MAX_PIXELS = 40_000_000  # 40 megapixels: any phone's photo; decoding more could take ~160 MB each
+
 
 class _TooLarge(Exception):
     pass

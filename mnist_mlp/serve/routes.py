@@ -16,7 +16,9 @@ from starlette.exceptions import HTTPException
 
 from mnist_mlp.errors import one_line
 from mnist_mlp.images import ImageError, ImageTooLarge
-from mnist_mlp.serve import ASSETS, IMAGE_TYPES, MAX_BYTES, answer
+from mnist_mlp.serve.answers import answer
+from mnist_mlp.serve.assets import ASSETS, IMAGE_TYPES
+from mnist_mlp.serve.limits import MAX_BYTES
 
 router = APIRouter()  # the drawing page and its API: served with a checkpoint
 common = APIRouter()  # the assets and the health check: always

@@ -53,7 +53,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from mnist_mlp import run, train
+from mnist_mlp import callbacks, run
 from mnist_mlp.errors import MlpError
 from mnist_mlp.sweep.results import finish, results, write_results
 from mnist_mlp.sweep.spec import Parameter, Spec, load_spec
@@ -135,9 +135,9 @@ def sweep(
         )
     started = time.perf_counter()
     bar = _Progress(study, spec, progress)
-    flag = train.StopFlag()
+    flag = callbacks.StopFlag()
     try:
-        with train.stop_on_sigint(flag):
+        with callbacks.stop_on_sigint(flag):
             while True:
                 if workers <= 1:
                     Worker(
@@ -165,7 +165,7 @@ def sweep(
     return finish(study, spec, folder, time.perf_counter() - started)
 
 
-def _wait_for_others(study, spec: Spec, bar, flag: train.StopFlag, poll: float = 1.0) -> bool:
+def _wait_for_others(study, spec: Spec, bar, flag: callbacks.StopFlag, poll: float = 1.0) -> bool:
     """Wait while other workers' trials run; False when the study is done, True when a place
     came free (one of their trials failed) and this machine should run more trials."""
     while not flag.requested:
@@ -198,7 +198,7 @@ def _run_processes(
     storage: str | None,
     workers: int,
     bar,
-    flag: train.StopFlag,
+    flag: callbacks.StopFlag,
     seed: int | None = None,
 ) -> None:
     """Start ``workers`` worker processes, each with its share of the cores, and wait for them."""

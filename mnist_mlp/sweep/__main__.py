@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from mnist_mlp import run, train
+from mnist_mlp import callbacks, run
 from mnist_mlp.errors import MlpError
 from mnist_mlp.sweep import _new_seed
 from mnist_mlp.sweep.spec import load_spec
@@ -21,9 +21,9 @@ def _worker_main(argv: list[str]) -> int:
     spec_path, folder_arg, storage, cap, seed = argv
     spec = load_spec(spec_path, int(cap))
     folder = Path(folder_arg)
-    flag = train.StopFlag()
+    flag = callbacks.StopFlag()
     try:
-        with train.stop_on_sigint(flag):
+        with callbacks.stop_on_sigint(flag):
             Worker(
                 spec,
                 folder,

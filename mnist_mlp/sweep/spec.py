@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from mnist_mlp import config as config_mod
-from mnist_mlp import train
+from mnist_mlp import memory
 from mnist_mlp.errors import ConfigError, one_line
 
 METHODS = ("grid", "random", "bayes")
@@ -207,7 +207,7 @@ def load_spec(path: str | os.PathLike, run_cap: int | None = None) -> Spec:
                     f"parameters.{p.key}: {value!r} would not be a valid config: "
                     f"{str(exc).split(': ', 1)[-1]}",
                 ) from None
-            train.check_memory(config)
+            memory.check_memory(config)
     return spec
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from mnist_mlp import config as config_mod
-from mnist_mlp import run, train
+from mnist_mlp import memory, run
+from mnist_mlp.callbacks import Callback, StopFlag
 from mnist_mlp.errors import MlpError
 from mnist_mlp.sweep.results import write_results
 from mnist_mlp.sweep.spec import Spec
@@ -43,10 +44,10 @@ class Worker:
     on_trial: Callable[[Any], None] = lambda trial: None
     _data: dict = field(default_factory=dict)
 
-    def run(self, stop: train.StopFlag | None = None) -> None:
+    def run(self, stop: StopFlag | None = None) -> None:
         optuna = _optuna()
         study = create_study(self.spec, open_storage(self.storage_url), sampler_seed=self.seed)
-        stop = stop or train.StopFlag()
+        stop = stop or StopFlag()
         while not stop.requested:
             fail_dead_trials(study)
             if len(_budget_used(study.get_trials(deepcopy=False))) >= self.spec.run_cap:
@@ -62,7 +63,6 @@ class Worker:
             self._run_trial(study, trial, stop)
 
     def _run_trial(self, study, trial, stop) -> None:
-        optuna = _optuna()
         folder = self.folder / "trials" / str(trial.number)
         # Who runs it, in one write (each write to a journal file is an fsync): a trial is
         # checked by its process once this is there, and by its age until then.
@@ -76,72 +76,55 @@ class Worker:
                 "folder": str(folder),
             },
         )
-        sign = 1 if self.spec.goal == "maximize" else -1
-        best = {"value": None, "epochs": 0}
-        pruning = self.spec.hyperband is not None
-
-        config: config_mod.Config | None = None
-
-        def report(row: dict) -> None:
-            value = row[self.spec.metric]
-            best["epochs"] = int(row["epoch"])
-            if best["value"] is None or sign * value > sign * best["value"]:
-                best["value"] = value
-            if not pruning:
-                return  # each report is a write to the storage; only a pruner reads them
-            trial.report(value, int(row["epoch"]))
-            # After the last epoch there is nothing left to save: the trial completes.
-            assert config is not None  # reports come from the run of this config
-            if int(row["epoch"]) < config.training.epochs and trial.should_prune():
-                raise optuna.TrialPruned(f"pruned after epoch {row['epoch']}")
-
         started = time.perf_counter()
+        watch = _Report(trial, self.spec, pruning=self.spec.hyperband is not None)
         try:
             config = self.spec.config_for({p.key: p.suggest(trial) for p in self.spec.parameters})
-            train.check_memory(config)
+            memory.check_memory(config)
+            watch.epochs = config.training.epochs
             with _Heartbeat(trial):
                 run.trial_run(
                     config,
                     folder,
                     self._data_for(config),
-                    epoch_hook=report,
+                    callbacks=(watch,),
                     progress=self.progress,
                     stop=stop,
                 )
-        except optuna.TrialPruned:
-            trial.set_user_attr(
-                "run", {"seconds": time.perf_counter() - started, "epochs": best["epochs"]}
-            )
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            _drop_checkpoints(folder)
-        except DatabaseUnreachable:
-            # nothing more can be written; the trial stays RUNNING until a worker finds this one
-            # gone (fail_dead_trials) and gives its place to a new trial
-            _drop_checkpoints(folder)
-            raise
-        except (run.TrainingInterrupted, KeyboardInterrupt):
-            trial.set_user_attr("failed_because", "interrupted (Ctrl-C)")
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            _drop_checkpoints(folder)
-            raise
-        except Exception as exc:
-            # The trial's own failure (a loss that diverged, say) uses up its place, unlike a
-            # trial cut off or whose worker died: else a sampler fond of a bad region would
-            # never stop.
-            trial.set_user_attr("failed_because", f"{type(exc).__name__}: {exc}"[:500])
-            trial.set_user_attr("charged", True)
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            _drop_checkpoints(folder)
-            if not isinstance(exc, MlpError):
-                raise
+        except BaseException as exc:
+            self._ended(study, trial, folder, exc, watch, started)
         else:
-            trial.set_user_attr(
-                "run", {"seconds": time.perf_counter() - started, "epochs": best["epochs"]}
-            )
-            study.tell(trial, best["value"])
+            trial.set_user_attr("run", watch.run(started))
+            study.tell(trial, watch.best)
         self._keep_best_checkpoints(study)
         write_results(study, self.spec, self.folder)
         self.on_trial(trial)
+
+    def _ended(self, study, trial, folder: Path, exc: BaseException, watch, started) -> None:
+        """Tell the study how a trial that did not complete ended; re-raise what must go on."""
+        optuna = _optuna()
+        _drop_checkpoints(folder)
+        if isinstance(exc, optuna.TrialPruned):
+            trial.set_user_attr("run", watch.run(started))
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            return
+        if isinstance(exc, DatabaseUnreachable):
+            # nothing more can be written; the trial stays RUNNING until a worker finds this one
+            # gone (fail_dead_trials) and gives its place to a new trial
+            raise exc
+        if isinstance(exc, (run.TrainingInterrupted, KeyboardInterrupt)):
+            trial.set_user_attr("failed_because", "interrupted (Ctrl-C)")
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise exc
+        if not isinstance(exc, Exception):
+            raise exc
+        # The trial's own failure (a loss that diverged, say) uses up its place, unlike a trial
+        # cut off or whose worker died: else a sampler fond of a bad region would never stop.
+        trial.set_user_attr("failed_because", f"{type(exc).__name__}: {exc}"[:500])
+        trial.set_user_attr("charged", True)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        if not isinstance(exc, MlpError):
+            raise exc
 
     def _data_for(self, config: config_mod.Config):
         d = config.data
@@ -164,6 +147,31 @@ class Worker:
             folder = _worker(t).get("folder")
             if folder and _worker(t).get("host") == socket.gethostname():
                 _drop_checkpoints(Path(folder))
+
+
+class _Report(Callback):
+    """A trial's epochs told to Optuna: the metric, and, with a pruner, whether to stop."""
+
+    def __init__(self, trial, spec: Spec, pruning: bool):
+        self.trial, self.spec, self.pruning = trial, spec, pruning
+        self.sign = 1 if spec.goal == "maximize" else -1
+        self.best: float | None = None
+        self.epochs_run, self.epochs = 0, 0
+
+    def on_epoch_end(self, state, row: dict, is_best: bool) -> None:
+        value = row[self.spec.metric]
+        self.epochs_run = int(row["epoch"])
+        if self.best is None or self.sign * value > self.sign * self.best:
+            self.best = value
+        if not self.pruning:
+            return  # each report is a write to the storage; only a pruner reads them
+        self.trial.report(value, self.epochs_run)
+        # After the last epoch there is nothing left to save: the trial completes.
+        if self.epochs_run < self.epochs and self.trial.should_prune():
+            raise _optuna().TrialPruned(f"pruned after epoch {row['epoch']}")
+
+    def run(self, started: float) -> dict:
+        return {"seconds": time.perf_counter() - started, "epochs": self.epochs_run}
 
 
 def _drop_checkpoints(folder: Path) -> None:

@@ -40,12 +40,45 @@ def test_axpy_matches_numpy(mode, shape):
 def test_unsafe_arguments_are_refused_before_reaching_the_library():
     if not blas.AVAILABLE:
         pytest.skip("no library to protect")
-    a = np.ones((4, 3), np.float32)
-    with pytest.raises(ValueError, match="C-contiguous float32"):
-        blas.gemm_tn(np.ones((3, 5), np.float64), a, np.ones((4, 5), np.float32), 1.0, 0.0)
+    a = np.arange(12, dtype=np.float32).reshape(4, 3)
+    # a product the library cannot take as it is (float64, or no contiguous rows) never reaches
+    # it: NumPy computes it, chunk by chunk as the library would
+    c = np.ones((3, 5), np.float64)
+    blas.gemm_tn(c, a, np.ones((4, 5), np.float32), 1.0, 0.0)
+    np.testing.assert_array_equal(c, a.T @ np.ones((4, 5)))
+    w = np.arange(20, dtype=np.float32).reshape(5, 4)
+    out = blas.matmul(a.T.copy(), w.T, trans_b=False)  # w.T: columns, not rows, contiguous
+    np.testing.assert_array_equal(out, a.T @ w.T)
     with pytest.raises(ValueError, match="C-contiguous float32"):
         blas.axpy(np.ones((1024, 784), np.float32).T, np.ones((784, 1024), np.float32), 1.0)
     with pytest.raises(ValueError, match="shapes do not fit"):
         blas.gemm_tn(np.ones((3, 6), np.float32), a, np.ones((4, 5), np.float32), 1.0, 0.0)
     with pytest.raises(ValueError, match="shapes differ"):
         blas.axpy(np.ones(3, np.float32), np.ones(4, np.float32), 1.0)
+
+
+def test_products_are_the_same_on_one_and_two_threads():
+    """OpenBLAS splits a sum over k between 513 and 1023 terms differently on several threads;
+    the chunked product does not (the weights of a run must not depend on the thread count)."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    rng = np.random.default_rng(0)
+    for m, k, n in [(128, 784, 1024), (2500, 784, 64), (128, 1024, 512), (128, 600, 10)]:
+        a = rng.standard_normal((m, k)).astype(np.float32)
+        b = rng.standard_normal((k, n)).astype(np.float32)
+        results = []
+        for threads in (1, 2):
+            with threadpoolctl.threadpool_limits(threads):
+                results.append(
+                    (blas.matmul(a, b), blas.matmul(a, np.ascontiguousarray(b.T), trans_b=True))
+                )
+        for one, two in zip(*results):
+            np.testing.assert_array_equal(one, two)
+        np.testing.assert_allclose(results[0][0], a @ b, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("k", [1, 255, 256, 257, 784, 1500])
+def test_chunks_cover_the_sum_in_equal_pieces_no_longer_than_the_limit(k):
+    parts = blas._chunks(k)
+    assert [i for p in parts for i in range(p.start, p.stop)] == list(range(k))
+    sizes = [p.stop - p.start for p in parts]
+    assert max(sizes) <= blas.K_CHUNK and max(sizes) - min(sizes) <= 1 + (k % len(parts) > 0)

@@ -1,4 +1,4 @@
-"""The fast training step gives the reference's weights: model.loss_and_grads + optim.sgd_step."""
+"""The fast training step gives the reference step's weights (model.py + optim.sgd_step)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 from imagegen import mnist_like
 
-from mnist_mlp import data, model, optim, train
+from mnist_mlp import data, train
 from mnist_mlp.config import load_config
 from mnist_mlp.fast import kernels
 from mnist_mlp.fast.inked import InkedColumns
 from mnist_mlp.fast.step import Step
+from mnist_mlp.step import ReferenceStep, StepSettings
 
 CASES = [  # hidden, activation, dropout, nesterov, extra settings
     ("[32]", "relu", 0.0, False, []),
@@ -23,17 +24,6 @@ CASES = [  # hidden, activation, dropout, nesterov, extra settings
     ("[32]", "relu", 0.0, True, []),
     ("[40,24]", "sigmoid", 0.3, True, ["training.max_norm=0.5"]),
 ]
-
-
-def _reference_step(params, velocity, x, y, lr, config, rng):
-    t, m = config.training, config.model
-    _, grads, predictions = model.loss_and_grads(
-        params, x, y, m.activation, t.l2, m.dropout, rng, t.label_smoothing
-    )
-    optim.sgd_step(params, grads, velocity, lr, t.momentum, nesterov=t.nesterov)
-    if t.max_norm:
-        optim.clip_norms(params, t.max_norm)
-    return predictions
 
 
 @pytest.mark.parametrize("compiled", [True, False])
@@ -59,9 +49,10 @@ def test_the_fast_step_gives_the_reference_weights(
         ]
     )
     state = train.new_state(config)
-    reference = {k: v.copy() for k, v in state.params.items()}
-    velocity = optim.init_state(reference)
-    step = Step(config, state, 16)
+    textbook = train.new_state(config)
+    step = train.make_step(config, state, 16)
+    assert isinstance(step, Step)
+    ref_step = ReferenceStep(textbook.params, textbook.momentum, StepSettings.of(config))
     rng = np.random.default_rng(7)
     kinds = set()
     for i in range(4):
@@ -71,17 +62,12 @@ def test_the_fast_step_gives_the_reference_weights(
         x = step.inputs(images, None, 16, data.scaling_for(0.1307, 0.3081))
         kinds.add(type(x))
         _, fast_pred = step(x, y, lr, np.random.default_rng(i))
-        ref_pred = _reference_step(
-            reference, velocity, data.scale(images), y, lr, config, np.random.default_rng(i)
-        )
+        _, ref_pred = ref_step(data.scale(images), y, lr, np.random.default_rng(i))
         np.testing.assert_array_equal(fast_pred, ref_pred)
     # batches with a third of their columns blank went in without them (classical momentum only)
     assert kinds == ({InkedColumns} if blank_share and not nesterov else {np.ndarray})
-    fast_velocity = (
-        state.momentum
-        if state.momentum_form == "velocity"
-        else optim.other_form(state.params, state.momentum)
-    )
+    reference, velocity = textbook.params, textbook.momentum.buffers
+    fast_velocity = state.momentum.to("velocity", state.params).buffers
     for k in reference:
         np.testing.assert_allclose(state.params[k], reference[k], rtol=1e-5, atol=1e-6, err_msg=k)
         np.testing.assert_allclose(fast_velocity[k], velocity[k], rtol=1e-4, atol=1e-6, err_msg=k)
