@@ -275,3 +275,31 @@ def test_the_state_is_json_with_everything_the_page_draws(digits):
         "seed": 0,
     }
     assert len(text) < 2_000_000
+
+
+def test_a_session_trains_through_the_loop_exactly_as_model_py_by_hand(digits):
+    """The loop and its float64 reference step add nothing: the weights are bit for bit those of
+    a plain loop over the same batches calling model.loss_and_grads and optim.sgd_step."""
+    from mnist_mlp import data as data_mod
+    from mnist_mlp import model, optim
+
+    config = learn.LearnConfig(hidden=[12, 8], activation="tanh", momentum=0.8, l2=0.01, lr=0.2)
+    session = learn.Session(config, digits)
+    params = {k: v.copy() for k, v in session.params.items()}
+    velocity = optim.init_state(params)
+    n, size = len(digits.train), config.batch_size
+    per_epoch = -(-n // size)
+    for step in range(250):  # past an epoch's end (2,500 digits in batches of 32: 79 steps)
+        epoch, b = divmod(step, per_epoch)
+        rng = data_mod.rng_for(config.seed, data_mod.EPOCH, epoch)
+        batch = digits.train[rng.permutation(n)][b * size : (b + 1) * size]
+        x = session.inputs(digits.images[batch])
+        _, grads, _ = model.loss_and_grads(params, x, digits.labels[batch], "tanh", 0.01)
+        optim.sgd_step(params, grads, velocity, 0.2, 0.8)
+    session.advance(100)
+    session.advance(150)
+    assert session.step == 250
+    np.testing.assert_array_equal(session.batch, batch)
+    for k in params:
+        np.testing.assert_array_equal(session.params[k], params[k], err_msg=k)
+        np.testing.assert_array_equal(session.velocity[k], velocity[k], err_msg=k)
