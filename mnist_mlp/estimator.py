@@ -32,7 +32,16 @@ from mnist_mlp import checkpoint as ckpt_mod
 from mnist_mlp import config as config_mod
 from mnist_mlp import data as data_mod
 from mnist_mlp.callbacks import Callback, StopFlag
-from mnist_mlp.errors import ConfigError
+from mnist_mlp.estimator_config import (
+    CONFIG_KEYS,
+    ParameterError,
+    config_of,
+    config_value,
+    plain,
+    scaling_of,
+    seed_of,
+    with_training,
+)
 from mnist_mlp.fast import kernels
 from mnist_mlp.step import Momentum
 
@@ -44,35 +53,6 @@ try:
     from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 except ImportError:  # pragma: no cover - exercised by a test in a subprocess without sklearn
     raise ImportError(INSTALL_HINT) from None
-
-
-class ParameterError(ConfigError, ValueError):
-    """A constructor parameter breaks its rule (a ``ValueError``, as scikit-learn raises)."""
-
-
-# Parameter -> the config key it sets. Activation names: scikit-learn's "logistic" is sigmoid.
-CONFIG_KEYS = {
-    "hidden_layer_sizes": "model.hidden",
-    "activation": "model.activation",
-    "dropout": "model.dropout",
-    "alpha": "training.l2",
-    "batch_size": "training.batch_size",
-    "learning_rate_init": "training.lr",
-    "momentum": "training.momentum",
-    "nesterovs_momentum": "training.nesterov",
-    "max_iter": "training.epochs",
-    "shuffle": "training.shuffle",
-    "max_norm": "training.max_norm",
-    "label_smoothing": "training.label_smoothing",
-    "schedule": "training.schedule",
-    "warmup_epochs": "training.warmup_epochs",
-    "skip_blank_pixels": "training.skip_blank_pixels",
-}
-ACTIVATIONS = {"relu": "relu", "logistic": "sigmoid", "sigmoid": "sigmoid", "tanh": "tanh"}
-
-
-def _fail(name: str, rule: str, value: Any) -> ParameterError:
-    return ParameterError(f"MLPClassifier: {name} must {rule}, got {value!r}")
 
 
 class MLPClassifier(ClassifierMixin, BaseEstimator):
@@ -212,62 +192,6 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     # --- the config these parameters make ----------------------------------------------------
 
-    def _config(self, n_samples: int, seed: int) -> config_mod.Config:
-        """The :class:`~mnist_mlp.config.Config` of a fit, every parameter checked."""
-        if not isinstance(self.activation, str) or self.activation not in ACTIVATIONS:
-            raise _fail("activation", "be one of relu, logistic, tanh", self.activation)
-        hidden = self.hidden_layer_sizes
-        if isinstance(hidden, (int, np.integer)):
-            hidden = [hidden]
-        try:
-            hidden = [int(h) for h in hidden]
-        except (TypeError, ValueError):
-            raise _fail(
-                "hidden_layer_sizes", "be a tuple of sizes", self.hidden_layer_sizes
-            ) from None
-        batch = self.batch_size
-        if batch == "auto":
-            batch = min(200, n_samples)
-        values: dict[str, Any] = {
-            name: getattr(self, name) for name in CONFIG_KEYS if name not in ("activation",)
-        }
-        values.update(
-            hidden_layer_sizes=hidden,
-            activation=ACTIVATIONS[self.activation],
-            batch_size=batch,
-            max_iter=self.max_iter,
-        )
-        for name, rule, ok in (
-            ("tol", "be >= 0", _is_real(self.tol) and self.tol >= 0),
-            (
-                "validation_fraction",
-                "be in (0, 1)",
-                _is_real(self.validation_fraction) and 0 < self.validation_fraction < 1,
-            ),
-            (
-                "n_iter_no_change",
-                "be an integer >= 1",
-                _is_int(self.n_iter_no_change) and self.n_iter_no_change >= 1,
-            ),
-        ):
-            if not ok:
-                raise _fail(name, rule, getattr(self, name))
-        for name in ("early_stopping", "warm_start", "verbose"):
-            if not isinstance(getattr(self, name), (bool, np.bool_, int)):
-                raise _fail(name, "be true or false", getattr(self, name))
-        tree: dict[str, Any] = {"data": {"validation": 0}, "model": {}, "training": {"seed": seed}}
-        for name, value in values.items():
-            section, key = CONFIG_KEYS[name].split(".")
-            tree[section][key] = _plain(value)
-        if self.augment is not None:
-            if not isinstance(self.augment, dict):
-                raise _fail("augment", "be a dict of data.augment settings or None", self.augment)
-            tree["data"]["augment"] = {k: _plain(v) for k, v in self.augment.items()}
-        try:
-            return config_mod.from_dict(tree, "MLPClassifier")
-        except ConfigError as exc:
-            raise ParameterError(_param_names(str(exc))) from None
-
     # --- fitting ----------------------------------------------------------------------------
 
     def fit(self, X, y):
@@ -295,9 +219,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         first = not (incremental or self.warm_start) or not hasattr(self, "_state")
         X, labels = self._checked(X, y, first, classes)
         if first:
-            self._seed = _seed(self.random_state)
-            self.input_scaling_ = _scaling(X)
-        config = self._config(len(X), self._seed)
+            self._seed = seed_of(self.random_state)
+            self.input_scaling_ = scaling_of(X)
+        config = config_of(self, len(X), self._seed)
         if config.data.augment.enabled and (X.dtype != np.uint8 or X.shape[1] != model.N_INPUTS):
             raise ParameterError(
                 "MLPClassifier: augment distorts 28x28 digits given as uint8 pixels (n_features "
@@ -309,9 +233,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         # Epochs counted from where this call starts; one for partial_fit, at a constant rate.
         done = self._state.epoch
         if incremental:
-            config = _replace(config, epochs=done + 1, schedule="constant", warmup_epochs=0.0)
+            config = with_training(config, epochs=done + 1, schedule="constant", warmup_epochs=0.0)
         else:
-            config = _replace(config, epochs=done + config.training.epochs)
+            config = with_training(config, epochs=done + config.training.epochs)
         started = time.perf_counter()
         stop = StopFlag()
         record = _Record(self, stop, incremental, len(data.train))
@@ -481,7 +405,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         (strings, numbers, booleans).
         """
         check_is_fitted(self, "_state")
-        values = [_plain(v) for v in self.classes_.tolist()]
+        values = [plain(v) for v in self.classes_.tolist()]
         n = self.n_features_in_
         meta = {
             "dataset": {"name": "mnist" if n == model.N_INPUTS else "arrays", "digest": None},
@@ -511,7 +435,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         """
         ckpt = ckpt_mod.load(path)
         settings = {
-            name: _plain(_config_value(ckpt.config, key)) for name, key in CONFIG_KEYS.items()
+            name: plain(config_value(ckpt.config, key)) for name, key in CONFIG_KEYS.items()
         }
         settings["hidden_layer_sizes"] = tuple(settings["hidden_layer_sizes"])
         settings["activation"] = {"sigmoid": "logistic"}.get(ckpt.activation, ckpt.activation)
@@ -568,71 +492,6 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
 
 # --- helpers --------------------------------------------------------------------------------------
-
-
-def _is_real(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _plain(value):
-    """NumPy scalars and tuples as the plain Python values a config (and JSON) takes."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _param_names(message: str) -> str:
-    """A config error in the estimator's words: ``training.lr`` -> ``learning_rate_init``."""
-    message = message.removeprefix("MLPClassifier: ")
-    for name, key in CONFIG_KEYS.items():
-        message = message.replace(key, name)
-    message = message.replace("data.augment.", "augment.")
-    return f"MLPClassifier: {message}"
-
-
-def _seed(random_state) -> int:
-    """A config seed (an int >= 0) from scikit-learn's random_state."""
-    if random_state is None:
-        return int(np.random.default_rng().integers(2**31))
-    if _is_int(random_state):
-        if random_state < 0:
-            raise _fail("random_state", "be an integer >= 0, a RandomState or None", random_state)
-        return int(random_state)
-    if isinstance(random_state, np.random.RandomState):
-        return int(random_state.randint(2**31))
-    raise _fail("random_state", "be an integer >= 0, a RandomState or None", random_state)
-
-
-def _scaling(X: np.ndarray) -> tuple[float, float]:
-    """(scale, offset) that standardise ``X`` as a whole (one mean, one spread), in chunks so
-    that no float64 copy of a large ``X`` is made."""
-    total, squares, n = 0.0, 0.0, X.size
-    for start in range(0, len(X), 8192):
-        chunk = X[start : start + 8192].astype(np.float64)
-        total += float(chunk.sum())
-        squares += float(np.square(chunk).sum())
-    mean = total / n
-    std = math.sqrt(max(squares / n - mean * mean, 0.0))
-    if not std > 1e-12:
-        return 1.0, -mean
-    return 1.0 / std, -mean / std
-
-
-def _replace(config: config_mod.Config, **training) -> config_mod.Config:
-    import dataclasses
-
-    return dataclasses.replace(config, training=dataclasses.replace(config.training, **training))
-
-
-def _config_value(config: config_mod.Config, key: str):
-    section, name = key.split(".")
-    return getattr(getattr(config, section), name)
 
 
 def _blas_threads() -> int | None:

@@ -30,6 +30,7 @@ from mnist_mlp.plots import (
     plot_sweep_params,
     plot_sweep_trials,
 )
+from mnist_mlp.runfolder import read_metrics
 
 
 def resolve(target: str | os.PathLike) -> tuple[Path, Path]:
@@ -229,7 +230,7 @@ def make_sweep(folder: Path, out: str | os.PathLike | None = None, best_curves: 
     for r in done:
         path = folder / "trials" / str(r["number"]) / "metrics.csv"
         if path.exists():
-            curves[f"trial {r['number']} ({metric} {r['value']:.4f})"] = run.read_metrics(path)
+            curves[f"trial {r['number']} ({metric} {r['value']:.4f})"] = read_metrics(path)
     if curves:
         written["curves"] = out / "best_curves.png"
         plot_runs_curves(curves, metric, written["curves"])
@@ -314,7 +315,7 @@ def _history(folder: Path, ckpt) -> list[dict]:
     """Epoch rows from the run's metrics.csv, else from the checkpoint's own history."""
     csv_path = folder / "metrics.csv"
     if csv_path.exists():
-        rows = run.read_metrics(csv_path)
+        rows = read_metrics(csv_path)
         if rows:
             return rows
     return ckpt.meta.get("history", [])

@@ -14,10 +14,7 @@ so that neither needs the other. A run folder holds:
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +27,7 @@ from mnist_mlp import config as config_mod
 from mnist_mlp import data as data_mod
 from mnist_mlp.callbacks import Callback, StopFlag, StopOnCtrlC
 from mnist_mlp.errors import ConfigError, MlpError, WriteError
-from mnist_mlp.fsutil import atomic_write, describe
+from mnist_mlp.runfolder import Curves, RunFiles, link_latest
 
 RESUMABLE_KEYS = ("training.epochs", "training.patience")
 
@@ -103,8 +100,8 @@ def train_run(
     data = load_data(config, progress)
     if resume is not None:
         _check_same_data(resume, ckpt_mod.load(resume), data)
-    files = _RunFiles(folder, config, data, state.history if state else [])
-    _link_latest(config, folder)
+    files = RunFiles(folder, config, data, state.history if state else [])
+    link_latest(config, folder)
     writer = _RunWriter(files, config.training.epochs, echo, resume, state)
     if state is not None:
         echo(f"resuming {resume} at epoch {state.epoch + 1}, step {state.steps}")
@@ -168,7 +165,7 @@ class _RunWriter(Callback):
 
     def __init__(self, files, epochs: int, echo, resume, state: train.State | None):
         self.files, self.epochs, self.echo = files, epochs, echo
-        self.curves = _Curves(files.folder)
+        self.curves = Curves(files.folder)
         # the newest checkpoint on disk to resume from, should a write fail
         self.good = {"path": resume, "epoch": state.epoch if state is not None else None}
 
@@ -241,7 +238,7 @@ def trial_run(
     TrainingDiverged
         When the loss becomes non-finite.
     """
-    files = _RunFiles(folder, config, data, [])
+    files = RunFiles(folder, config, data, [])
     keeper = _KeepBest(files)
     state = _fit(config, data, None, (keeper, *callbacks), stop, progress)
     if state.status == "interrupted":
@@ -254,7 +251,7 @@ def trial_run(
 class _KeepBest(Callback):
     """A trial's rows written as they come, its best epoch held in memory until it ends."""
 
-    def __init__(self, files: _RunFiles):
+    def __init__(self, files: RunFiles):
         self.files = files
         self.best: tuple[dict, dict] | None = None
 
@@ -263,40 +260,6 @@ class _KeepBest(Callback):
         if is_best:  # without its momentum: a trial is never resumed
             params = {k: v.copy() for k, v in state.params.items()}
             self.best = (params, copy.deepcopy(state.meta()))
-
-
-class _RunFiles:
-    """A run folder's files: ``config.yaml`` and ``metrics.csv`` written anew (with the rows of
-    ``history``) when made, then rows appended and checkpoints saved."""
-
-    def __init__(
-        self, folder: Path, config: config_mod.Config, data: data_mod.Data, history: list[dict]
-    ):
-        self.folder, self.config = folder, config
-        self.meta = {
-            "dataset": {"name": data.name, "digest": data.digest},
-            "classes": list(data.classes),
-            "input": {"scale": data.scaling[0], "offset": data.scaling[1], "shape": [28, 28]},
-        }
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(folder / "config.yaml", _yaml(config).encode())
-        self.metrics = folder / "metrics.csv"
-        _write_metrics(self.metrics, history)
-
-    def append(self, row: dict) -> None:
-        try:
-            _append_metrics(self.metrics, row)
-        except OSError as exc:
-            raise WriteError(f"cannot write {self.metrics}: {describe(exc)}") from None
-
-    def save(self, name: str, state: train.State) -> None:
-        self.write(name, state.params, state.meta(), state.momentum.buffers)
-
-    def write(self, name: str, params: dict, meta: dict, momentum: dict | None = None) -> None:
-        ckpt_mod.save(
-            self.folder / name,
-            ckpt_mod.Checkpoint(params, self.config, {**self.meta, **meta}, momentum or {}),
-        )
 
 
 def _fit(
@@ -318,30 +281,6 @@ def _fit(
         progress=progress,
         augment=augment.for_config(config.data.augment),
     )
-
-
-class _Curves:
-    """Keeps ``curves.png`` in the run folder current, if matplotlib is installed.
-
-    A redraw costs about 0.2 s, a tenth of an epoch, so it happens at most every
-    ``every`` seconds, and once more at the end.
-    """
-
-    def __init__(self, folder: Path, every: float = 15.0):
-        from mnist_mlp import plots
-
-        self.path, self.every = folder / "curves.png", every
-        self.enabled, self.last = plots.have_matplotlib(), float("-inf")
-        self.title = f"{folder.name}: learning curves"
-
-    def update(self, history: list[dict], final: bool = False) -> None:
-        now = time.monotonic()
-        if not self.enabled or not history or (not final and now - self.last < self.every):
-            return
-        from mnist_mlp import plots
-
-        plots.plot_curves(history, self.path, self.title)
-        self.last = now
 
 
 def _resume_config(saved: config_mod.Config, overrides: tuple[str, ...]) -> config_mod.Config:
@@ -367,50 +306,6 @@ def _epoch_line(row: dict, epochs: int, is_best: bool) -> str:
         f"acc {100 * row['train_acc']:6.2f}%  {val}  lr {row['lr']:.4g}  "
         f"{row['seconds']:.1f}s{'  *' if is_best else ''}"
     )
-
-
-def _write_metrics(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, train.COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write(path, buf.getvalue().encode())
-
-
-def _append_metrics(path: Path, row: dict) -> None:
-    with open(path, "a", newline="") as f:
-        csv.DictWriter(f, train.COLUMNS, lineterminator="\n").writerow(row)
-
-
-def read_metrics(path: str | os.PathLike) -> list[dict]:
-    """Rows of a ``metrics.csv``, numbers as floats (None where empty)."""
-    with open(path, newline="") as f:
-        return [
-            {k: (float(v) if v not in ("", None) else None) for k, v in row.items()}
-            for row in csv.DictReader(f)
-        ]
-
-
-def _link_latest(config: config_mod.Config, folder: Path) -> None:
-    """Point ``<output.dir>/latest`` at ``folder`` (atomically replacing the old link)."""
-    root = Path(config.output.dir)
-    root.mkdir(parents=True, exist_ok=True)
-    link = root / "latest"
-    target = os.path.relpath(folder.resolve(), root.resolve())
-    tmp = root / f".latest-{os.getpid()}"
-    try:
-        if tmp.is_symlink():
-            tmp.unlink()
-        os.symlink(target, tmp)
-        os.replace(tmp, link)
-    except OSError:  # no symlinks (some Windows setups): a later command falls back to mtimes
-        pass
-
-
-def _yaml(config: config_mod.Config) -> str:
-    import yaml
-
-    return yaml.safe_dump(config_mod.to_dict(config), sort_keys=False)
 
 
 # --- evaluating a checkpoint --------------------------------------------------------------------

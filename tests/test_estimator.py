@@ -75,7 +75,7 @@ def test_scikit_learns_estimator_checks_all_pass():
         ({"hidden_layer_sizes": "wide"}, "hidden_layer_sizes must be a tuple of sizes"),
         (
             {"activation": "softplus"},
-            "activation must be one of relu, logistic, tanh, got 'softplus'",
+            "activation must be one of relu, sigmoid, tanh, logistic, got 'softplus'",
         ),
         ({"momentum": 1.5}, "momentum must be in [0, 1), got 1.5"),
         ({"alpha": -0.1}, "alpha must be >= 0, got -0.1"),
