@@ -121,29 +121,10 @@ def train(config_path, overrides, out, resume, force, quiet):
 
     Ctrl-C stops after the current step and saves a checkpoint to resume from.
     """
-    from pathlib import Path
-
-    from mnist_mlp import config as config_mod
     from mnist_mlp import run
 
     _setup_logging(quiet)
-    if resume and config_path:
-        raise click.UsageError(
-            "--resume continues a run with its own config; drop --config "
-            "(--set training.epochs=N may extend it)"
-        )
-    if resume:
-        config = None
-        folder = Path(out) if out else Path(resume).parent
-        name = folder.name
-    else:
-        if not config_path and not overrides:
-            raise click.UsageError(
-                "give --config PATH (e.g. configs/default.yaml), or --set KEY=VALUE"
-            )
-        config = config_mod.load_config(config_path, overrides)
-        name = Path(config_path).stem if config_path else "custom"
-        folder = Path(out) if out else run.default_folder(config, name)
+    config, folder = _what_to_train(config_path, overrides, out, resume)
     try:
         run.train_run(
             config,
@@ -157,6 +138,28 @@ def train(config_path, overrides, out, resume, force, quiet):
     except run.TrainingInterrupted as exc:
         click.echo(str(exc), err=True)
         sys.exit(exc.exit_code)
+
+
+def _what_to_train(config_path, overrides, out, resume):
+    """(config, run folder) of ``mlp train``'s options; the config is None when resuming (the
+    checkpoint has its own)."""
+    from pathlib import Path
+
+    from mnist_mlp import config as config_mod
+    from mnist_mlp import run
+
+    if resume and config_path:
+        raise click.UsageError(
+            "--resume continues a run with its own config; drop --config "
+            "(--set training.epochs=N may extend it)"
+        )
+    if resume:
+        return None, Path(out) if out else Path(resume).parent
+    if not config_path and not overrides:
+        raise click.UsageError("give --config PATH (e.g. configs/default.yaml), or --set KEY=VALUE")
+    config = config_mod.load_config(config_path, overrides)
+    name = Path(config_path).stem if config_path else "custom"
+    return config, Path(out) if out else run.default_folder(config, name)
 
 
 @main.command(name="eval")

@@ -139,6 +139,32 @@ def _json(body: bytes, status: int = 200) -> Response:
     return Response(body, status_code=status, media_type="application/json")
 
 
+# The two bodies /follow takes, for the API's schema (the route reads the body itself).
+FOLLOW_BODY = {
+    "requestBody": {
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"index": {"type": "integer"}},
+                    "required": ["index"],
+                }
+            },
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "label": {"type": "integer"},
+                    },
+                    "required": ["file", "label"],
+                }
+            },
+        }
+    }
+}
+
+
 @router.get("/learn", response_class=HTMLResponse, include_in_schema=False)
 def learn_page(request: Request):
     return HTMLResponse(request.app.state.learn_page)
@@ -196,29 +222,7 @@ async def step(key: str, request: Request, body: Steps | None = None):
     description='JSON `{"index": i}`: training digit i (0..59999, in the file\'s order). '
     "Or a multipart/form-data upload: an image in the first file field and its `label` "
     "(0-9), prepared as `mlp predict` prepares images.",
-    openapi_extra={
-        "requestBody": {
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {"index": {"type": "integer"}},
-                        "required": ["index"],
-                    }
-                },
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {
-                            "file": {"type": "string", "format": "binary"},
-                            "label": {"type": "integer"},
-                        },
-                        "required": ["file", "label"],
-                    }
-                },
-            }
-        }
-    },
+    openapi_extra=FOLLOW_BODY,
     responses={
         **ERRORS,
         413: {"description": "image too large"},
