@@ -15,7 +15,7 @@ the same step with every trick that pays on a CPU, each tested equal to the refe
 - :mod:`~mnist_mlp.fast.blas`: two BLAS routines NumPy does not expose;
 - :mod:`~mnist_mlp.fast.kernels`: small C loops (``_kernels.c``) that fuse NumPy's passes.
 
-Nothing here changes what is computed, only how fast: ``tests/fast/test_step.py`` trains with
+Nothing here changes what is computed, only how fast: ``tests/fast/test_fast_step.py`` trains with
 :class:`~mnist_mlp.fast.step.Step` and with :func:`mnist_mlp.model.loss_and_grads` and
 :func:`mnist_mlp.optim.sgd_step`, and finds the same weights.
 """

@@ -16,7 +16,7 @@ What is done differently from the reference in :mod:`mnist_mlp.model`, and why:
 - bias-and-ReLU, and the way back through the output layer and a ReLU, are compiled kernels
   (:mod:`mnist_mlp.fast.kernels`) where built.
 
-``tests/fast/test_step.py`` checks that :class:`Step` gives the reference's weights.
+``tests/fast/test_fast_step.py`` checks that :class:`Step` gives the reference's weights.
 """
 
 from __future__ import annotations
