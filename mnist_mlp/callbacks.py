@@ -95,11 +95,13 @@ class ProgressBar(Callback):
 
     Parameters
     ----------
+    epochs : int
+        The epochs of the fit, for the bar's "epoch 3/20".
     bar_class : tqdm class, optional
         ``tqdm.auto.tqdm`` in a notebook; plain tqdm, off where stderr is not a terminal, if None.
     """
 
-    def __init__(self, bar_class: Any = None):
+    def __init__(self, epochs: int, bar_class: Any = None):
         if bar_class is None:
             from tqdm import tqdm
 
@@ -107,10 +109,7 @@ class ProgressBar(Callback):
         else:
             self.disable = False
         self.bar_class, self.bar = bar_class, None
-        self.epochs = 0
-
-    def on_fit_start(self, state: State) -> None:
-        self.epochs = state.planned_epochs
+        self.epochs = epochs
 
     def on_epoch_start(self, state: State, n_steps: int) -> None:
         self.bar = self.bar_class(
@@ -134,9 +133,12 @@ class ProgressBar(Callback):
         self.bar.update()
 
     def on_epoch_end(self, state: State, row: dict, is_best: bool) -> None:
-        self.on_fit_end(state)
+        self._close()
 
     def on_fit_end(self, state: State) -> None:
+        self._close()
+
+    def _close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None

@@ -89,8 +89,15 @@ def build(ckpt: ckpt_mod.Checkpoint, opset: int = DEFAULT_OPSET, input_shape: st
         For an opset out of range, or a checkpoint this graph would not reproduce faithfully.
     """
     onnx = _onnx()
-    from onnx import TensorProto, helper, numpy_helper
+    _check_request(onnx, opset, input_shape)
+    _check_exportable(ckpt)
+    graph = _graph(ckpt, input_shape)
+    proto = _model(graph, ckpt, opset, input_shape)
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
 
+
+def _check_request(onnx, opset: int, input_shape: str) -> None:
     newest = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= newest:
         raise MlpError(
@@ -101,12 +108,15 @@ def build(ckpt: ckpt_mod.Checkpoint, opset: int = DEFAULT_OPSET, input_shape: st
         raise MlpError(
             f"--input-shape must be one of {', '.join(INPUT_SHAPES)}, got {input_shape!r}"
         )
-    _check_exportable(ckpt)
+
+
+def _graph(ckpt: ckpt_mod.Checkpoint, input_shape: str):
+    """The network as an ONNX graph: scale the pixels, the layers, softmax and argmax."""
+    from onnx import TensorProto, helper, numpy_helper
+
     activation = ckpt.activation
     scale, offset = ckpt.scaling
     n = model.n_layers(ckpt.params)
-    sizes = ckpt.sizes
-
     inits = [
         numpy_helper.from_array(np.array([-1, model.N_INPUTS], np.int64), "flat_shape"),
         numpy_helper.from_array(np.array(scale, np.float32), "input_scale"),
@@ -137,7 +147,6 @@ def build(ckpt: ckpt_mod.Checkpoint, opset: int = DEFAULT_OPSET, input_shape: st
         helper.make_node("Softmax", ["logits"], ["probabilities"], name="softmax", axis=-1),
         helper.make_node("ArgMax", ["probabilities"], ["label"], name="argmax", axis=1, keepdims=0),
     ]
-
     pixels = helper.make_tensor_value_info(
         "pixels", TensorProto.FLOAT, ["N", *INPUT_SHAPES[input_shape]]
     )
@@ -145,16 +154,22 @@ def build(ckpt: ckpt_mod.Checkpoint, opset: int = DEFAULT_OPSET, input_shape: st
         helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", ckpt.sizes[-1]]),
         helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
     ]
-    arch = "-".join(map(str, sizes))
-    dataset = ckpt.meta.get("dataset", {})
-    graph = helper.make_graph(nodes, f"mnist_mlp_{arch}", [pixels], outputs, inits)
+    arch = "-".join(map(str, ckpt.sizes))
+    return helper.make_graph(nodes, f"mnist_mlp_{arch}", [pixels], outputs, inits)
+
+
+def _model(graph, ckpt: ckpt_mod.Checkpoint, opset: int, input_shape: str):
+    """The graph as a model: its opset, the oldest IR version that opset allows, its doc
+    string and metadata."""
+    from onnx import helper
+
     opsets = [helper.make_opsetid("", opset)]
     doc = DOC.format(
         shape=_shape_text(input_shape),
-        arch=arch,
-        activation=activation,
+        arch="-".join(map(str, ckpt.sizes)),
+        activation=ckpt.activation,
         version=__version__,
-        dataset=dataset.get("name", "unknown data"),
+        dataset=ckpt.meta.get("dataset", {}).get("name", "unknown data"),
     )
     proto = helper.make_model(
         graph,
@@ -165,7 +180,6 @@ def build(ckpt: ckpt_mod.Checkpoint, opset: int = DEFAULT_OPSET, input_shape: st
         doc_string=doc,
     )
     helper.set_model_props(proto, metadata(ckpt))
-    onnx.checker.check_model(proto, full_check=True)
     return proto
 
 

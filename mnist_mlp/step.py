@@ -27,6 +27,7 @@ import numpy as np
 from mnist_mlp import data as data_mod
 from mnist_mlp import model, optim
 from mnist_mlp.config import Config
+from mnist_mlp.fast import blas  # NumPy's own OpenBLAS, for its thread count
 
 
 @dataclass(frozen=True)
@@ -168,9 +169,9 @@ class ReferenceStep:
         self, images: np.ndarray, rows: np.ndarray | None, n: int, scaling: tuple[float, float]
     ) -> np.ndarray:
         """x = pixels x scale + offset, (n, 784) in the step's dtype."""
-        pixels = images if rows is None else images[rows]
         if self.dtype == np.float32:
-            return data_mod.scale(pixels, np.empty((n, pixels.shape[1]), np.float32), *scaling)
+            return data_mod.scale(images, None, *scaling, rows=rows)
+        pixels = images if rows is None else images[rows]
         return pixels.astype(self.dtype) * scaling[0] + scaling[1]
 
     def __call__(
@@ -179,7 +180,7 @@ class ReferenceStep:
         s = self.s
         # One BLAS thread: OpenBLAS sums a product's terms in another order on several threads,
         # and the textbook's products are NumPy's own (the fast step chunks its sums instead).
-        with _one_blas_thread():
+        with blas.threads(1):
             fwd = model.forward(self.params, x, s.activation, s.dropout, rng)
             predictions = fwd.logits.argmax(axis=1)
             loss = model.cross_entropy(fwd.logits, y, s.label_smoothing)
@@ -192,8 +193,3 @@ class ReferenceStep:
             optim.clip_norms(self.params, s.max_norm)
         return loss, predictions
 
-
-def _one_blas_thread():
-    from mnist_mlp.fast import blas  # the library NumPy loaded, found once
-
-    return blas.threads(1)

@@ -95,8 +95,6 @@ class State:
         Epochs since ``lowest_val_loss`` last fell.
     status : str
         "running", "completed", "early-stopped" or "interrupted".
-    planned_epochs : int
-        The epochs this fit runs to (``training.epochs``); not saved.
     """
 
     params: model.Params
@@ -111,7 +109,6 @@ class State:
     lowest_val_loss: float | None = None
     epochs_without_improvement: int = 0
     status: str = "running"
-    planned_epochs: int = 0
 
     def meta(self) -> dict:
         """The JSON-able part, for a checkpoint."""
@@ -211,10 +208,11 @@ def fit(
     """
     state = state or new_state(config, data.train.images.shape[1], len(data.classes))
     step = step or make_step(config, state, min(config.training.batch_size, len(data.train)))
-    state.status, state.planned_epochs = "running", config.training.epochs
+    state.status = "running"
     hooks = list(callbacks)
     if progress:
-        hooks.insert(0, ProgressBar(progress if callable(progress) else None))
+        bar_class = progress if callable(progress) else None
+        hooks.insert(0, ProgressBar(config.training.epochs, bar_class))
     loop = _Loop(config, data, state, step, hooks, stop or StopFlag(), augment)
     for hook in hooks:
         hook.on_fit_start(state)
