@@ -150,74 +150,95 @@ def load(path: str | os.PathLike) -> Checkpoint:
     return _validate(path, arrays)
 
 
-def _validate(path: Path, arrays: dict[str, np.ndarray]) -> Checkpoint:
-    def fail(why: str) -> CheckpointError:
-        return CheckpointError(f"{path}: {why}")
+class _Refused(Exception):
+    """Why a file is not a checkpoint this mlp reads (the caller adds the path)."""
 
-    raw = arrays.pop("meta", None)
+
+def _validate(path: Path, arrays: dict[str, np.ndarray]) -> Checkpoint:
+    """The checkpoint the arrays of ``path`` hold, every part checked against its metadata."""
+    try:
+        meta = _metadata(arrays.pop("meta", None))
+        config = _check_meta(meta)
+        for key in [k for k in arrays if k.startswith("velocity/")]:  # before 'momentum/' was
+            arrays[key.replace("velocity/", "momentum/", 1)] = arrays.pop(key)
+        sizes = sizes_of(config, meta)
+        params = _group(arrays, "param", sizes, required=True)
+        momentum = _group(arrays, "momentum", sizes, required=False)
+        if arrays:
+            raise _Refused(f"unexpected arrays {sorted(arrays)}")
+    except _Refused as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    return Checkpoint(params, config, meta, momentum)
+
+
+def _metadata(raw: np.ndarray | None) -> dict:
+    """The JSON metadata, of this format and version."""
     if raw is None or raw.dtype != np.uint8 or raw.ndim != 1:
-        raise fail("no metadata; not a checkpoint written by mnist_mlp")
+        raise _Refused("no metadata; not a checkpoint written by mnist_mlp")
     try:
         meta = json.loads(raw.tobytes().decode())
     except (UnicodeDecodeError, ValueError):
-        raise fail("its metadata is not valid JSON") from None
+        raise _Refused("its metadata is not valid JSON") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise fail("not a checkpoint written by mnist_mlp")
+        raise _Refused("not a checkpoint written by mnist_mlp")
     if meta.get("version") != VERSION:
-        raise fail(
+        raise _Refused(
             f"format version {meta.get('version')!r} is not supported (this mlp reads version "
             f"{VERSION}); use the mnist_mlp release that wrote it"
         )
+    return meta
+
+
+def _check_meta(meta: dict) -> config_mod.Config:
+    """The config the metadata holds (taken out of it), its other parts checked."""
     recorded = meta.get("input")
     if not (
         isinstance(recorded, dict)
         and all(isinstance(recorded.get(k), (int, float)) for k in ("scale", "offset"))
     ):
-        raise fail("its metadata does not record the input scaling (input.scale, input.offset)")
+        raise _Refused("its metadata does not record the input scaling (input.scale, input.offset)")
     try:
         config = config_mod.from_dict(meta.pop("config", {}), "its config")
     except ConfigError as exc:
-        raise fail(str(exc)) from None
+        raise _Refused(str(exc)) from None
     form = meta.setdefault("momentum_form", "velocity")
     if form not in FORMS:
-        raise fail(f"its momentum_form {form!r} is not one of {', '.join(FORMS)}")
-    old_names = [k for k in arrays if k.startswith("velocity/")]  # before 'momentum/' named it
-    for key in old_names:
-        arrays[key.replace("velocity/", "momentum/", 1)] = arrays.pop(key)
+        raise _Refused(f"its momentum_form {form!r} is not one of {', '.join(FORMS)}")
     input_shape = recorded.get("shape", [28, 28])
     if not (
         isinstance(input_shape, list)
         and input_shape
         and all(isinstance(d, int) and d > 0 for d in input_shape)
     ):
-        raise fail(f"its metadata's input.shape {input_shape!r} is not a list of sizes")
+        raise _Refused(f"its metadata's input.shape {input_shape!r} is not a list of sizes")
     classes = meta.get("classes", [str(d) for d in range(10)])
     if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
-        raise fail(f"its metadata's classes {classes!r} are not a list of names")
-    sizes = sizes_of(config, meta)
+        raise _Refused(f"its metadata's classes {classes!r} are not a list of names")
+    return config
+
+
+def _group(arrays: dict[str, np.ndarray], group: str, sizes: list[int], required: bool) -> Params:
+    """The arrays ``<group>/W1``, ... taken out of ``arrays``, each of its shape, float32 and
+    finite; an absent group that is not ``required`` is empty."""
     shapes = param_shapes(sizes)
-    params: Params = {}
-    momentum: Params = {}
-    for group, target, required in (("param", params, True), ("momentum", momentum, False)):
-        present = {k.split("/", 1)[1] for k in arrays if k.startswith(group + "/")}
-        if not present and not required:
-            continue
-        missing, extra = set(shapes) - present, present - set(shapes)
-        if missing or extra:
-            what = f"missing {sorted(missing)}" if missing else f"unexpected {sorted(extra)}"
-            raise fail(f"{group} arrays {what} for a {'-'.join(map(str, sizes))} net")
-        for key, shape in shapes.items():
-            array = arrays.pop(f"{group}/{key}")
-            if array.shape != shape:
-                raise fail(f"{group}/{key} has shape {array.shape}, expected {shape}")
-            if array.dtype != np.float32:
-                raise fail(f"{group}/{key} has dtype {array.dtype}, expected float32")
-            if not np.all(np.isfinite(array)):
-                raise fail(f"{group}/{key} holds NaN or infinity")
-            target[key] = array
-    if arrays:
-        raise fail(f"unexpected arrays {sorted(arrays)}")
-    return Checkpoint(params, config, meta, momentum)
+    present = {k.split("/", 1)[1] for k in arrays if k.startswith(group + "/")}
+    if not present and not required:
+        return {}
+    missing, extra = set(shapes) - present, present - set(shapes)
+    if missing or extra:
+        what = f"missing {sorted(missing)}" if missing else f"unexpected {sorted(extra)}"
+        raise _Refused(f"{group} arrays {what} for a {'-'.join(map(str, sizes))} net")
+    out: Params = {}
+    for key, shape in shapes.items():
+        array = arrays.pop(f"{group}/{key}")
+        if array.shape != shape:
+            raise _Refused(f"{group}/{key} has shape {array.shape}, expected {shape}")
+        if array.dtype != np.float32:
+            raise _Refused(f"{group}/{key} has dtype {array.dtype}, expected float32")
+        if not np.all(np.isfinite(array)):
+            raise _Refused(f"{group}/{key} holds NaN or infinity")
+        out[key] = array
+    return out
 
 
 def check_committee(paths: list, members: list[Checkpoint]) -> None:

@@ -192,4 +192,3 @@ class ReferenceStep:
         if s.max_norm:
             optim.clip_norms(self.params, s.max_norm)
         return loss, predictions
-
