@@ -142,33 +142,12 @@ def load_spec(path: str | os.PathLike, run_cap: int | None = None) -> Spec:
     for key in tree:
         if key not in TOP_KEYS:
             raise _fail(path, f"unknown key {key!r}{_suggest(str(key), TOP_KEYS)}")
-    base_path = None
-    if tree.get("base") is not None:
-        base_path = (path.parent / str(tree["base"])).resolve()
-        if not base_path.exists():
-            raise _fail(
-                path,
-                f"base {tree['base']!r} not found (looked for {base_path}; it is relative to the "
-                f"sweep file)",
-            )
+    base_path = _base_path(path, tree.get("base"))
     base = config_mod.load_config(base_path)
     method = tree.get("method", "bayes")
     if method not in METHODS:
         raise _fail(path, f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    metric = tree.get("metric") or {}
-    if not isinstance(metric, dict):
-        raise _fail(
-            path, f"metric must be a mapping like {{name: val_acc, goal: maximize}}, got {metric!r}"
-        )
-    for key in metric:
-        if key not in ("name", "goal"):
-            raise _fail(path, f"unknown key 'metric.{key}'{_suggest(str(key), ('name', 'goal'))}")
-    name = metric.get("name", "val_acc")
-    if name not in METRICS:
-        raise _fail(path, f"metric.name must be one of {', '.join(METRICS)}, got {name!r}")
-    goal = metric.get("goal", METRICS[name])
-    if goal not in ("maximize", "minimize"):
-        raise _fail(path, f"metric.goal must be maximize or minimize, got {goal!r}")
+    metric, goal = _metric(path, tree.get("metric") or {})
     if not base.data.validation:
         raise _fail(
             path,
@@ -184,31 +163,56 @@ def load_spec(path: str | os.PathLike, run_cap: int | None = None) -> Spec:
         raise _fail(
             path, f"run_cap must be a whole number >= 1 (trials in the whole study), got {cap!r}"
         )
-    spec = Spec(
-        path,
-        str(tree.get("name") or path.stem),
-        base,
-        base_path,
-        method,
-        name,
-        goal,
-        cap,
-        params,
-        hyperband,
-        tree,
-    )
-    for p in params:  # every value a trial can be given passes the config's own rules
+    name = str(tree.get("name") or path.stem)
+    spec = Spec(path, name, base, base_path, method, metric, goal, cap, params, hyperband, tree)
+    _check_extremes(spec)
+    return spec
+
+
+def _base_path(path: Path, base: Any) -> Path | None:
+    """The base config's file, relative to the sweep file (None: the defaults)."""
+    if base is None:
+        return None
+    base_path = (path.parent / str(base)).resolve()
+    if not base_path.exists():
+        raise _fail(
+            path,
+            f"base {base!r} not found (looked for {base_path}; it is relative to the sweep file)",
+        )
+    return base_path
+
+
+def _metric(path: Path, metric: Any) -> tuple[str, str]:
+    """(name, goal) of the metric the sweep optimises."""
+    if not isinstance(metric, dict):
+        raise _fail(
+            path, f"metric must be a mapping like {{name: val_acc, goal: maximize}}, got {metric!r}"
+        )
+    for key in metric:
+        if key not in ("name", "goal"):
+            raise _fail(path, f"unknown key 'metric.{key}'{_suggest(str(key), ('name', 'goal'))}")
+    name = metric.get("name", "val_acc")
+    if name not in METRICS:
+        raise _fail(path, f"metric.name must be one of {', '.join(METRICS)}, got {name!r}")
+    goal = metric.get("goal", METRICS[name])
+    if goal not in ("maximize", "minimize"):
+        raise _fail(path, f"metric.goal must be maximize or minimize, got {goal!r}")
+    return name, goal
+
+
+def _check_extremes(spec: Spec) -> None:
+    """Every value a trial can be given passes the config's own rules, and fits in memory."""
+    for p in spec.parameters:
         for value in p.extremes():
             try:
                 config = spec.config_for({p.key: value})
             except ConfigError as exc:
                 raise _fail(
-                    path,
+                    spec.path,
                     f"parameters.{p.key}: {value!r} would not be a valid config: "
                     f"{str(exc).split(': ', 1)[-1]}",
                 ) from None
             memory.check_memory(config)
-    return spec
 
 
 def _parameters(path, tree, method) -> list[Parameter]:
@@ -224,56 +228,7 @@ def _parameters(path, tree, method) -> list[Parameter]:
         where = f"parameters.{key}"
         if key not in known:
             raise _fail(path, f"{where}: {key!r} is not a config key{_suggest(str(key), known)}")
-        if not isinstance(body, dict):
-            raise _fail(
-                path,
-                f"{where} must be a mapping with values, value, or a distribution with min and max",
-            )
-        allowed = ("distribution", "values", "value", "min", "max", "q")
-        for k in body:
-            if k not in allowed:
-                raise _fail(path, f"unknown key '{where}.{k}'{_suggest(str(k), allowed)}")
-        dist = body.get("distribution") or (
-            "constant"
-            if "value" in body
-            else "categorical"
-            if "values" in body
-            else "int_uniform"
-            if isinstance(body.get("min"), int) and isinstance(body.get("max"), int)
-            else "uniform"
-        )
-        if dist not in DISTRIBUTIONS:
-            raise _fail(
-                path,
-                f"{where}.distribution must be one of {', '.join(DISTRIBUTIONS)}, got {dist!r}",
-            )
-        if dist == "constant":
-            if "value" not in body:
-                raise _fail(path, f"{where}: distribution constant needs value")
-            p = Parameter(key, "categorical", values=[body["value"]])
-        elif dist == "categorical":
-            values = body.get("values")
-            if not isinstance(values, list) or not values:
-                raise _fail(path, f"{where}.values must be a non-empty list, got {values!r}")
-            p = Parameter(key, dist, values=values)
-        else:
-            low, high = body.get("min"), body.get("max")
-            if not (_is_number(low) and _is_number(high)):
-                raise _fail(
-                    path,
-                    f"{where}: distribution {dist} needs numbers min and max, got {low!r} and "
-                    f"{high!r}",
-                )
-            if not low < high:
-                raise _fail(path, f"{where}: min must be < max, got {low} and {high}")
-            if dist == "log_uniform_values" and low <= 0:
-                raise _fail(path, f"{where}: log_uniform_values needs min > 0, got {low}")
-            if dist == "int_uniform" and not (float(low).is_integer() and float(high).is_integer()):
-                raise _fail(path, f"{where}: int_uniform needs whole numbers, got {low} and {high}")
-            q = body.get("q")
-            if dist == "q_uniform" and not (isinstance(q, (int, float)) and q > 0):
-                raise _fail(path, f"{where}: q_uniform needs q > 0, got {q!r}")
-            p = Parameter(key, dist, low=float(low), high=float(high), q=float(q) if q else None)
+        p = _parameter(path, key, body)
         if method == "grid" and p.values is None:
             raise _fail(
                 path,
@@ -282,6 +237,63 @@ def _parameters(path, tree, method) -> list[Parameter]:
             )
         out.append(p)
     return out
+
+
+def _parameter(path, key: str, body: Any) -> Parameter:
+    """One parameter's values or distribution, checked."""
+    where = f"parameters.{key}"
+    if not isinstance(body, dict):
+        raise _fail(
+            path,
+            f"{where} must be a mapping with values, value, or a distribution with min and max",
+        )
+    allowed = ("distribution", "values", "value", "min", "max", "q")
+    for k in body:
+        if k not in allowed:
+            raise _fail(path, f"unknown key '{where}.{k}'{_suggest(str(k), allowed)}")
+    dist = body.get("distribution") or (
+        "constant"
+        if "value" in body
+        else "categorical"
+        if "values" in body
+        else "int_uniform"
+        if isinstance(body.get("min"), int) and isinstance(body.get("max"), int)
+        else "uniform"
+    )
+    if dist not in DISTRIBUTIONS:
+        raise _fail(
+            path, f"{where}.distribution must be one of {', '.join(DISTRIBUTIONS)}, got {dist!r}"
+        )
+    if dist == "constant":
+        if "value" not in body:
+            raise _fail(path, f"{where}: distribution constant needs value")
+        return Parameter(key, "categorical", values=[body["value"]])
+    if dist == "categorical":
+        values = body.get("values")
+        if not isinstance(values, list) or not values:
+            raise _fail(path, f"{where}.values must be a non-empty list, got {values!r}")
+        return Parameter(key, dist, values=values)
+    return _range(path, where, key, dist, body)
+
+
+def _range(path, where: str, key: str, dist: str, body: dict) -> Parameter:
+    """A distribution over [min, max], checked."""
+    low, high = body.get("min"), body.get("max")
+    if not (_is_number(low) and _is_number(high)):
+        raise _fail(
+            path,
+            f"{where}: distribution {dist} needs numbers min and max, got {low!r} and {high!r}",
+        )
+    if not low < high:
+        raise _fail(path, f"{where}: min must be < max, got {low} and {high}")
+    if dist == "log_uniform_values" and low <= 0:
+        raise _fail(path, f"{where}: log_uniform_values needs min > 0, got {low}")
+    if dist == "int_uniform" and not (float(low).is_integer() and float(high).is_integer()):
+        raise _fail(path, f"{where}: int_uniform needs whole numbers, got {low} and {high}")
+    q = body.get("q")
+    if dist == "q_uniform" and not (isinstance(q, (int, float)) and q > 0):
+        raise _fail(path, f"{where}: q_uniform needs q > 0, got {q!r}")
+    return Parameter(key, dist, low=float(low), high=float(high), q=float(q) if q else None)
 
 
 def _early_terminate(path, tree) -> dict | None:
