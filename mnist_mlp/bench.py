@@ -273,6 +273,43 @@ def torch_epoch_seconds(batch: int, data: data_mod.Data, epochs: int) -> float |
     return statistics.median(times[1:])
 
 
+def _batch_figures(batch: int, data: data_mod.Data, epochs: int, flops: float, n: int) -> dict:
+    """Training at ``batch`` against the GEMM floor, with and without skipping blank pixels."""
+    before = gemm_gflops(batch)
+    seconds = epoch_seconds(batch, data, epochs)
+    dense = epoch_seconds(batch, data, epochs, ["training.skip_blank_pixels=false"])
+    # On a shared machine one measurement can catch a busy moment, and a low floor would
+    # flatter the ratio: the floor is the faster of one measurement before and one after.
+    gflops = max(before, gemm_gflops(batch))
+    floor = flops / (gflops * 1e9)
+    blank, batches_skipping = blank_share(data.train.images, batch)
+    return {
+        "gemm_gflops": gflops,
+        "epoch_s": seconds,
+        "floor_s": floor,
+        "ratio_to_floor": seconds / floor,
+        "samples_per_s": n / seconds,
+        "dense_epoch_s": dense,
+        "dense_ratio_to_floor": dense / floor,
+        "blank_share": blank,
+        "batches_skipping": batches_skipping,
+    }
+
+
+def _augment_figures(data: data_mod.Data, epochs: int) -> dict:
+    """Generating the distortions alone (compiled and NumPy), and an epoch training on them."""
+    out = {
+        "augment_compiled": kernels.WIDE,
+        "augment_s": augment_seconds(data.train.images, compiled=True),
+        "augment_numpy_s": augment_seconds(data.train.images, compiled=False),
+        "augmented_epoch_s": epoch_seconds(
+            128, data, epochs, [f"data.augment.{k}={v}" for k, v in AUGMENT.items()]
+        ),
+    }
+    out["augment_share"] = out["augment_s"] / out["augmented_epoch_s"]
+    return out
+
+
 def run(quick: bool = False, config_path: Path | None = None, log=lambda line: None) -> dict:
     """Measure everything; returns the figures (see the module docstring for their meaning)."""
     sizes = model.layer_sizes(config_mod.Config().model.hidden)
@@ -294,25 +331,7 @@ def run(quick: bool = False, config_path: Path | None = None, log=lambda line: N
             f"batch {batch}: GEMM throughput and {epochs} timed epochs, with and without skipping "
             "blank pixels ..."
         )
-        before = gemm_gflops(batch)
-        seconds = epoch_seconds(batch, data, epochs)
-        dense = epoch_seconds(batch, data, epochs, ["training.skip_blank_pixels=false"])
-        # On a shared machine one measurement can catch a busy moment, and a low floor would
-        # flatter the ratio: the floor is the faster of one measurement before and one after.
-        gflops = max(before, gemm_gflops(batch))
-        floor = flops / (gflops * 1e9)
-        blank, batches_skipping = blank_share(data.train.images, batch)
-        result["per_batch"][batch] = {
-            "gemm_gflops": gflops,
-            "epoch_s": seconds,
-            "floor_s": floor,
-            "ratio_to_floor": seconds / floor,
-            "samples_per_s": n / seconds,
-            "dense_epoch_s": dense,
-            "dense_ratio_to_floor": dense / floor,
-            "blank_share": blank,
-            "batches_skipping": batches_skipping,
-        }
+        result["per_batch"][batch] = _batch_figures(batch, data, epochs, flops, n)
     b128 = result["per_batch"][128]
     result.update(
         gemm_gflops=b128["gemm_gflops"],
@@ -323,13 +342,7 @@ def run(quick: bool = False, config_path: Path | None = None, log=lambda line: N
     if n != N_TRAIN:  # report full-epoch equivalents too
         result["epoch_s_full"] = b128["epoch_s"] * N_TRAIN / n
     log(f"distortions: one epoch's alone, and {epochs} timed epochs of training on them ...")
-    result["augment_compiled"] = kernels.WIDE
-    result["augment_s"] = augment_seconds(data.train.images, compiled=True)
-    result["augment_numpy_s"] = augment_seconds(data.train.images, compiled=False)
-    result["augmented_epoch_s"] = epoch_seconds(
-        128, data, epochs, [f"data.augment.{k}={v}" for k, v in AUGMENT.items()]
-    )
-    result["augment_share"] = result["augment_s"] / result["augmented_epoch_s"]
+    result.update(_augment_figures(data, epochs))
     log("evaluation, cache load, start-up ...")
     result["eval_s"] = eval_seconds(synthetic_data(10000) if quick else data)
     result["load_s"] = load_seconds()
@@ -341,6 +354,37 @@ def run(quick: bool = False, config_path: Path | None = None, log=lambda line: N
         result["torch_epoch_s"] = torch_s
         result["torch_ratio"] = torch_s / b128["epoch_s"]
     return result
+
+
+def _batch_line(batch: int, p: dict) -> str:
+    target = {128: "<= 1.0", 32: "<= 1.6"}.get(batch, "")
+    skipped = (
+        f"{100 * p['blank_share']:.0f}% of 784 in {100 * p['batches_skipping']:.0f}% of batches"
+        if p["batches_skipping"]
+        else "none (no batch blank enough)"
+    )
+    return (
+        f"{batch:>5}  {p['gemm_gflops']:>12.1f}  {p['floor_s']:>7.2f}  {p['epoch_s']:>7.2f}  "
+        f"{p['samples_per_s']:>9.0f}  {p['ratio_to_floor']:>5.2f}  {target:>7}   "
+        f"{p['dense_epoch_s']:>7.2f}  {p['dense_ratio_to_floor']:>5.2f}   {skipped}"
+    )
+
+
+def _augment_lines(r: dict) -> list[str]:
+    distorter = (
+        "compiled kernel"
+        if r.get("augment_compiled")
+        else "NumPy: kernels off or not built, or no AVX2"
+    )
+    return [
+        "",
+        f"distortions (configs/augment.yaml's), one epoch of {r['n_train']} digits:",
+        f"  generating them ({distorter})  {r['augment_s']:>6.2f} s   NumPy definition "
+        f"{r['augment_numpy_s']:.2f} s",
+        f"  an epoch training on them       {r['augmented_epoch_s']:>6.2f} s   "
+        f"(batch 128; batches are distorted in a background thread)",
+        f"  share spent generating          {100 * r['augment_share']:>5.0f} %    target <= 35 %",
+    ]
 
 
 def format_table(r: dict) -> str:
@@ -367,39 +411,14 @@ def format_table(r: dict) -> str:
         f"{'batch':>5}  {'GEMM GFLOP/s':>12}  {'floor s':>7}  {'epoch s':>7}  {'samples/s':>9}  "
         f"{'ratio':>5}  {'target':>7}   {'dense s':>7}  {'ratio':>5}   blank columns skipped",
     ]
-    for batch, p in r["per_batch"].items():
-        target = {128: "<= 1.0", 32: "<= 1.6"}.get(int(batch), "")
-        skipped = (
-            f"{100 * p['blank_share']:.0f}% of 784 in {100 * p['batches_skipping']:.0f}% of batches"
-            if p["batches_skipping"]
-            else "none (no batch blank enough)"
-        )
-        lines.append(
-            f"{batch:>5}  {p['gemm_gflops']:>12.1f}  {p['floor_s']:>7.2f}  {p['epoch_s']:>7.2f}  "
-            f"{p['samples_per_s']:>9.0f}  {p['ratio_to_floor']:>5.2f}  {target:>7}   "
-            f"{p['dense_epoch_s']:>7.2f}  {p['dense_ratio_to_floor']:>5.2f}   {skipped}"
-        )
+    lines += [_batch_line(int(batch), p) for batch, p in r["per_batch"].items()]
     lines.append(
         f"(decided per batch: a batch with more than {100 * fast_step.INKED_MAX:.0f}% of its "
         "columns inked "
         f"takes the dense products; dense s: training.skip_blank_pixels=false)"
     )
     if "augment_s" in r:
-        distorter = (
-            "compiled kernel"
-            if r.get("augment_compiled")
-            else "NumPy: kernels off or not built, or no AVX2"
-        )
-        lines += [
-            "",
-            f"distortions (configs/augment.yaml's), one epoch of {r['n_train']} digits:",
-            f"  generating them ({distorter})  {r['augment_s']:>6.2f} s   NumPy definition "
-            f"{r['augment_numpy_s']:.2f} s",
-            f"  an epoch training on them       {r['augmented_epoch_s']:>6.2f} s   "
-            f"(batch 128; batches are distorted in a background thread)",
-            f"  share spent generating          {100 * r['augment_share']:>5.0f} %    target <= "
-            "35 %",
-        ]
+        lines += _augment_lines(r)
     lines += [
         "",
         f"evaluate 10,000 images   {fmt(r['eval_s'], ' s', 3):>9}   target <= 0.15 s",
