@@ -177,10 +177,10 @@ def eval_seconds(data: data_mod.Data, repeat: int = 5) -> float:
 
 def load_seconds(repeat: int = 3) -> float | None:
     """Seconds to load MNIST from the cache, verified; None if it is not cached."""
-    from mnist_mlp import download
+    from mnist_mlp import datasets, download
 
     folder = download.cache_root() / "mnist"
-    if not all((folder / f"{r.key}.npy").exists() for r in download.DATASETS["mnist"].resources):
+    if not all((folder / f"{r.key}.npy").exists() for r in datasets.DATASETS["mnist"].resources):
         return None
     return median_time(lambda: data_mod.load("mnist", progress=False), repeat)
 

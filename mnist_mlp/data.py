@@ -14,7 +14,7 @@ from mnist_mlp import download
 from mnist_mlp.fast import kernels
 
 # Inputs are standardised with the training set's pixel mean and standard deviation
-# (declared with each dataset in download.DATASETS): x = pixel * scale + offset. Centred
+# (declared with each dataset in datasets.DATASETS): x = pixel * scale + offset. Centred
 # inputs of unit spread make SGD's steps equally sized in every direction. The pair is
 # recorded in every checkpoint, so that `mlp predict` prepares an image exactly as training did.
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_mlp import callbacks, download
+from mnist_mlp import callbacks, datasets, download
 from mnist_mlp.idx import to_idx
 
 REAL_MIRROR = os.environ.get("MNIST_MLP_MIRROR", "")
@@ -67,7 +67,7 @@ def make_tiny_arrays(n_train=64, n_test=32, seed=0):
 class TinyDataset:
     """A registered dataset named ``tiny`` with its IDX bytes, gzip bytes and arrays."""
 
-    spec: download.DatasetSpec
+    spec: datasets.DatasetSpec
     arrays: dict
     idx: dict = field(default_factory=dict)  # filename -> IDX bytes
     gz: dict = field(default_factory=dict)  # filename -> gzip bytes
@@ -109,12 +109,12 @@ def tiny(monkeypatch):
         raw = to_idx(array)
         idx[filename], gz[filename] = raw, gzip.compress(raw, mtime=0)
         resources.append(
-            download.Resource(split, kind, filename, array.shape, hashlib.sha256(raw).hexdigest())
+            datasets.Resource(split, kind, filename, array.shape, hashlib.sha256(raw).hexdigest())
         )
-    spec = download.DatasetSpec(
+    spec = datasets.DatasetSpec(
         "tiny", tuple(resources), mirrors=(), classes=tuple(str(d) for d in range(10))
     )
-    monkeypatch.setitem(download.DATASETS, "tiny", spec)
+    monkeypatch.setitem(datasets.DATASETS, "tiny", spec)
     return TinyDataset(spec, arrays, idx, gz)
 
 
@@ -208,8 +208,8 @@ def real_env(real_cache, monkeypatch):
 @pytest.fixture
 def tiny_as_mnist(tiny, tmp_path, monkeypatch):
     """The tiny dataset served from a folder mirror under the name ``mnist``."""
-    spec = download.DatasetSpec("mnist", tiny.spec.resources, (), tiny.spec.classes)
-    monkeypatch.setitem(download.DATASETS, "mnist", spec)
+    spec = datasets.DatasetSpec("mnist", tiny.spec.resources, (), tiny.spec.classes)
+    monkeypatch.setitem(datasets.DATASETS, "mnist", spec)
     mirror = tmp_path / "mirror"
     (mirror / "mnist").mkdir(parents=True)
     for name, data in tiny.gz.items():

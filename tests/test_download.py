@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from mnist_mlp import download
+from mnist_mlp import datasets, download
 from mnist_mlp.errors import DownloadError
 
 FAST = download.FetchOptions(
@@ -20,9 +20,9 @@ FAST = download.FetchOptions(
 
 def use_mirrors(monkeypatch, tiny, *bases):
     monkeypatch.setitem(
-        download.DATASETS,
+        datasets.DATASETS,
         "tiny",
-        download.DatasetSpec("tiny", tiny.spec.resources, tuple(bases), tiny.spec.classes),
+        datasets.DatasetSpec("tiny", tiny.spec.resources, tuple(bases), tiny.spec.classes),
     )
 
 
@@ -259,7 +259,7 @@ def test_cache_root_precedence(monkeypatch, tmp_path):
 
 
 def test_mnist_mirrors_are_declared_in_order():
-    mirrors = download.DATASETS["mnist"].mirrors
+    mirrors = datasets.DATASETS["mnist"].mirrors
     assert "ossci-datasets.s3.amazonaws.com" in mirrors[0]
     assert "cvdf-datasets" in mirrors[1]
     assert not any("lecun.com" in m for m in mirrors)
