@@ -14,7 +14,7 @@ import sys
 import click
 
 from mnist_mlp import __version__
-from mnist_mlp.errors import MlpError
+from mnist_mlp.errors import MlpError, Stopped
 
 
 class _Group(click.Group):
@@ -23,11 +23,12 @@ class _Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except Stopped as exc:  # Ctrl-C: what was saved and how to resume, not an "Error"
+            click.echo(str(exc), err=True)
+            sys.exit(exc.exit_code)
         except MlpError as exc:
             raise click.ClickException(str(exc)) from None
-        except (
-            OSError
-        ) as exc:  # a file or folder the user named: missing, a folder, forbidden, full
+        except OSError as exc:  # a file or folder the user named: missing, forbidden, full
             from mnist_mlp.fsutil import describe
 
             where = f"{exc.filename}: " if exc.filename else ""
@@ -125,19 +126,15 @@ def train(config_path, overrides, out, resume, force, quiet):
 
     _setup_logging(quiet)
     config, folder = _what_to_train(config_path, overrides, out, resume)
-    try:
-        run.train_run(
-            config,
-            folder,
-            resume=resume,
-            overrides=overrides if resume else (),
-            force=force,
-            progress=not quiet,
-            echo=(lambda line: None) if quiet else click.echo,
-        )
-    except run.TrainingInterrupted as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(exc.exit_code)
+    run.train_run(
+        config,
+        folder,
+        resume=resume,
+        overrides=overrides if resume else (),
+        force=force,
+        progress=not quiet,
+        echo=(lambda line: None) if quiet else click.echo,
+    )
 
 
 def _what_to_train(config_path, overrides, out, resume):
@@ -185,36 +182,7 @@ def eval_(checkpoints, split, as_json):
     if as_json:
         _echo_json(result)
         return
-    click.echo(_format_eval(result))
-
-
-def _format_eval(r: dict) -> str:
-    classes = [c if len(c) <= 7 else c[:6] + "." for c in r["classes"]]
-    members = r.get("members")
-    name = f"a committee of {len(members)}" if members else r["checkpoint"]
-    lines = [f"{name} on {r['dataset']} {r['split']} ({r['n']} images)"]
-    for m in members or []:
-        lines.append(
-            f"  member {m['checkpoint']}: accuracy {100 * m['accuracy']:.2f}%   loss "
-            f"{m['loss']:.4f}"
-        )
-    lines += [
-        f"accuracy {100 * r['accuracy']:.2f}%   loss {r['loss']:.4f}"
-        + ("  (the mean of the members' probabilities)" if members else ""),
-        "",
-        f"{'class':>8} {'precision':>9} {'recall':>7} {'support':>7}",
-    ]
-    for c, row in zip(classes, r["per_class"]):
-        pct = lambda v: "     -" if v is None else f"{100 * v:6.2f}%"  # noqa: E731
-        lines.append(f"{c:>8}   {pct(row['precision'])} {pct(row['recall'])} {row['support']:>7}")
-    lines += [
-        "",
-        "confusion matrix (rows: true class, columns: predicted)",
-        " " * 9 + "".join(f"{c:>7}" for c in classes),
-    ]
-    for c, counts in zip(classes, r["confusion_matrix"]):
-        lines.append(f"{c:>8} " + "".join(f"{n:>7}" if n else f"{'.':>7}" for n in counts))
-    return "\n".join(lines)
+    click.echo(run.format_evaluation(result))
 
 
 @main.command()
@@ -298,11 +266,7 @@ def predict(images, checkpoints, top_k, as_json, show, explain):
             if r.error is not None:
                 click.echo(f"{r.file:<{width}}  error: {r.error}", err=True)
                 continue
-            others = "  ".join(f"{c}: {100 * p:.1f}%" for c, p in r.top_k[1:])
-            click.echo(
-                f"{r.file:<{width}}  {r.prediction}  ({100 * r.probability:.1f}%)"
-                + (f"   then {others}" if others else "")
-            )
+            click.echo(r.line(width))
             if show:
                 click.echo(render(r.pixels))
     for r in results:
@@ -520,19 +484,15 @@ def sweep(spec, run_cap, workers, storage, out, as_json, quiet):
     from mnist_mlp import sweep as sweep_mod
 
     _setup_logging(quiet or as_json)
-    try:
-        summary = sweep_mod.sweep(
-            spec,
-            run_cap=run_cap,
-            workers=workers,
-            storage=storage,
-            out=out,
-            progress=not quiet and not as_json,
-            log=lambda line: click.echo(line, err=True),
-        )
-    except sweep_mod.SweepInterrupted as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(exc.exit_code)
+    summary = sweep_mod.sweep(
+        spec,
+        run_cap=run_cap,
+        workers=workers,
+        storage=storage,
+        out=out,
+        progress=not quiet and not as_json,
+        log=lambda line: click.echo(line, err=True),
+    )
     if as_json:
         _echo_json(summary)
         return

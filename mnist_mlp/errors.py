@@ -9,6 +9,13 @@ class MlpError(Exception):
     """A problem with the user's input, files, configuration or network, stated in one line."""
 
 
+class Stopped(MlpError):
+    """Stopped on request (Ctrl-C) after saving what resumes; the message says how. Exit code
+    130, as for SIGINT."""
+
+    exit_code = 130
+
+
 def one_line(text: object) -> str:
     """``text`` with its line breaks shown as ``\\n``: what a user wrote (a key, a value) may hold
     them, and an error stays one line."""

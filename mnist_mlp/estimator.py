@@ -38,11 +38,12 @@ from mnist_mlp.estimator_config import (
     config_of,
     config_value,
     plain,
+    positions,
     scaling_of,
     seed_of,
     with_training,
 )
-from mnist_mlp.fast import kernels
+from mnist_mlp.fast import blas, kernels
 from mnist_mlp.step import Momentum
 
 INSTALL_HINT = "mnist_mlp.MLPClassifier needs scikit-learn: pip install 'mnist-mlp[sklearn]'"
@@ -261,7 +262,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self._set_fitted(state.params, state.epoch)
         self.fit_info_ = {
             "seconds": time.perf_counter() - started,
-            "blas_threads": _blas_threads(),
+            "blas_threads": blas.thread_count(),
             "kernels": kernels.AVAILABLE,
         }
         return self
@@ -273,16 +274,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         check_classification_targets(y)
         if first:
             self.classes_ = np.unique(y) if classes is None else np.unique(np.asarray(classes))
-        labels = np.searchsorted(self.classes_, y)
-        unknown = (labels >= len(self.classes_)) | (
-            self.classes_[np.minimum(labels, len(self.classes_) - 1)] != y
-        )
-        if unknown.any():
-            raise ParameterError(
-                f"MLPClassifier: y holds labels not in classes_ ({y[unknown][0]!r}); give every "
-                f"label in partial_fit's first call (classes=...)"
-            )
-        return X, labels
+        return X, positions(self.classes_, y)
 
     def _data(self, X, labels, config) -> data_mod.Data:
         train_x, train_y, val_x, val_y = self._split(X, labels, config)
@@ -492,16 +484,6 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
 
 # --- helpers --------------------------------------------------------------------------------------
-
-
-def _blas_threads() -> int | None:
-    """How many threads BLAS runs with here (joblib's workers limit them, as sweeps do)."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return None
-    counts = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
-    return max(counts) if counts else None
 
 
 class _Record(Callback):

@@ -151,3 +151,16 @@ def with_training(config: config_mod.Config, **training) -> config_mod.Config:
 def config_value(config: config_mod.Config, key: str):
     section, name = key.split(".")
     return getattr(getattr(config, section), name)
+
+
+def positions(classes: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Each label of ``y`` as its position in the sorted ``classes`` (n,); a label not among
+    them is a :class:`ParameterError`."""
+    labels = np.searchsorted(classes, y)
+    unknown = (labels >= len(classes)) | (classes[np.minimum(labels, len(classes) - 1)] != y)
+    if unknown.any():
+        raise ParameterError(
+            f"MLPClassifier: y holds labels not in classes_ ({y[unknown][0]!r}); give every "
+            f"label in partial_fit's first call (classes=...)"
+        )
+    return labels

@@ -42,6 +42,14 @@ class Prediction:
             "top_k": self.top_k,
         }
 
+    def line(self, width: int = 0) -> str:
+        """``file  digit  (probability)   then the runners-up``, the file padded to ``width``."""
+        assert self.probability is not None and self.top_k is not None
+        others = "  ".join(f"{c}: {100 * p:.1f}%" for c, p in self.top_k[1:])
+        return f"{self.file:<{width}}  {self.prediction}  ({100 * self.probability:.1f}%)" + (
+            f"   then {others}" if others else ""
+        )
+
 
 def default_checkpoint() -> Path:
     """The newest run's best checkpoint (``runs/latest/checkpoint.npz``)."""

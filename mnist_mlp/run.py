@@ -26,16 +26,14 @@ from mnist_mlp import checkpoint as ckpt_mod
 from mnist_mlp import config as config_mod
 from mnist_mlp import data as data_mod
 from mnist_mlp.callbacks import Callback, StopFlag, StopOnCtrlC
-from mnist_mlp.errors import ConfigError, MlpError, WriteError
+from mnist_mlp.errors import ConfigError, MlpError, Stopped, WriteError
 from mnist_mlp.runfolder import Curves, RunFiles, link_latest
 
 RESUMABLE_KEYS = ("training.epochs", "training.patience")
 
 
-class TrainingInterrupted(MlpError):
-    """Ctrl-C: a resumable checkpoint was written. ``exit_code`` is 130, as for SIGINT."""
-
-    exit_code = 130
+class TrainingInterrupted(Stopped):
+    """Ctrl-C: a resumable checkpoint was written."""
 
 
 @dataclass
@@ -412,3 +410,34 @@ def _check_same_data(
     recorded = ckpt.meta.get("dataset", {}).get("digest")
     if recorded not in (None, data.digest):
         raise MlpError(f"{path} was trained on other data than the cached {data.name}")
+
+
+def format_evaluation(r: dict) -> str:
+    """What :func:`evaluate_checkpoint` or :func:`evaluate_committee` returns, as a readable
+    table: the accuracy (each member's too), the per-class table, the confusion matrix."""
+    classes = [c if len(c) <= 7 else c[:6] + "." for c in r["classes"]]
+    members = r.get("members")
+    name = f"a committee of {len(members)}" if members else r["checkpoint"]
+    lines = [f"{name} on {r['dataset']} {r['split']} ({r['n']} images)"]
+    for m in members or []:
+        lines.append(
+            f"  member {m['checkpoint']}: accuracy {100 * m['accuracy']:.2f}%   loss "
+            f"{m['loss']:.4f}"
+        )
+    lines += [
+        f"accuracy {100 * r['accuracy']:.2f}%   loss {r['loss']:.4f}"
+        + ("  (the mean of the members' probabilities)" if members else ""),
+        "",
+        f"{'class':>8} {'precision':>9} {'recall':>7} {'support':>7}",
+    ]
+    for c, row in zip(classes, r["per_class"]):
+        pct = lambda v: "     -" if v is None else f"{100 * v:6.2f}%"  # noqa: E731
+        lines.append(f"{c:>8}   {pct(row['precision'])} {pct(row['recall'])} {row['support']:>7}")
+    lines += [
+        "",
+        "confusion matrix (rows: true class, columns: predicted)",
+        " " * 9 + "".join(f"{c:>7}" for c in classes),
+    ]
+    for c, counts in zip(classes, r["confusion_matrix"]):
+        lines.append(f"{c:>8} " + "".join(f"{n:>7}" if n else f"{'.':>7}" for n in counts))
+    return "\n".join(lines)

@@ -245,6 +245,12 @@ def _thread_routines():
 _THREADS = _thread_routines()
 
 
+def thread_count() -> int | None:
+    """How many threads BLAS runs with now (joblib's workers and sweeps limit them); None where
+    the bundled OpenBLAS is not found."""
+    return None if _THREADS is None else int(_THREADS[0]())
+
+
 @contextlib.contextmanager
 def threads(n: int):
     """Run BLAS on ``n`` threads inside (where the bundled OpenBLAS is found), then as before."""

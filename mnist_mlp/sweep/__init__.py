@@ -54,7 +54,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mnist_mlp import callbacks, run
-from mnist_mlp.errors import MlpError
+from mnist_mlp.errors import MlpError, Stopped
 from mnist_mlp.sweep.results import finish, results, write_results
 from mnist_mlp.sweep.spec import Parameter, Spec, load_spec
 from mnist_mlp.sweep.study import (
@@ -183,8 +183,8 @@ def _wait_for_others(study, spec: Spec, bar, flag: callbacks.StopFlag, poll: flo
     raise KeyboardInterrupt
 
 
-class SweepInterrupted(MlpError):
-    exit_code = 130
+class SweepInterrupted(Stopped):
+    """Ctrl-C: the study keeps its finished trials; the same command continues it."""
 
 
 def _new_seed() -> int:
