@@ -29,7 +29,8 @@ from mnist_mlp.callbacks import Callback, StopFlag, StopOnCtrlC
 from mnist_mlp.errors import ConfigError, MlpError, Stopped, WriteError
 from mnist_mlp.runfolder import Curves, RunFiles, link_latest
 
-RESUMABLE_KEYS = ("training.epochs", "training.patience")
+# what a resumed run may change: how long it trains, and which step (the same arithmetic)
+RESUMABLE_KEYS = ("training.epochs", "training.patience", "training.step")
 
 
 class TrainingInterrupted(Stopped):

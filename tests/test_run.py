@@ -110,12 +110,39 @@ def test_interrupt_saves_a_resumable_checkpoint_that_ends_identically(tiny_as_mn
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
 
 
+def test_a_run_of_the_fast_step_resumes_through_the_textbook(tiny_as_mnist, tmp_path):
+    cfg = config()
+    whole = run.train_run(cfg, tmp_path / "whole", progress=False, echo=lambda s: None)
+    with pytest.raises(run.TrainingInterrupted):
+        run.train_run(
+            cfg, tmp_path / "part", progress=False, echo=lambda s: None, stop=StopAfter(9)
+        )
+    assert checkpoint.load(tmp_path / "part" / "last.npz").meta["momentum_form"] == "previous"
+    run.train_run(
+        None,
+        tmp_path / "part",
+        resume=tmp_path / "part" / "last.npz",
+        overrides=("training.step=reference",),
+        progress=False,
+        echo=lambda s: None,
+    )
+    done = checkpoint.load(tmp_path / "part" / "last.npz")
+    assert done.config.training.step == "reference" and done.meta["momentum_form"] == "velocity"
+    assert "step: reference" in (tmp_path / "part" / "config.yaml").read_text()
+    a = checkpoint.load(tmp_path / "whole" / "last.npz")
+    for key in a.params:  # the same arithmetic, rounded otherwise
+        np.testing.assert_allclose(done.params[key], a.params[key], rtol=0, atol=1e-4)
+    assert done.meta["step"] == whole.state.steps
+
+
 def test_resume_can_extend_epochs_but_not_change_the_run(tiny_as_mnist, tmp_path):
     folder = tmp_path / "r"
     run.train_run(config("training.epochs=1"), folder, progress=False, echo=lambda s: None)
     with pytest.raises(MlpError, match="already finished its 1 epochs"):
         run.train_run(None, folder, resume=folder / "last.npz", progress=False, echo=lambda s: None)
-    with pytest.raises(MlpError, match=r"only training\.epochs, training\.patience can change"):
+    with pytest.raises(
+        MlpError, match=r"only training\.epochs, training\.patience, training\.step can change"
+    ):
         run.train_run(
             None,
             folder,
