@@ -92,6 +92,17 @@ def download(dataset, quiet):
             )
 
 
+def _report_to_option(command):
+    return click.option(
+        "--report-to",
+        "report_to",
+        multiple=True,
+        metavar="TRACKER",
+        help="Also send the run to tensorboard or mlflow (repeatable; the tensorboard and mlflow "
+        "extras) [default: the config's output.report_to].",
+    )(command)
+
+
 @main.command()
 @click.option(
     "--config",
@@ -116,8 +127,9 @@ def download(dataset, quiet):
     help="Continue the run saved in CKPT (its last.npz).",
 )
 @click.option("--force", is_flag=True, help="Replace a run already in the run folder.")
+@_report_to_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or per-epoch lines.")
-def train(config_path, overrides, out, resume, force, quiet):
+def train(config_path, overrides, out, resume, force, report_to, quiet):
     """Train the network, checkpointing the best epoch, and test it.
 
     Ctrl-C stops after the current step and saves a checkpoint to resume from.
@@ -134,6 +146,7 @@ def train(config_path, overrides, out, resume, force, quiet):
         force=force,
         progress=not quiet,
         echo=(lambda line: None) if quiet else click.echo,
+        report_to=report_to or None,
     )
 
 

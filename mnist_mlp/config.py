@@ -20,7 +20,7 @@ from typing import Any
 from mnist_mlp import rules
 from mnist_mlp.errors import ConfigError
 from mnist_mlp.model import ACTIVATIONS
-from mnist_mlp.rules import Interval, OneOf, Sizes, rule
+from mnist_mlp.rules import Interval, Names, OneOf, Sizes, rule
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
@@ -117,9 +117,14 @@ class TrainingConfig:
     seed: int = field(default=0, metadata=non_negative())
 
 
+TRACKERS = ("tensorboard", "mlflow")  # what output.report_to (--report-to) may name
+
+
 @dataclass
 class OutputConfig:
     dir: str = "runs"  # run folders go to <dir>/<config name>/
+    # trackers that also receive the run (metrics.csv is always written): tensorboard, mlflow
+    report_to: list[str] = field(default_factory=list, metadata=rule(Names(TRACKERS)))
 
 
 @dataclass
@@ -282,8 +287,8 @@ def _build(cls, tree: Any, prefix: str):
         if dataclasses.is_dataclass(hint):
             values[name] = _build(hint, value if value is not None else {}, key + ".")
             continue
-        value = _check_type(key, value, hint)
         law = fields[name].metadata.get("rule")
+        value = [] if value == [] and isinstance(law, Names) else _check_type(key, value, hint)
         if law and value is not None and not law(value):
             raise ConfigError(f"{key} must {law.text}, got {_show(value)}")
         values[name] = value

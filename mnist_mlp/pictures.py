@@ -85,6 +85,85 @@ def digit_grid(
     return image
 
 
+def mistakes_grid(
+    images: np.ndarray,
+    labels: np.ndarray,
+    probs: np.ndarray,
+    classes: list[str],
+    count: int = 40,
+    per_row: int = 10,
+):
+    """The most confidently wrong digits, each captioned "true -> predicted, probability".
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, 784), uint8
+    labels : ndarray of shape (n,)
+    probs : ndarray of shape (n, 10)
+    """
+    predicted = probs.argmax(axis=1)
+    wrong = np.nonzero(predicted != labels)[0]
+    wrong = wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")][:count]
+    if len(wrong) == 0:
+        return digit_grid(
+            [[np.zeros((28, 28))]], [["no mistakes"]], title="No test digit is misclassified"
+        )
+    short = [c if len(c) <= 8 else c[:7] + "." for c in classes]
+    rows, captions = [], []
+    for start in range(0, len(wrong), per_row):
+        chunk = wrong[start : start + per_row]
+        rows.append([images[i].reshape(28, 28) for i in chunk])
+        captions.append(
+            [
+                f"{short[labels[i]]} -> {short[predicted[i]]}\n{100 * probs[i, predicted[i]]:.1f}%"
+                for i in chunk
+            ]
+        )
+    return digit_grid(
+        rows,
+        captions,
+        title=f"The {len(wrong)} most confidently wrong test digits "
+        f"(true -> predicted, probability)",
+    )
+
+
+def confusion_image(cm: np.ndarray, classes: list[str], cell: int = 40) -> Image.Image:
+    """A confusion matrix as a picture, without matplotlib: rows true, columns predicted, each
+    cell shaded by its share of its row and marked with its count (blank where 0).
+
+    Parameters
+    ----------
+    cm : ndarray of shape (C, C), int
+    classes : list of str
+    """
+    n = len(classes)
+    short = [c if len(c) <= 6 else c[:5] + "." for c in classes]
+    font = _font(12)
+    left, top = 60, 46
+    image = Image.new("RGB", (left + n * cell + 8, top + n * cell + 8), PAPER)
+    draw = ImageDraw.Draw(image)
+    draw.text((left, 4), "predicted ->   (rows: true class)", fill=INK, font=font)
+    shares = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    for i in range(n):
+        draw.text(
+            (left - 6, top + i * cell + cell // 2), short[i], fill=INK, font=font, anchor="rm"
+        )
+        draw.text(
+            (left + i * cell + cell // 2, top - 4), short[i], fill=INK, font=font, anchor="md"
+        )
+        for j in range(n):
+            x, y = left + j * cell, top + i * cell
+            shade = int(255 * (1 - shares[i, j]))
+            fill = (shade, shade, 255) if i == j else (255, shade, shade)
+            draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=fill, outline=(220, 220, 220))
+            if cm[i, j]:
+                ink = (255, 255, 255) if shares[i, j] > 0.6 else INK
+                draw.text(
+                    (x + cell // 2, y + cell // 2), str(cm[i, j]), fill=ink, font=font, anchor="mm"
+                )
+    return image
+
+
 def save_png(image: Image.Image, path: str | os.PathLike) -> None:
     """Save ``image`` as PNG atomically."""
     from mnist_mlp.fsutil import atomic_write

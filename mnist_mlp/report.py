@@ -19,7 +19,7 @@ from mnist_mlp import metrics as metrics_mod
 from mnist_mlp import model, run
 from mnist_mlp.errors import MlpError
 from mnist_mlp.fsutil import atomic_write
-from mnist_mlp.pictures import digit_grid, save_png, weight_grid
+from mnist_mlp.pictures import mistakes_grid, save_png, weight_grid
 from mnist_mlp.plots import (
     INSTALL_HINT,
     have_matplotlib,
@@ -44,48 +44,6 @@ def resolve(target: str | os.PathLike) -> tuple[Path, Path]:
     if not target.exists():
         raise MlpError(f"{target}: no such run folder or checkpoint")
     return target.parent, target
-
-
-def mistakes_grid(
-    images: np.ndarray,
-    labels: np.ndarray,
-    probs: np.ndarray,
-    classes: list[str],
-    count: int = 40,
-    per_row: int = 10,
-):
-    """The most confidently wrong digits, each captioned "true -> predicted, probability".
-
-    Parameters
-    ----------
-    images : ndarray of shape (n, 784), uint8
-    labels : ndarray of shape (n,)
-    probs : ndarray of shape (n, 10)
-    """
-    predicted = probs.argmax(axis=1)
-    wrong = np.nonzero(predicted != labels)[0]
-    wrong = wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")][:count]
-    if len(wrong) == 0:
-        return digit_grid(
-            [[np.zeros((28, 28))]], [["no mistakes"]], title="No test digit is misclassified"
-        )
-    short = [c if len(c) <= 8 else c[:7] + "." for c in classes]
-    rows, captions = [], []
-    for start in range(0, len(wrong), per_row):
-        chunk = wrong[start : start + per_row]
-        rows.append([images[i].reshape(28, 28) for i in chunk])
-        captions.append(
-            [
-                f"{short[labels[i]]} -> {short[predicted[i]]}\n{100 * probs[i, predicted[i]]:.1f}%"
-                for i in chunk
-            ]
-        )
-    return digit_grid(
-        rows,
-        captions,
-        title=f"The {len(wrong)} most confidently wrong test digits "
-        f"(true -> predicted, probability)",
-    )
 
 
 def most_used_units(ckpt, images: np.ndarray, count: int = 64) -> np.ndarray:

@@ -120,7 +120,24 @@ class Sizes:
         return {"min_length": 1, **({"max_length": self.most} if self.most else {})}
 
 
-Rule = Interval | OneOf | Sizes
+@dataclass(frozen=True)
+class Names:
+    """A list of names, each one of ``choices``, none twice; empty is allowed (none chosen)."""
+
+    choices: tuple[str, ...]
+
+    def __call__(self, v: Any) -> bool:
+        return isinstance(v, list) and len(set(v)) == len(v) and all(n in self.choices for n in v)
+
+    @property
+    def text(self) -> str:
+        return f"be a list of {', '.join(self.choices)} (each at most once)"
+
+    def schema(self) -> dict[str, Any]:
+        return {}
+
+
+Rule = Interval | OneOf | Sizes | Names
 
 
 def rule(r: Rule) -> dict:

@@ -65,6 +65,7 @@ def train_run(
     echo: Callable[[str], None] = print,
     stop: StopFlag | None = None,
     callbacks: tuple[Callback, ...] = (),
+    report_to: tuple[str, ...] | None = None,
 ) -> RunResult:
     """Train into ``folder`` (or continue the run saved in ``resume``) and test the best epoch.
 
@@ -85,7 +86,10 @@ def train_run(
     stop : StopFlag, optional
         A flag that ends the run between two steps (Ctrl-C sets it).
     callbacks : tuple of Callback
-        More hooks into the loop (trackers), after the run folder's own.
+        More hooks into the loop, after the run folder's own.
+    report_to : tuple of str, optional
+        Trackers to send the run to (``tensorboard``, ``mlflow``), instead of the config's
+        ``output.report_to``.
 
     Raises
     ------
@@ -95,16 +99,19 @@ def train_run(
         When the loss becomes non-finite; checkpoints already written are left intact.
     """
     config, state = _starting_point(config, folder, resume, overrides, force)
+    if report_to is not None:
+        config = reporting_to(config, report_to)
     memory.check_memory(config)
     data = load_data(config, progress)
     if resume is not None:
         _check_same_data(resume, ckpt_mod.load(resume), data)
+    trackers = _open_trackers(config, folder, data, echo)
     files = RunFiles(folder, config, data, state.history if state else [])
     link_latest(config, folder)
     writer = _RunWriter(files, config.training.epochs, echo, resume, state)
     if state is not None:
         echo(f"resuming {resume} at epoch {state.epoch + 1}, step {state.steps}")
-    state = writer.fit(config, data, state, stop, progress, callbacks)
+    state = writer.fit(config, data, state, stop, progress, (*callbacks, *trackers))
     if state.status == "early-stopped":
         echo(f"early stop: validation loss has not improved for {config.training.patience} epochs")
     writer.curves.update(state.history, final=True)
@@ -114,11 +121,66 @@ def train_run(
         if len(data.val)
         else f"last epoch {state.best['epoch']} (no validation split)"
     )
+    finals = {"test/accuracy": test.accuracy, "test/loss": test.loss, **_best(state)}
+    unsent = _end_trackers(trackers, folder, data, test.probabilities, finals, checkpoint=True)
     echo(
         f"{which}: test accuracy {100 * test.accuracy:.2f}% "
         f"(loss {test.loss:.4f}) -> {folder / 'checkpoint.npz'}"
     )
+    for line in unsent:
+        echo(line)
     return RunResult(folder, state, test.accuracy, test.loss)
+
+
+def reporting_to(config: config_mod.Config, names: tuple[str, ...]) -> config_mod.Config:
+    """``config`` sending its run to the trackers ``names`` (``--report-to``)."""
+    import dataclasses
+
+    for name in names:
+        if name not in config_mod.TRACKERS:
+            raise ConfigError(
+                f"--report-to must be one of {', '.join(config_mod.TRACKERS)}, got {name!r}"
+            )
+    chosen = list(dict.fromkeys(names))
+    return dataclasses.replace(config, output=dataclasses.replace(config.output, report_to=chosen))
+
+
+def _open_trackers(config, folder: Path, data, echo, parent: str | None = None) -> list:
+    """The trackers ``output.report_to`` names (their libraries imported only then)."""
+    if not config.output.report_to:
+        return []
+    from mnist_mlp import trackers
+
+    return trackers.open_trackers(config.output.report_to, folder, config, data, echo, parent)
+
+
+def _end_trackers(
+    trackers: list, folder: Path, data, probabilities, finals: dict, checkpoint: bool
+) -> list[str]:
+    """Tell each tracker how the run ended; what they could not send, a line each."""
+    if not trackers:
+        return []
+    from mnist_mlp.trackers import RunEnd
+
+    end = RunEnd(
+        folder,
+        folder / "checkpoint.npz" if checkpoint else None,
+        probabilities,
+        data.test if probabilities is not None else None,
+        list(data.classes),
+        finals,
+    )
+    for tracker in trackers:
+        tracker.on_run_end(end)
+    return [note for note in (t.unsent() for t in trackers) if note]
+
+
+def _best(state: train.State) -> dict[str, float]:
+    best = state.best
+    out = {"best/epoch": float(best.get("epoch") or state.epoch)}
+    if best.get("val_acc") is not None:
+        out.update({"best/val_accuracy": best["val_acc"], "best/val_loss": best["val_loss"]})
+    return out
 
 
 def _starting_point(

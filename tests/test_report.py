@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from mnist_mlp import report, run
+from mnist_mlp import pictures, report, run
 from mnist_mlp.cli import main
 from mnist_mlp.config import load_config
 
@@ -77,7 +77,7 @@ def test_mistakes_grid_orders_by_confidence():
     probs[9, :] = 0.0
     probs[9, 7] = 0.6  # wrong, less sure
     probs[9, 0] = 0.4
-    grid = report.mistakes_grid(images, labels, probs, [str(d) for d in range(10)], per_row=5)
+    grid = pictures.mistakes_grid(images, labels, probs, [str(d) for d in range(10)], per_row=5)
     assert grid.width > 2 * 84 and grid.height > 84
 
 
