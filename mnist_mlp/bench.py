@@ -311,7 +311,13 @@ def _augment_figures(data: data_mod.Data, epochs: int) -> dict:
 
 
 def run(quick: bool = False, config_path: Path | None = None, log=lambda line: None) -> dict:
-    """Measure everything; returns the figures (see the module docstring for their meaning)."""
+    """Measure everything; returns the figures (see the module docstring for their meaning).
+
+    ``config_path``: the config whose training run measures peak memory
+    (``configs/default.yaml`` where it is at hand, else the defaults).
+    """
+    if config_path is None and Path("configs/default.yaml").exists():
+        config_path = Path("configs/default.yaml")
     sizes = model.layer_sizes(config_mod.Config().model.hidden)
     n = 10000 if quick else N_TRAIN
     epochs = 1 if quick else 3

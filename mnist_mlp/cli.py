@@ -78,29 +78,25 @@ def main():
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or notices.")
 def download(dataset, quiet):
     """Fetch a dataset, verify its checksums and cache it as arrays."""
+    from mnist_mlp import datasets
     from mnist_mlp import download as dl
 
     _setup_logging(quiet)
-    names = list(dl.DATASETS) if dataset == "all" else [dataset]
-    for name in names:
+    for name in list(datasets.DATASETS) if dataset == "all" else [dataset]:
         entries = dl.ensure(name, options=dl.FetchOptions(progress=not quiet))
         for key, entry in entries.items():
-            how = "downloaded from" if entry.fetched else "cached, from"
-            click.echo(
-                f"{name:<13} {key:<12} {entry.array.shape!s:<15} {entry.path}  "
-                f"({how} {entry.source})"
-            )
+            click.echo(entry.line(name, key))
 
 
-def _report_to_option(command):
-    return click.option(
-        "--report-to",
-        "report_to",
-        multiple=True,
-        metavar="TRACKER",
-        help="Also send the run to tensorboard or mlflow (repeatable; the tensorboard and mlflow "
-        "extras) [default: the config's output.report_to].",
-    )(command)
+# --report-to, as mlp train and mlp sweep take it
+_report_to_option = click.option(
+    "--report-to",
+    "report_to",
+    multiple=True,
+    metavar="TRACKER",
+    help="Also send the run to tensorboard or mlflow (repeatable; the tensorboard and mlflow "
+    "extras) [default: the config's output.report_to].",
+)
 
 
 @main.command()
@@ -184,18 +180,18 @@ def eval_(checkpoints, split, as_json):
     Several checkpoints are evaluated as a committee: the mean of their probabilities, with
     each member's accuracy beside the committee's. [default: runs/latest/checkpoint.npz]
     """
-    from mnist_mlp import run
+    from mnist_mlp import evaluation
 
     _setup_logging(as_json)
     paths = list(checkpoints) or ["runs/latest/checkpoint.npz"]
     if len(paths) == 1:
-        result = run.evaluate_checkpoint(paths[0], split, progress=not as_json)
+        result = evaluation.evaluate_checkpoint(paths[0], split, progress=not as_json)
     else:
-        result = run.evaluate_committee(paths, split, progress=not as_json)
+        result = evaluation.evaluate_committee(paths, split, progress=not as_json)
     if as_json:
         _echo_json(result)
         return
-    click.echo(run.format_evaluation(result))
+    click.echo(evaluation.format_evaluation(result))
 
 
 @main.command()
@@ -216,8 +212,6 @@ def bench(as_json, quick, config_path):
     from mnist_mlp import bench as bench_mod
 
     _setup_logging(as_json)
-    if config_path is None and Path("configs/default.yaml").exists():
-        config_path = "configs/default.yaml"
     result = bench_mod.run(
         quick=quick,
         config_path=Path(config_path) if config_path else None,
@@ -271,20 +265,8 @@ def predict(images, checkpoints, top_k, as_json, show, explain):
     )
     if as_json:
         _echo_json([r.as_dict() for r in results])
-    else:
-        from mnist_mlp.images import render
-
-        width = max(len(r.file) for r in results)
-        for r in results:
-            if r.error is not None:
-                click.echo(f"{r.file:<{width}}  error: {r.error}", err=True)
-                continue
-            click.echo(r.line(width))
-            if show:
-                click.echo(render(r.pixels))
-    for r in results:
-        if r.explanation is not None:
-            click.echo(f"wrote {r.explanation}", err=as_json)
+    for line, to_stderr in predict_mod.lines(results, show, as_json):
+        click.echo(line, err=to_stderr)
     if any(r.error is not None for r in results):
         sys.exit(1)
 
@@ -316,8 +298,9 @@ def augment_preview(config_path, overrides, out, count, seed):
     """Write a PNG grid of training digits beside their random distortions."""
     import numpy as np
 
-    from mnist_mlp import augment, run
+    from mnist_mlp import augment
     from mnist_mlp import config as config_mod
+    from mnist_mlp import data as data_mod
     from mnist_mlp.pictures import save_png
 
     _setup_logging(False)
@@ -327,7 +310,7 @@ def augment_preview(config_path, overrides, out, count, seed):
             f"{config_path} has no augmentation (every data.augment range is 0); try "
             f"--config configs/augment.yaml or --set data.augment.rotate=15"
         )
-    d = run.load_data(config)
+    d = data_mod.for_config(config)
     picks = np.random.default_rng(seed).choice(len(d.train), count, replace=False)
     save_png(augment.preview(d.train.images[picks], config.data.augment, seed=seed), out)
     click.echo(f"wrote {out}")
@@ -485,8 +468,9 @@ def learn(host, port):
     is_flag=True,
     help="One JSON document on stdout: the summary and every trial.",
 )
+@_report_to_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress line.")
-def sweep(spec, run_cap, workers, storage, out, as_json, quiet):
+def sweep(spec, run_cap, workers, storage, out, as_json, report_to, quiet):
     """Search settings with Optuna: trials of a base config, chosen on validation.
 
     SPEC is a W&B-style sweep file (see configs/sweep.yaml). Each trial is a run folder under
@@ -505,6 +489,7 @@ def sweep(spec, run_cap, workers, storage, out, as_json, quiet):
         out=out,
         progress=not quiet and not as_json,
         log=lambda line: click.echo(line, err=True),
+        report_to=report_to or None,
     )
     if as_json:
         _echo_json(summary)

@@ -172,3 +172,10 @@ def scale(
     np.multiply(images, np.float32(scale), out=out, casting="unsafe")
     out += np.float32(offset)
     return out
+
+
+def for_config(config, progress: bool = True) -> Data:
+    """The data a :class:`~mnist_mlp.config.Config` trains on: its ``data`` section's dataset,
+    validation split, subset and cache folder, the split drawn from ``training.seed``."""
+    d = config.data
+    return load(d.dataset, d.validation, config.training.seed, d.subset, d.dir, progress)

@@ -75,6 +75,13 @@ class Entry:
     array: np.ndarray
     fetched: bool  # False for a cache hit
 
+    def line(self, dataset: str, key: str) -> str:
+        """What ``mlp download`` says of it: dataset, split, shape, path and source."""
+        how = "downloaded from" if self.fetched else "cached, from"
+        return (
+            f"{dataset:<13} {key:<12} {self.array.shape!s:<15} {self.path}  ({how} {self.source})"
+        )
+
 
 @dataclass
 class FetchOptions:

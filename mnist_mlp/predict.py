@@ -51,6 +51,23 @@ class Prediction:
         )
 
 
+def lines(results: list[Prediction], show: bool = False, quiet: bool = False) -> list[tuple]:
+    """What ``mlp predict`` prints of ``results``: (line, whether it goes to stderr) pairs. A
+    line per image (an error to stderr), with its 28x28 input drawn in text if ``show``, and
+    the explanations written; ``quiet`` (``--json``): those last only, on stderr."""
+    out: list[tuple] = []
+    width = max((len(r.file) for r in results), default=0)
+    for r in results if not quiet else []:
+        if r.error is not None:
+            out.append((f"{r.file:<{width}}  error: {r.error}", True))
+            continue
+        out.append((r.line(width), False))
+        if show and r.pixels is not None:
+            out.append((images.render(r.pixels), False))
+    out += [(f"wrote {r.explanation}", quiet) for r in results if r.explanation is not None]
+    return out
+
+
 def default_checkpoint() -> Path:
     """The newest run's best checkpoint (``runs/latest/checkpoint.npz``)."""
     if LATEST.exists():

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_mlp import evaluation, model
 from mnist_mlp import metrics as metrics_mod
-from mnist_mlp import model, run
 from mnist_mlp.errors import MlpError
 from mnist_mlp.fsutil import atomic_write
 from mnist_mlp.pictures import mistakes_grid, save_png, weight_grid
@@ -91,7 +91,7 @@ def make(
     if is_sweep(target):
         return make_sweep(Path(target), out)
     folder, ckpt_path = resolve(target)
-    e = run.evaluate_on(ckpt_path, "test", progress)
+    e = evaluation.evaluate_on(ckpt_path, "test", progress)
     ckpt, test, metrics, cm = e.checkpoint, e.split, e.metrics, e.confusion
     out = Path(out) if out else folder
     out.mkdir(parents=True, exist_ok=True)

@@ -19,14 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from mnist_mlp import augment, memory, metrics, train
 from mnist_mlp import checkpoint as ckpt_mod
 from mnist_mlp import config as config_mod
 from mnist_mlp import data as data_mod
 from mnist_mlp.callbacks import Callback, StopFlag, StopOnCtrlC
 from mnist_mlp.errors import ConfigError, MlpError, Stopped, WriteError
+from mnist_mlp.evaluation import check_same_data
 from mnist_mlp.runfolder import Curves, RunFiles, link_latest
 
 # what a resumed run may change: how long it trains, and which step (the same arithmetic)
@@ -47,11 +46,6 @@ class RunResult:
 
 def default_folder(config: config_mod.Config, name: str) -> Path:
     return Path(config.output.dir) / name
-
-
-def load_data(config: config_mod.Config, progress: bool = True) -> data_mod.Data:
-    d = config.data
-    return data_mod.load(d.dataset, d.validation, config.training.seed, d.subset, d.dir, progress)
 
 
 def train_run(
@@ -102,9 +96,9 @@ def train_run(
     if report_to is not None:
         config = reporting_to(config, report_to)
     memory.check_memory(config)
-    data = load_data(config, progress)
+    data = data_mod.for_config(config, progress)
     if resume is not None:
-        _check_same_data(resume, ckpt_mod.load(resume), data)
+        check_same_data(resume, ckpt_mod.load(resume), data)
     trackers = _open_trackers(config, folder, data, echo)
     files = RunFiles(folder, config, data, state.history if state else [])
     link_latest(config, folder)
@@ -270,6 +264,7 @@ def trial_run(
     callbacks: tuple[Callback, ...] = (),
     progress: bool = False,
     stop: StopFlag | None = None,
+    parent: str | None = None,
 ) -> train.State:
     """A sweep's trial: train into ``folder`` and keep only what choosing among trials needs.
 
@@ -291,6 +286,8 @@ def trial_run(
         ``TrialPruned`` ends the trial there.
     progress : bool
     stop : StopFlag, optional
+    parent : str, optional
+        The sweep's MLflow run, whose child this trial is (with ``output.report_to: [mlflow]``).
 
     Raises
     ------
@@ -300,13 +297,22 @@ def trial_run(
         When the loss becomes non-finite.
     """
     files = RunFiles(folder, config, data, [])
+    trackers = _open_trackers(config, folder, data, _to_stderr, parent)
     keeper = _KeepBest(files)
-    state = _fit(config, data, None, (keeper, *callbacks), stop, progress)
+    state = _fit(config, data, None, (keeper, *callbacks, *trackers), stop, progress)
     if state.status == "interrupted":
         raise TrainingInterrupted(f"interrupted at epoch {state.epoch + 1}, step {state.steps}")
     if keeper.best is not None:
         files.write("checkpoint.npz", *keeper.best)
+    for line in _end_trackers(trackers, folder, data, None, _best(state), checkpoint=False):
+        _to_stderr(line)
     return state
+
+
+def _to_stderr(line: str) -> None:
+    import sys
+
+    print(line, file=sys.stderr)
 
 
 class _KeepBest(Callback):
@@ -367,140 +373,3 @@ def _epoch_line(row: dict, epochs: int, is_best: bool) -> str:
         f"acc {100 * row['train_acc']:6.2f}%  {val}  lr {row['lr']:.4g}  "
         f"{row['seconds']:.1f}s{'  *' if is_best else ''}"
     )
-
-
-# --- evaluating a checkpoint --------------------------------------------------------------------
-
-
-@dataclass
-class Evaluation:
-    """A checkpoint run over one split of the data it was trained on."""
-
-    checkpoint: ckpt_mod.Checkpoint
-    data: data_mod.Data
-    split: data_mod.Split
-    metrics: metrics.Metrics
-    confusion: np.ndarray  # (10, 10), rows true, columns predicted
-
-
-def evaluate_on(path: str | os.PathLike, split: str = "test", progress: bool = True) -> Evaluation:
-    """Load a checkpoint and its dataset (checking it is the same data) and run it over
-    ``split``."""
-    ckpt = ckpt_mod.load(path)
-    ckpt_mod.check_pixels(path, ckpt)
-    data = load_data(ckpt.config, progress)
-    _check_same_data(path, ckpt, data)
-    chosen = {"test": data.test, "val": data.val, "train": data.train}[split]
-    if not len(chosen):
-        raise MlpError(f"the {split} split of {path} is empty (data.validation is 0)")
-    return _evaluation(ckpt, data, chosen)
-
-
-def _evaluation(ckpt: ckpt_mod.Checkpoint, data: data_mod.Data, split: data_mod.Split):
-    m = metrics.evaluate(ckpt.params, ckpt.activation, split, scaling=ckpt.scaling)
-    return Evaluation(ckpt, data, split, m, metrics.confusion_matrix(split.labels, m.predictions))
-
-
-def evaluate_checkpoint(
-    path: str | os.PathLike, split: str = "test", progress: bool = True
-) -> dict:
-    """Accuracy, loss, per-class precision and recall, and the confusion matrix of a checkpoint.
-
-    Returns
-    -------
-    dict
-        ``accuracy`` (0..1), ``loss``, ``n``, ``split``, ``dataset``, ``checkpoint``,
-        ``classes``, ``per_class`` (list of dicts with ``class``, ``precision``, ``recall``,
-        ``support``) and ``confusion_matrix`` (rows true, columns predicted).
-    """
-    e = evaluate_on(path, split, progress)
-    return _report(str(path), split, e, e.metrics, e.confusion)
-
-
-def _report(name, split: str, e: Evaluation, m: metrics.Metrics, confusion: np.ndarray) -> dict:
-    """What ``mlp eval`` says of a checkpoint (or a committee) on a split, as a dict."""
-    classes = e.checkpoint.classes
-    return {
-        "checkpoint": name,
-        "dataset": e.data.name,
-        "split": split,
-        "n": len(e.split),
-        "accuracy": m.accuracy,
-        "loss": m.loss,
-        "classes": classes,
-        "per_class": metrics.per_class(confusion, classes),
-        "confusion_matrix": confusion.tolist(),
-    }
-
-
-def evaluate_committee(
-    paths: list[str | os.PathLike], split: str = "test", progress: bool = True
-) -> dict:
-    """Several checkpoints as one classifier: the mean of their probabilities.
-
-    Returns
-    -------
-    dict
-        What :func:`evaluate_checkpoint` returns, for the committee (``checkpoint`` is the list
-        of paths), plus ``members``: each member's ``checkpoint``, ``accuracy`` and ``loss``.
-
-    Raises
-    ------
-    MlpError
-        If the members were trained on different datasets or class lists (see
-        :func:`~mnist_mlp.checkpoint.check_committee`).
-    """
-    # checks the first member against the cached data
-    first = evaluate_on(paths[0], split, progress)
-    others = [ckpt_mod.load(p) for p in paths[1:]]
-    ckpt_mod.check_committee(paths, [first.checkpoint, *others])
-    members = [first, *(_evaluation(c, first.data, first.split) for c in others)]
-    vote = metrics.of_probabilities(
-        metrics.committee([m.metrics.probabilities for m in members]), first.split.labels
-    )
-    confusion = metrics.confusion_matrix(first.split.labels, vote.predictions)
-    report = _report([str(p) for p in paths], split, first, vote, confusion)
-    report["members"] = [
-        {"checkpoint": str(p), "accuracy": m.metrics.accuracy, "loss": m.metrics.loss}
-        for p, m in zip(paths, members)
-    ]
-    return report
-
-
-def _check_same_data(
-    path: str | os.PathLike, ckpt: ckpt_mod.Checkpoint, data: data_mod.Data
-) -> None:
-    recorded = ckpt.meta.get("dataset", {}).get("digest")
-    if recorded not in (None, data.digest):
-        raise MlpError(f"{path} was trained on other data than the cached {data.name}")
-
-
-def format_evaluation(r: dict) -> str:
-    """What :func:`evaluate_checkpoint` or :func:`evaluate_committee` returns, as a readable
-    table: the accuracy (each member's too), the per-class table, the confusion matrix."""
-    classes = [c if len(c) <= 7 else c[:6] + "." for c in r["classes"]]
-    members = r.get("members")
-    name = f"a committee of {len(members)}" if members else r["checkpoint"]
-    lines = [f"{name} on {r['dataset']} {r['split']} ({r['n']} images)"]
-    for m in members or []:
-        lines.append(
-            f"  member {m['checkpoint']}: accuracy {100 * m['accuracy']:.2f}%   loss "
-            f"{m['loss']:.4f}"
-        )
-    lines += [
-        f"accuracy {100 * r['accuracy']:.2f}%   loss {r['loss']:.4f}"
-        + ("  (the mean of the members' probabilities)" if members else ""),
-        "",
-        f"{'class':>8} {'precision':>9} {'recall':>7} {'support':>7}",
-    ]
-    for c, row in zip(classes, r["per_class"]):
-        pct = lambda v: "     -" if v is None else f"{100 * v:6.2f}%"  # noqa: E731
-        lines.append(f"{c:>8}   {pct(row['precision'])} {pct(row['recall'])} {row['support']:>7}")
-    lines += [
-        "",
-        "confusion matrix (rows: true class, columns: predicted)",
-        " " * 9 + "".join(f"{c:>7}" for c in classes),
-    ]
-    for c, counts in zip(classes, r["confusion_matrix"]):
-        lines.append(f"{c:>8} " + "".join(f"{n:>7}" if n else f"{'.':>7}" for n in counts))
-    return "\n".join(lines)

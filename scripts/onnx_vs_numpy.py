@@ -30,10 +30,10 @@ def timed(fn, runs: int = 5) -> float:
 def compare(path: str) -> dict:
     import onnxruntime as ort
 
-    from mnist_mlp import checkpoint, export, metrics, model, run
+    from mnist_mlp import checkpoint, data, export, metrics, model
 
     ckpt = checkpoint.load(path)
-    data = run.load_data(ckpt.config, progress=False)
+    data = data.for_config(ckpt.config, progress=False)
     images = data.test.images.reshape(-1, 28, 28).astype(np.float32)
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export.export(path, Path(tmp) / "model.onnx").path

@@ -81,10 +81,10 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    from mnist_mlp import checkpoint, run
+    from mnist_mlp import checkpoint, data
 
     ckpt = checkpoint.load(args.checkpoint)
-    test = run.load_data(ckpt.config, progress=False).test
+    test = data.for_config(ckpt.config, progress=False).test
     rng = np.random.default_rng(0)
     digits = test.images[:10].reshape(-1, 28, 28)
     small = [png_bytes(d) for d in digits]

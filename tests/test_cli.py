@@ -61,6 +61,14 @@ def test_download_prints_each_split(tiny_as_mnist):
     assert "cached, from" in invoke("download", "--quiet").stdout
 
 
+@pytest.mark.realdata
+def test_download_all_fetches_every_dataset(real_env):
+    result = invoke("download", "--dataset", "all", "--quiet")
+    assert result.exit_code == 0, result.output
+    names = [line.split()[0] for line in result.stdout.strip().splitlines()]
+    assert names == ["mnist"] * 4 + ["fashion-mnist"] * 4
+
+
 def test_download_failure_is_one_line(tiny_as_mnist, tmp_path, monkeypatch):
     monkeypatch.setenv("MNIST_MLP_MIRROR", str(tmp_path / "empty"))
     assert_one_line_error(

@@ -21,7 +21,7 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 import mnist_mlp  # noqa: E402
-from mnist_mlp import checkpoint, run  # noqa: E402
+from mnist_mlp import checkpoint, evaluation  # noqa: E402
 from mnist_mlp.errors import MlpError  # noqa: E402
 from mnist_mlp.estimator import MLPClassifier, ParameterError  # noqa: E402
 
@@ -297,9 +297,9 @@ def test_load_mnist_and_prepare_image(real_env, tmp_path):
 def test_a_cli_checkpoint_predicts_what_mlp_eval_predicts(real_env, smoke_checkpoint):
     clf = MLPClassifier.from_checkpoint(smoke_checkpoint)
     (_, _), (x_test, y_test) = mnist_mlp.load_mnist(progress=False)
-    evaluation = run.evaluate_on(smoke_checkpoint, "test", progress=False)
-    np.testing.assert_array_equal(clf.predict(x_test), evaluation.metrics.predictions)
-    assert clf.score(x_test, y_test) == pytest.approx(evaluation.metrics.accuracy)
+    evaluated = evaluation.evaluate_on(smoke_checkpoint, "test", progress=False)
+    np.testing.assert_array_equal(clf.predict(x_test), evaluated.metrics.predictions)
+    assert clf.score(x_test, y_test) == pytest.approx(evaluated.metrics.accuracy)
     assert clf.class_names_ == [str(d) for d in range(10)]
 
 

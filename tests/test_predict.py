@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from mnist_mlp import checkpoint, data, metrics, predict, run
+from mnist_mlp import checkpoint, data, evaluation, metrics, predict
 from mnist_mlp.cli import main
 
 
@@ -110,7 +110,7 @@ def test_photo_like_digits_within_1_5_points_of_the_test_set(
     results = predict.predict_files([tmp_path], smoke_checkpoint)
     assert all(r.error is None for r in results)
     photo = _accuracy(results, labels[np.sort(picks)])
-    test = run.evaluate_checkpoint(smoke_checkpoint, progress=False)["accuracy"]
+    test = evaluation.evaluate_checkpoint(smoke_checkpoint, progress=False)["accuracy"]
     assert photo >= test - 0.015, (photo, test)
 
 

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from mnist_mlp import pictures, report, run
+from mnist_mlp import evaluation, pictures, report, run
 from mnist_mlp.cli import main
 from mnist_mlp.config import load_config
 
@@ -54,7 +54,9 @@ def test_report_writes_every_picture_and_the_page(tiny_run):
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
     assert len(images) == 4  # self-contained: every picture inside the page
     assert all(base64.b64decode(data).startswith(b"\x89PNG") for data in images)
-    accuracy = run.evaluate_checkpoint(tiny_run / "checkpoint.npz", progress=False)["accuracy"]
+    accuracy = evaluation.evaluate_checkpoint(tiny_run / "checkpoint.npz", progress=False)[
+        "accuracy"
+    ]
     assert f"{100 * accuracy:.2f}%" in page
     assert "precision" in page and "hidden" in page  # per-class table and the config
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import StopAfter
 
-from mnist_mlp import checkpoint, run, train
+from mnist_mlp import checkpoint, evaluation, run, train
 from mnist_mlp import data as data_mod
 from mnist_mlp.config import load_config
 from mnist_mlp.errors import MlpError
@@ -190,12 +190,14 @@ def test_divergence_leaves_the_good_checkpoints_intact(tiny_as_mnist, tmp_path, 
 def test_evaluate_checkpoint(tiny_as_mnist, tmp_path):
     folder = tmp_path / "r"
     run.train_run(config(), folder, progress=False, echo=lambda s: None)
-    r = run.evaluate_checkpoint(folder / "checkpoint.npz", progress=False)
+    r = evaluation.evaluate_checkpoint(folder / "checkpoint.npz", progress=False)
     cm = np.array(r["confusion_matrix"])
     assert r["n"] == 32 and cm.sum() == 32 and cm.shape == (10, 10)
     assert r["accuracy"] == pytest.approx(np.trace(cm) / 32)
     assert [c["support"] for c in r["per_class"]] == cm.sum(axis=1).tolist()
-    assert run.evaluate_checkpoint(folder / "checkpoint.npz", "val", progress=False)["n"] == 16
+    assert (
+        evaluation.evaluate_checkpoint(folder / "checkpoint.npz", "val", progress=False)["n"] == 16
+    )
 
 
 def test_a_checkpoint_of_other_data_is_refused_by_eval_report_and_resume(tiny_as_mnist, tmp_path):
@@ -206,7 +208,7 @@ def test_a_checkpoint_of_other_data_is_refused_by_eval_report_and_resume(tiny_as
         ckpt.meta["dataset"]["digest"] = "f" * 64  # as if trained on another version of the files
         checkpoint.save(tmp_path / name, ckpt)
     with pytest.raises(MlpError, match="was trained on other data than the cached mnist"):
-        run.evaluate_checkpoint(tmp_path / "checkpoint.npz", progress=False)
+        evaluation.evaluate_checkpoint(tmp_path / "checkpoint.npz", progress=False)
     with pytest.raises(MlpError, match="was trained on other data"):
         run.train_run(
             None,
@@ -230,8 +232,8 @@ def test_a_committee_averages_its_members_probabilities(tiny_as_mnist, tmp_path)
         folder = tmp_path / f"m{seed}"
         run.train_run(config(f"training.seed={seed}"), folder, progress=False, echo=lambda s: None)
         paths.append(folder / "checkpoint.npz")
-    r = run.evaluate_committee(paths, progress=False)
-    evaluations = [run.evaluate_on(p, progress=False) for p in paths]
+    r = evaluation.evaluate_committee(paths, progress=False)
+    evaluations = [evaluation.evaluate_on(p, progress=False) for p in paths]
     mean = sum(e.metrics.probabilities for e in evaluations) / 3
     labels = evaluations[0].split.labels
     assert r["accuracy"] == pytest.approx(np.mean(mean.argmax(axis=1) == labels))
@@ -247,18 +249,18 @@ def test_a_committee_averages_its_members_probabilities(tiny_as_mnist, tmp_path)
         match="other.npz was trained on another copy of mnist than .*m0.checkpoint.npz "
         r"\(its checksum differs\)",
     ):
-        run.evaluate_committee([paths[0], tmp_path / "other.npz"], progress=False)
+        evaluation.evaluate_committee([paths[0], tmp_path / "other.npz"], progress=False)
     other.meta["dataset"] = {"name": "fashion-mnist", "digest": "e" * 64}
     checkpoint.save(tmp_path / "fashion.npz", other)
     with pytest.raises(
         MlpError, match=r"fashion\.npz was trained on fashion-mnist, .*m0.checkpoint\.npz on mnist"
     ):
-        run.evaluate_committee([paths[0], tmp_path / "fashion.npz"], progress=False)
+        evaluation.evaluate_committee([paths[0], tmp_path / "fashion.npz"], progress=False)
     other = checkpoint.load(paths[2])
     other.meta["classes"] = list("abcdefghij")
     checkpoint.save(tmp_path / "letters.npz", other)
     with pytest.raises(MlpError, match=r"letters.npz has the classes \['a', "):
-        run.evaluate_committee([paths[0], tmp_path / "letters.npz"], progress=False)
+        evaluation.evaluate_committee([paths[0], tmp_path / "letters.npz"], progress=False)
     from mnist_mlp.predict import Predictor
 
     committee, members = Predictor(paths), [Predictor(p) for p in paths]

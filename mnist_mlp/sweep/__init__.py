@@ -106,6 +106,7 @@ def sweep(
     progress: bool = True,
     log: Callable[[str], None] = print,
     seed: int | None = None,
+    report_to: tuple[str, ...] | None = None,
 ) -> dict:
     """Run (or continue) a sweep until its study holds ``run_cap`` finished trials; return the
     summary.
@@ -115,24 +116,30 @@ def sweep(
     marked failed, its budget free); rerunning the same command continues the study. Each
     worker's sampler seed is drawn from the operating system, or is ``seed + i`` for worker i.
 
+    ``report_to`` sends every trial to trackers (as its base config's ``output.report_to``
+    does): each trial's TensorBoard events in its folder, and in MLflow one parent run for the
+    study with a child run per trial, whichever machine runs it.
+
     Raises
     ------
     SweepInterrupted
         On Ctrl-C, after the workers stopped.
     """
-    spec = load_spec(spec_path, run_cap)
+    spec = load_spec(spec_path, run_cap, report_to)
     folder = Path(out) if out else default_folder(spec)
     folder.mkdir(parents=True, exist_ok=True)
     folder = folder.resolve()
     url = storage_url(storage, folder)
     study = create_study(spec, open_storage(url))  # once, before the workers start: no schema race
+    if "mlflow" in spec.base.output.report_to:  # the parent run, before any worker needs it
+        from mnist_mlp.trackers import check_installed
+        from mnist_mlp.trackers.mlflow_tracker import parent_run
+
+        check_installed(["mlflow"])
+        parent_run(study, spec.name, spec.base.output.dir)
     dead = fail_dead_trials(study)
     if dead:
-        log(
-            f"marked failed trials {', '.join(map(str, dead))}: their workers had died; their "
-            "budget goes to "
-            f"new trials"
-        )
+        log(f"marked failed trials {', '.join(map(str, dead))}: their workers had died")
     started = time.perf_counter()
     bar = _Progress(study, spec, progress)
     flag = callbacks.StopFlag()
@@ -218,6 +225,7 @@ def _run_processes(
         str(folder),
         storage or "",
         str(spec.run_cap),
+        ",".join(spec.base.output.report_to),
     ]
     procs = [
         subprocess.Popen(

@@ -17,9 +17,9 @@ from mnist_mlp.sweep.worker import Worker
 
 def _worker_main(argv: list[str]) -> int:
     """A worker process of :func:`sweep` (``python -m mnist_mlp.sweep SPEC FOLDER STORAGE RUN_CAP
-    SEED``)."""
-    spec_path, folder_arg, storage, cap, seed = argv
-    spec = load_spec(spec_path, int(cap))
+    REPORT_TO SEED``; REPORT_TO: trackers, comma-separated)."""
+    spec_path, folder_arg, storage, cap, report_to, seed = argv
+    spec = load_spec(spec_path, int(cap), tuple(filter(None, report_to.split(","))))
     folder = Path(folder_arg)
     flag = callbacks.StopFlag()
     try:

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from mnist_mlp import config as config_mod
-from mnist_mlp import run
+from mnist_mlp import evaluation
 from mnist_mlp.fsutil import atomic_write
 from mnist_mlp.sweep.spec import Spec, _decode
 from mnist_mlp.sweep.study import _counts, _optuna, _worker
@@ -105,7 +105,7 @@ def finish(study, spec: Spec, folder: Path, wall_s: float) -> dict:
         }
         ckpt = Path(_worker(best).get("folder", "")) / "checkpoint.npz"
         if ckpt.exists():
-            e = run.evaluate_on(ckpt, "test", progress=False)
+            e = evaluation.evaluate_on(ckpt, "test", progress=False)
             summary["best"]["test_accuracy"] = e.metrics.accuracy
             summary["best"]["test_loss"] = e.metrics.loss
         else:

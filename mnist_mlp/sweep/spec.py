@@ -126,8 +126,13 @@ def _suggest(key: str, known) -> str:
     return config_mod._suggest(key, list(known), list(known))
 
 
-def load_spec(path: str | os.PathLike, run_cap: int | None = None) -> Spec:
+def load_spec(
+    path: str | os.PathLike, run_cap: int | None = None, report_to: tuple[str, ...] | None = None
+) -> Spec:
     """Read and check a sweep file; every sampled config is then valid by construction.
+
+    ``run_cap`` and ``report_to`` (trackers every trial sends its run to) replace the file's and
+    the base config's.
 
     Raises
     ------
@@ -144,6 +149,10 @@ def load_spec(path: str | os.PathLike, run_cap: int | None = None) -> Spec:
             raise _fail(path, f"unknown key {key!r}{_suggest(str(key), TOP_KEYS)}")
     base_path = _base_path(path, tree.get("base"))
     base = config_mod.load_config(base_path)
+    if report_to is not None:
+        from mnist_mlp.run import reporting_to
+
+        base = reporting_to(base, report_to)
     method = tree.get("method", "bayes")
     if method not in METHODS:
         raise _fail(path, f"method must be one of {', '.join(METHODS)}, got {method!r}")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_mlp import config as config_mod
+from mnist_mlp import data as data_mod
 from mnist_mlp import memory, run
 from mnist_mlp.callbacks import Callback, StopFlag
 from mnist_mlp.errors import MlpError
@@ -90,6 +91,7 @@ class Worker:
                     callbacks=(watch,),
                     progress=self.progress,
                     stop=stop,
+                    parent=study.user_attrs.get("mlflow_parent_run"),
                 )
         except BaseException as exc:
             self._ended(study, trial, folder, exc, watch, started)
@@ -131,7 +133,7 @@ class Worker:
         key = (d.dataset, d.validation, config.training.seed, d.subset, d.dir)
         if key not in self._data:
             self._data.clear()  # one dataset at a time: a sweep over seeds should not pile them up
-            self._data[key] = run.load_data(config, progress=False)
+            self._data[key] = data_mod.for_config(config, progress=False)
         return self._data[key]
 
     def _keep_best_checkpoints(self, study) -> None:

@@ -35,7 +35,7 @@ from mnist_mlp import __version__
 from mnist_mlp import config as config_mod
 from mnist_mlp import data as data_mod
 from mnist_mlp.errors import MlpError
-from mnist_mlp.trackers import RunEnd, Tracker, epoch_metrics, flat_config
+from mnist_mlp.trackers.base import RunEnd, Tracker, epoch_metrics, flat_config
 
 CONNECT_SECONDS = 10.0  # to answer at the start, per attempt (two attempts: within 30 s)
 REQUEST_SECONDS = "10"  # each call to a server mid-run, after which the metrics wait

@@ -1,7 +1,7 @@
 """A run in TensorBoard: event files in ``<run folder>/tensorboard/`` (tensorboardX writes them).
 
 Per epoch, the epoch as the step: ``train/loss``, ``train/accuracy``, ``val/loss``,
-``val/accuracy``, ``lr``, ``time/epoch_s``. Every :data:`~mnist_mlp.trackers.HISTOGRAM_EVERY`
+``val/accuracy``, ``lr``, ``time/epoch_s``. Every :data:`~mnist_mlp.trackers.base.HISTOGRAM_EVERY`
 epochs and at the last, histograms of each layer's weights (``weights/W1``, ...) and of their
 gradients on a fixed batch of training digits (``grads/W1``, ...: the reference backward pass,
 :func:`mnist_mlp.model.loss_and_grads`). At the end, the test confusion matrix and the most
@@ -19,7 +19,7 @@ import numpy as np
 from mnist_mlp import config as config_mod
 from mnist_mlp import data as data_mod
 from mnist_mlp import model
-from mnist_mlp.trackers import HISTOGRAM_EVERY, RunEnd, Tracker, epoch_metrics, flat_config
+from mnist_mlp.trackers.base import HISTOGRAM_EVERY, RunEnd, Tracker, epoch_metrics, flat_config
 
 GRAD_BATCH = 512  # training digits the gradients' histograms are taken on
 
