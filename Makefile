@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= configs/default.yaml
 FUZZ_SECONDS ?= 60
-EXTRAS := dev,plot,export,serve,sweep,sklearn
+EXTRAS := dev,plot,export,serve,sweep,sklearn,tensorboard,mlflow
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-fast check check-format check-style check-types format fuzz train smoke eval bench download serve clean

@@ -22,12 +22,14 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mnist_mlp import augment, metrics, model, train
+from mnist_mlp import augment, metrics, model, run, train
 from mnist_mlp import checkpoint as ckpt_mod
 from mnist_mlp import config as config_mod
 from mnist_mlp import data as data_mod
@@ -41,6 +43,7 @@ from mnist_mlp.estimator_config import (
     positions,
     scaling_of,
     seed_of,
+    validation_split,
     with_training,
 )
 from mnist_mlp.fast import blas, kernels
@@ -106,6 +109,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         Random distortions of each training batch, for 28x28 digit images given as 0..255
         pixels: the keys of the config's ``data.augment`` (``rotate``, ``scale``, ``shear``,
         ``translate``, ``elastic_alpha``, ``elastic_sigma``, ``flip``, ``probability``).
+    report_to : list of {"tensorboard", "mlflow"} or None, default=None
+        Trackers each fit is sent to, as ``mlp train --report-to`` sends a run: the events, the
+        MLflow run and model of a fit go to its own folder ``runs/MLPClassifier-<time>-...``.
     skip_blank_pixels : bool, default=True
         Leave the pixel columns blank in a whole batch out of the first layer's products (the
         same result, faster), where the data are uint8 pixels.
@@ -166,6 +172,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         warmup_epochs=0.0,
         augment=None,
         skip_blank_pixels=True,
+        report_to=None,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -190,6 +197,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self.warmup_epochs = warmup_epochs
         self.augment = augment
         self.skip_blank_pixels = skip_blank_pixels
+        self.report_to = report_to
 
     # --- the config these parameters make ----------------------------------------------------
 
@@ -238,22 +246,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         else:
             config = with_training(config, epochs=done + config.training.epochs)
         started = time.perf_counter()
-        stop = StopFlag()
-        record = _Record(self, stop, incremental, len(data.train))
-        progress: Any = False
-        if self.verbose:
-            from tqdm.auto import tqdm
-
-            progress = tqdm
-        state = train.fit(
-            config,
-            data,
-            self._state,
-            callbacks=[record],
-            stop=stop,
-            progress=progress,
-            augment=augment.for_config(config.data.augment),
-        )
+        folder, trackers = self._trackers(config, data)
+        state = self._train(config, data, incremental, trackers)
         if self.early_stopping and self._best_params is not None:
             # the best epoch's weights, as scikit-learn keeps them; their momentum is gone
             state.params = {k: v.copy() for k, v in self._best_params.items()}
@@ -265,7 +259,44 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             "blas_threads": blas.thread_count(),
             "kernels": kernels.AVAILABLE,
         }
+        if trackers:
+            assert folder is not None
+            self._report(folder, trackers, data)
         return self
+
+    def _train(self, config, data, incremental: bool, trackers: list) -> train.State:
+        """The loop over ``data``, with the estimator's bookkeeping and the trackers."""
+        stop = StopFlag()
+        record = _Record(self, stop, incremental, len(data.train))
+        progress: Any = False
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            progress = tqdm
+        return train.fit(
+            config,
+            data,
+            self._state,
+            callbacks=[record, *trackers],
+            stop=stop,
+            progress=progress,
+            augment=augment.for_config(config.data.augment),
+        )
+
+    def _trackers(self, config, data) -> tuple[Path | None, list]:
+        """The fit's own folder and trackers, where ``report_to`` names any."""
+        if not config.output.report_to:
+            return None, []
+        stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{next(_FITS)}"
+        folder = Path(config.output.dir) / f"MLPClassifier-{stamp}"
+        return folder, run.open_trackers(config, folder, data, _to_stderr)
+
+    def _report(self, folder: Path, trackers: list, data) -> None:
+        """The fitted net's checkpoint in the fit's folder, and the trackers told of its end."""
+        self.save_checkpoint(folder / "checkpoint.npz")
+        finals = run.best_of(self._state)
+        for line in run.end_trackers(trackers, folder, data, None, finals, checkpoint=True):
+            _to_stderr(line)
 
     def _checked(self, X, y, first: bool, classes) -> tuple[np.ndarray, np.ndarray]:
         """``X`` validated, and ``y`` as positions in ``classes_`` (set on a first fit)."""
@@ -277,7 +308,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return X, positions(self.classes_, y)
 
     def _data(self, X, labels, config) -> data_mod.Data:
-        train_x, train_y, val_x, val_y = self._split(X, labels, config)
+        fraction = self.validation_fraction if self.early_stopping else 0.0
+        train_x, train_y, val_x, val_y = validation_split(X, labels, fraction, self._seed)
         return data_mod.Data(
             "arrays",
             tuple(str(c) for c in self.classes_),
@@ -340,30 +372,6 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                     f"{self.n_iter_no_change} consecutive epochs: stopping"
                 )
             stop.requested = True
-
-    def _split(self, X, labels, config):
-        """(train X, train labels, validation X, validation labels): stratified, as scikit-
-        learn's."""
-        if not self.early_stopping:
-            return X, labels, X[:0], labels[:0]
-        from sklearn.model_selection import train_test_split
-
-        counts = np.bincount(labels, minlength=len(self.classes_))
-        stratify = labels if counts[counts > 0].min() >= 2 else None
-        n_val = max(1, round(self.validation_fraction * len(X)))
-        if n_val >= len(X):
-            raise ParameterError(
-                f"MLPClassifier: early_stopping needs more than {len(X)} samples for "
-                f"validation_fraction={self.validation_fraction}"
-            )
-        tx, vx, ty, vy = train_test_split(
-            X,
-            labels,
-            test_size=n_val,
-            random_state=self._seed,
-            stratify=stratify if stratify is not None and n_val >= len(self.classes_) else None,
-        )
-        return np.ascontiguousarray(tx), ty, np.ascontiguousarray(vx), vy
 
     # --- predicting ---------------------------------------------------------------------------
 
@@ -484,6 +492,13 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
 
 # --- helpers --------------------------------------------------------------------------------------
+
+
+_FITS = itertools.count()
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 class _Record(Callback):

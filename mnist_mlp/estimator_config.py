@@ -1,7 +1,8 @@
 """:class:`mnist_mlp.MLPClassifier`'s parameters as a :class:`~mnist_mlp.config.Config`: which
-key each one sets, the rules of the few that are the estimator's own, and the seed and input
-scaling a fit derives. Checked by the rule book (:mod:`mnist_mlp.rules`) and the config's rules,
-a bad parameter is one :class:`ParameterError` naming it. No scikit-learn here.
+key each one sets, the rules of the few that are the estimator's own, the seed and input scaling
+a fit derives, and its validation split. Checked by the rule book (:mod:`mnist_mlp.rules`) and
+the config's rules, a bad parameter is one :class:`ParameterError` naming it. scikit-learn is
+used only to split.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ CONFIG_KEYS = {
     "schedule": "training.schedule",
     "warmup_epochs": "training.warmup_epochs",
     "skip_blank_pixels": "training.skip_blank_pixels",
+    "report_to": "output.report_to",
 }
 # scikit-learn's names for the activations: "logistic" is sigmoid
 ACTIVATIONS = {**{name: name for name in _NET_ACTIVATIONS}, "logistic": "sigmoid"}
@@ -76,6 +78,7 @@ def config_of(est: Any, n_samples: int, seed: int) -> config_mod.Config:
         activation=ACTIVATIONS[est.activation],
         batch_size=batch,
         max_iter=est.max_iter,
+        report_to=[] if est.report_to is None else est.report_to,  # None: no tracker
     )
     for name, law in OWN_RULES.items():
         if not law(getattr(est, name)):
@@ -83,7 +86,12 @@ def config_of(est: Any, n_samples: int, seed: int) -> config_mod.Config:
     for name in ("early_stopping", "warm_start", "verbose"):
         if not isinstance(getattr(est, name), (bool, np.bool_, int)):
             raise _fail(name, "be true or false", getattr(est, name))
-    tree: dict[str, Any] = {"data": {"validation": 0}, "model": {}, "training": {"seed": seed}}
+    tree: dict[str, Any] = {
+        "data": {"validation": 0},
+        "model": {},
+        "training": {"seed": seed},
+        "output": {},
+    }
     for name, value in values.items():
         section, key = CONFIG_KEYS[name].split(".")
         tree[section][key] = plain(value)
@@ -164,3 +172,27 @@ def positions(classes: np.ndarray, y: np.ndarray) -> np.ndarray:
             f"label in partial_fit's first call (classes=...)"
         )
     return labels
+
+
+def validation_split(
+    X: np.ndarray, labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(train X, train labels, validation X, validation labels): ``fraction`` of the samples held
+    out, stratified where every class can be, as scikit-learn's MLP does (none for 0)."""
+    if not fraction:
+        return X, labels, X[:0], labels[:0]
+    from sklearn.model_selection import train_test_split
+
+    counts = np.bincount(labels)
+    present = counts[counts > 0]
+    n_val = max(1, round(fraction * len(X)))
+    if n_val >= len(X):
+        raise ParameterError(
+            f"MLPClassifier: early_stopping needs more than {len(X)} samples for "
+            f"validation_fraction={fraction}"
+        )
+    stratify = labels if present.min() >= 2 and n_val >= len(present) else None
+    tx, vx, ty, vy = train_test_split(
+        X, labels, test_size=n_val, random_state=seed, stratify=stratify
+    )
+    return np.ascontiguousarray(tx), ty, np.ascontiguousarray(vx), vy

@@ -99,7 +99,7 @@ def train_run(
     data = data_mod.for_config(config, progress)
     if resume is not None:
         check_same_data(resume, ckpt_mod.load(resume), data)
-    trackers = _open_trackers(config, folder, data, echo)
+    trackers = open_trackers(config, folder, data, echo)
     files = RunFiles(folder, config, data, state.history if state else [])
     link_latest(config, folder)
     writer = _RunWriter(files, config.training.epochs, echo, resume, state)
@@ -115,8 +115,8 @@ def train_run(
         if len(data.val)
         else f"last epoch {state.best['epoch']} (no validation split)"
     )
-    finals = {"test/accuracy": test.accuracy, "test/loss": test.loss, **_best(state)}
-    unsent = _end_trackers(trackers, folder, data, test.probabilities, finals, checkpoint=True)
+    finals = {"test/accuracy": test.accuracy, "test/loss": test.loss, **best_of(state)}
+    unsent = end_trackers(trackers, folder, data, test.probabilities, finals, checkpoint=True)
     echo(
         f"{which}: test accuracy {100 * test.accuracy:.2f}% "
         f"(loss {test.loss:.4f}) -> {folder / 'checkpoint.npz'}"
@@ -139,7 +139,7 @@ def reporting_to(config: config_mod.Config, names: tuple[str, ...]) -> config_mo
     return dataclasses.replace(config, output=dataclasses.replace(config.output, report_to=chosen))
 
 
-def _open_trackers(config, folder: Path, data, echo, parent: str | None = None) -> list:
+def open_trackers(config, folder: Path, data, echo, parent: str | None = None) -> list:
     """The trackers ``output.report_to`` names (their libraries imported only then)."""
     if not config.output.report_to:
         return []
@@ -148,7 +148,7 @@ def _open_trackers(config, folder: Path, data, echo, parent: str | None = None) 
     return trackers.open_trackers(config.output.report_to, folder, config, data, echo, parent)
 
 
-def _end_trackers(
+def end_trackers(
     trackers: list, folder: Path, data, probabilities, finals: dict, checkpoint: bool
 ) -> list[str]:
     """Tell each tracker how the run ended; what they could not send, a line each."""
@@ -169,7 +169,8 @@ def _end_trackers(
     return [note for note in (t.unsent() for t in trackers) if note]
 
 
-def _best(state: train.State) -> dict[str, float]:
+def best_of(state: train.State) -> dict[str, float]:
+    """The best epoch's figures, as trackers name them (``best/epoch``, ``best/val_accuracy``)."""
     best = state.best
     out = {"best/epoch": float(best.get("epoch") or state.epoch)}
     if best.get("val_acc") is not None:
@@ -297,14 +298,14 @@ def trial_run(
         When the loss becomes non-finite.
     """
     files = RunFiles(folder, config, data, [])
-    trackers = _open_trackers(config, folder, data, _to_stderr, parent)
+    trackers = open_trackers(config, folder, data, _to_stderr, parent)
     keeper = _KeepBest(files)
     state = _fit(config, data, None, (keeper, *callbacks, *trackers), stop, progress)
     if state.status == "interrupted":
         raise TrainingInterrupted(f"interrupted at epoch {state.epoch + 1}, step {state.steps}")
     if keeper.best is not None:
         files.write("checkpoint.npz", *keeper.best)
-    for line in _end_trackers(trackers, folder, data, None, _best(state), checkpoint=False):
+    for line in end_trackers(trackers, folder, data, None, best_of(state), checkpoint=False):
         _to_stderr(line)
     return state
 

@@ -132,6 +132,19 @@ def test_a_good_sweep_file(tmp_path):
     assert spec.config_for({"model.hidden": [8, 8]}).model.hidden == [8, 8]
 
 
+def test_a_grid_sweep_runs_its_whole_grid_and_ends_cleanly(tiny_as_mnist, tmp_path):
+    """Optuna's GridSampler stops an optimize() loop when its grid is done, which outside one
+    raised RuntimeError at the end of every grid sweep."""
+    path = write_spec(
+        tmp_path, method="grid", run_cap=None, parameters={"training.lr": {"values": [0.02, 0.05]}}
+    )
+    summary = sweep.sweep(path, out=tmp_path / "sw", progress=False, log=lambda line: None)
+    assert summary["trials"]["complete"] == 2
+    trials = (tmp_path / "sw" / "trials").iterdir()
+    lrs = [yaml.safe_load((t / "config.yaml").read_text())["training"]["lr"] for t in trials]
+    assert sorted(lrs) == [0.02, 0.05]
+
+
 def test_the_shipped_sweep_file_is_valid():
     spec = sweep.load_spec(ROOT / "configs" / "sweep.yaml")
     assert spec.base.model.dropout == 0 and not spec.base.data.augment.enabled  # the plain net

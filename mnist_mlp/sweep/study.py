@@ -175,11 +175,23 @@ def _redact(url: str) -> str:
     return f"{scheme}://{user}{':***' if colon else ''}@{tail}"
 
 
+def _grid_sampler(optuna):
+    """Optuna's GridSampler for ask-and-tell workers. Its ``after_trial`` stops an
+    ``optimize()`` loop once every point was tried (``Study.stop``), which outside that loop
+    raises RuntimeError at the end of every grid sweep; the workers stop at ``run_cap``."""
+
+    class Grid(optuna.samplers.GridSampler):
+        def after_trial(self, study, trial, state, values) -> None:
+            return None
+
+    return Grid
+
+
 def create_study(spec: Spec, storage, sampler_seed: int | None = None, tries: int = 8):
     """Create the study, or load it if another worker did (retrying the schema race of RDBs)."""
     optuna = _optuna()
     if spec.method == "grid":
-        sampler = optuna.samplers.GridSampler(spec.grid(), seed=sampler_seed)
+        sampler = _grid_sampler(optuna)(spec.grid(), seed=sampler_seed)
     elif spec.method == "random":
         sampler = optuna.samplers.RandomSampler(seed=sampler_seed)
     else:
