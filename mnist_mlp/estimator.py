@@ -39,6 +39,7 @@ from mnist_mlp.estimator_config import (
     ParameterError,
     config_of,
     config_value,
+    layer_table,
     plain,
     positions,
     scaling_of,
@@ -460,27 +461,14 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         if hasattr(self, "coefs_"):
             sizes = [self.coefs_[0].shape[0], *(w.shape[1] for w in self.coefs_)]
         else:
-            hidden = (
-                [self.hidden_layer_sizes]
-                if isinstance(self.hidden_layer_sizes, int)
-                else list(self.hidden_layer_sizes)
-            )
+            hidden = self.hidden_layer_sizes
+            hidden = [hidden] if isinstance(hidden, int) else list(hidden)
             sizes = [
                 getattr(self, "n_features_in_", model.N_INPUTS),
                 *hidden,
                 len(getattr(self, "classes_", range(model.N_CLASSES))),
             ]
-        act = self.activation
-        lines = [
-            f"MLPClassifier: {'-'.join(map(str, sizes))}, {act} hidden neurons, softmax output",
-            f"{'layer':<10}{'weights':>16}{'biases':>10}{'parameters':>14}",
-        ]
-        total = 0
-        for i, (a, b) in enumerate(itertools.pairwise(sizes), start=1):
-            kind = "output" if i == len(sizes) - 1 else f"hidden {i}"
-            total += a * b + b
-            lines.append(f"{kind:<10}{f'{a} x {b}':>16}{b:>10}{a * b + b:>14,}")
-        lines.append(f"{'total':<10}{'':>26}{total:>14,}")
+        lines = layer_table(sizes, self.activation)
         state = f"fitted: {self.n_iter_} epochs" if hasattr(self, "n_iter_") else "not fitted"
         lines.append(state)
         return "\n".join(lines)

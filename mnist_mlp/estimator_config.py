@@ -1,13 +1,14 @@
 """:class:`mnist_mlp.MLPClassifier`'s parameters as a :class:`~mnist_mlp.config.Config`: which
 key each one sets, the rules of the few that are the estimator's own, the seed and input scaling
-a fit derives, and its validation split. Checked by the rule book (:mod:`mnist_mlp.rules`) and
-the config's rules, a bad parameter is one :class:`ParameterError` naming it. scikit-learn is
-used only to split.
+a fit derives, its validation split, and the table of the layers they make. Checked by the rule
+book (:mod:`mnist_mlp.rules`) and the config's rules, a bad parameter is one
+:class:`ParameterError` naming it. scikit-learn is used only to split.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from typing import Any
 
@@ -196,3 +197,19 @@ def validation_split(
         X, labels, test_size=n_val, random_state=seed, stratify=stratify
     )
     return np.ascontiguousarray(tx), ty, np.ascontiguousarray(vx), vy
+
+
+def layer_table(sizes: list[int], activation: str) -> list[str]:
+    """The layers of a net of ``sizes`` and their parameter counts, as lines of a small table
+    (Keras's ``summary``)."""
+    lines = [
+        f"MLPClassifier: {'-'.join(map(str, sizes))}, {activation} hidden neurons, softmax output",
+        f"{'layer':<10}{'weights':>16}{'biases':>10}{'parameters':>14}",
+    ]
+    total = 0
+    for i, (a, b) in enumerate(itertools.pairwise(sizes), start=1):
+        kind = "output" if i == len(sizes) - 1 else f"hidden {i}"
+        total += a * b + b
+        lines.append(f"{kind:<10}{f'{a} x {b}':>16}{b:>10}{a * b + b:>14,}")
+    lines.append(f"{'total':<10}{'':>26}{total:>14,}")
+    return lines

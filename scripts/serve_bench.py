@@ -6,6 +6,8 @@
 - start-up: from starting `mlp serve` to the first answer of POST /api/predict;
 - latency: sequential requests on one kept-alive connection, median and 99th percentile, for
   a 28x28 PNG (an MNIST test digit) and a 1000x1000 JPEG photo of one (dark ink on lit paper);
+  and through the Open Inference Protocol (POST /v2/models/mnist_mlp/infer): one digit's
+  pixels as JSON, and a batch of 100 in the binary tensor extension (digits a second);
 - load: --requests requests from --clients concurrent clients, cycling over 20 images whose
   right answers were taken one at a time first: errors, wrong answers, and the server's
   resident memory after a warm-up and at the end.
@@ -66,6 +68,26 @@ def photo_bytes(digit: np.ndarray, rng: np.random.Generator, size: int = 1000) -
     return buf.getvalue()
 
 
+def oip_bodies(test_images: np.ndarray) -> dict[str, tuple[bytes, dict, int]]:
+    """The v2 infer requests timed: (body, headers, digits) of one digit as JSON and of 100
+    digits in the binary extension."""
+    pixels = test_images[0].reshape(-1).astype(float).tolist()
+    one = {
+        "inputs": [{"name": "pixels", "shape": [1, 784], "datatype": "FP32", "data": pixels}],
+        "outputs": [{"name": "label"}],
+    }
+    raw = test_images[:100].reshape(100, 784).astype("<f4").tobytes()
+    tensor = {"name": "pixels", "shape": [100, 784], "datatype": "FP32"}
+    tensor["parameters"] = {"binary_data_size": len(raw)}
+    wanted = [{"name": "label", "parameters": {"binary_data": True}}]
+    head = json.dumps({"inputs": [tensor], "outputs": wanted}).encode()
+    binary = {"Inference-Header-Content-Length": str(len(head))}
+    return {
+        "v2_json_1": (json.dumps(one).encode(), {"Content-Type": "application/json"}, 1),
+        "v2_binary_100": (head + raw, binary, 100),
+    }
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
@@ -124,6 +146,20 @@ def main() -> int:
                 "bytes": int(np.mean([len(b) for b in bodies])),
             }
 
+        for name, (body, headers, n) in oip_bodies(test.images).items():
+            times = []
+            for _ in range(args.latency_requests):
+                t = time.perf_counter()
+                r = client.post("/v2/models/mnist_mlp/infer", content=body, headers=headers)
+                times.append(time.perf_counter() - t)
+                assert r.status_code == 200, r.text
+            latency[name] = {
+                "median_ms": 1000 * statistics.median(times),
+                "p99_ms": 1000 * percentile(times, 99),
+                "bytes": len(body),
+                "digits_per_s": n / statistics.median(times),
+            }
+
         bodies = [(b, "image/png") for b in small] + [(b, "image/jpeg") for b in photos]
         expected = [post(client, b, k).json()["prediction"] for b, k in bodies]
         rss_warm = rss_mb(proc.pid)
@@ -171,8 +207,9 @@ def main() -> int:
     print(f"start-up to first answer   {startup:.2f} s")
     for name, v in latency.items():
         print(
-            f"latency {name:<10}        median {v['median_ms']:.1f} ms, p99 {v['p99_ms']:.1f} ms "
-            f"({v['bytes'] / 1000:.1f} kB bodies)"
+            f"latency {name:<14}    median {v['median_ms']:.1f} ms, p99 {v['p99_ms']:.1f} ms "
+            f"({v['bytes'] / 1000:.1f} kB bodies"
+            + (f", {v['digits_per_s']:.0f} digits/s)" if "digits_per_s" in v else ")")
         )
     print(
         f"load: {load['requests']} requests from {load['clients']} clients in "

@@ -66,7 +66,7 @@ def create_app(predictor: Predictor | None, max_bytes: int = MAX_BYTES, sessions
     from fastapi.responses import RedirectResponse
 
     from mnist_mlp.learn import Sessions
-    from mnist_mlp.serve import learn_routes, routes
+    from mnist_mlp.serve import learn_routes, oip, routes
     from mnist_mlp.serve.headers import SecurityHeaders
     from mnist_mlp.serve.limits import BodyLimit
 
@@ -108,6 +108,7 @@ def create_app(predictor: Predictor | None, max_bytes: int = MAX_BYTES, sessions
         app.state.info = model_info(predictor)
         app.state.page = (WEB / "index.html").read_text()
         app.include_router(routes.router)
+        app.include_router(oip.router)
     else:
         app.add_api_route("/", lambda: RedirectResponse("/learn"), include_in_schema=False)
     app.add_middleware(BodyLimit, max_bytes=max_bytes)
