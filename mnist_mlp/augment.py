@@ -133,7 +133,7 @@ class Augmenter:
         if uniform is not None:
             src_y += self._elastic_field(uniform[0])
             src_x += self._elastic_field(uniform[1])
-        return _bilinear(images.reshape(b, SIDE, SIDE), src_y, src_x)
+        return bilinear(images.reshape(b, SIDE, SIDE), src_y, src_x)
 
     def _elastic_field(self, uniform: np.ndarray) -> np.ndarray:
         """Smoothed displacements in pixels, (B, 784), from uniform [0, 1) draws (B, 28, 28)."""
@@ -143,7 +143,7 @@ class Augmenter:
         return smooth.reshape(len(uniform), -1)
 
 
-def _bilinear(images: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+def bilinear(images: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Sample ``images`` (B, H, W) at real positions (B, P) with bilinear weights; 0 outside.
 
     Each image gets a border of zeros, and positions are clipped into the bordered field, so

@@ -372,6 +372,8 @@ def export(checkpoint, fmt, out, opset, input_shape):
         f"ONNX opset {done.opset}, IR version "
         f"{done.ir_version}, {done.bytes / 1e6:.1f} MB)"
     )
+    if done.note:
+        click.echo(done.note, err=True)
 
 
 def _listen_options(command):

@@ -72,12 +72,22 @@ class AugmentConfig:
 
 
 @dataclass
+class NormaliseConfig:
+    """Which view of the digits the network sees (:mod:`mnist_mlp.normalise`): as they are,
+    deslanted, or with their inked box set to ``width`` pixels (ones left as they are)."""
+
+    kind: str = field(default="none", metadata=one_of("none", "deslant", "width"))
+    width: int = field(default=20, metadata=rule(Interval(4, 26, integer=True)))
+
+
+@dataclass
 class DataConfig:
     dataset: str = field(default="mnist", metadata=one_of("mnist", "fashion-mnist"))
     validation: int = field(default=5000, metadata=rule(Interval(0, 60000, "left")))
     subset: int = field(default=0, metadata=non_negative())  # train on the first N; 0 = all
     dir: str | None = None  # cache folder; None = $MNIST_MLP_HOME or the user cache
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    normalise: NormaliseConfig = field(default_factory=NormaliseConfig)
 
 
 @dataclass

@@ -6,6 +6,7 @@ are scaled to float32 one batch at a time.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -174,8 +175,28 @@ def scale(
     return out
 
 
-def for_config(config, progress: bool = True) -> Data:
+def for_config(config, progress: bool = True, normalised: bool = True) -> Data:
     """The data a :class:`~mnist_mlp.config.Config` trains on: its ``data`` section's dataset,
-    validation split, subset and cache folder, the split drawn from ``training.seed``."""
+    validation split, subset and cache folder, the split drawn from ``training.seed``, and the
+    images in the view ``data.normalise`` names (as they are, with ``normalised=False``)."""
     d = config.data
-    return load(d.dataset, d.validation, config.training.seed, d.subset, d.dir, progress)
+    data = load(d.dataset, d.validation, config.training.seed, d.subset, d.dir, progress)
+    if not normalised or d.normalise.kind == "none":
+        return data
+    return dataclasses.replace(
+        data,
+        train=viewed(data.train, config),
+        val=viewed(data.val, config),
+        test=viewed(data.test, config),
+    )
+
+
+def viewed(split: Split, config) -> Split:
+    """``split``'s images in the view ``config.data.normalise`` names
+    (:mod:`mnist_mlp.normalise`), as the network trained by ``config`` sees them."""
+    view = config.data.normalise
+    if view.kind == "none":
+        return split
+    from mnist_mlp import normalise
+
+    return Split(normalise.apply(split.images, view.kind, view.width), split.labels)

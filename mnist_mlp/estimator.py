@@ -22,14 +22,13 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mnist_mlp import augment, metrics, model, run, train
+from mnist_mlp import augment, metrics, model, normalise, run, train
 from mnist_mlp import checkpoint as ckpt_mod
 from mnist_mlp import config as config_mod
 from mnist_mlp import data as data_mod
@@ -290,14 +289,14 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             return None, []
         stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{next(_FITS)}"
         folder = Path(config.output.dir) / f"MLPClassifier-{stamp}"
-        return folder, run.open_trackers(config, folder, data, _to_stderr)
+        return folder, run.open_trackers(config, folder, data, run.to_stderr)
 
     def _report(self, folder: Path, trackers: list, data) -> None:
         """The fitted net's checkpoint in the fit's folder, and the trackers told of its end."""
         self.save_checkpoint(folder / "checkpoint.npz")
         finals = run.best_of(self._state)
         for line in run.end_trackers(trackers, folder, data, None, finals, checkpoint=True):
-            _to_stderr(line)
+            run.to_stderr(line)
 
     def _checked(self, X, y, first: bool, classes) -> tuple[np.ndarray, np.ndarray]:
         """``X`` validated, and ``y`` as positions in ``classes_`` (set on a first fit)."""
@@ -380,6 +379,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         """Class probabilities, ndarray of shape (n_samples, n_classes), columns as ``classes_``."""
         check_is_fitted(self, "_state")
         X = validate_data(self, X, reset=False, dtype=[np.float32, np.float64, np.uint8])
+        X = normalise.as_trained(X, self._config_used)  # a checkpoint's view of the digits
         return metrics.probabilities(
             self._state.params, self._state_activation(), X, scaling=self.input_scaling_
         )
@@ -483,10 +483,6 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
 
 _FITS = itertools.count()
-
-
-def _to_stderr(line: str) -> None:
-    print(line, file=sys.stderr)
 
 
 class _Record(Callback):

@@ -30,7 +30,7 @@ def evaluate_on(path: str | os.PathLike, split: str = "test", progress: bool = T
     ``split``."""
     ckpt = ckpt_mod.load(path)
     ckpt_mod.check_pixels(path, ckpt)
-    data = data_mod.for_config(ckpt.config, progress)
+    data = data_mod.for_config(ckpt.config, progress, normalised=False)  # each member its view
     check_same_data(path, ckpt, data)
     chosen = {"test": data.test, "val": data.val, "train": data.train}[split]
     if not len(chosen):
@@ -39,7 +39,9 @@ def evaluate_on(path: str | os.PathLike, split: str = "test", progress: bool = T
 
 
 def _evaluation(ckpt: ckpt_mod.Checkpoint, data: data_mod.Data, split: data_mod.Split):
-    m = metrics.evaluate(ckpt.params, ckpt.activation, split, scaling=ckpt.scaling)
+    """``ckpt`` on ``split`` (the digits as they are), seen in its own view (data.normalise)."""
+    seen = data_mod.viewed(split, ckpt.config)
+    m = metrics.evaluate(ckpt.params, ckpt.activation, seen, scaling=ckpt.scaling)
     return Evaluation(ckpt, data, split, m, metrics.confusion_matrix(split.labels, m.predictions))
 
 

@@ -70,6 +70,7 @@ class Exported:
     bytes: int
     architecture: str
     input_shape: str  # e.g. "(N, 28, 28)"
+    note: str | None = None  # what the graph leaves to its caller, in one line
 
 
 def build(ckpt: ckpt_mod.Checkpoint, opset: int = DEFAULT_OPSET, input_shape: str = "28x28"):
@@ -204,6 +205,7 @@ def metadata(ckpt: ckpt_mod.Checkpoint) -> dict[str, str]:
             {"shape": [28, 28], "range": [0, 255], "scale": scale, "offset": offset}
         ),
         "config": json.dumps(config_mod.to_dict(ckpt.config)),
+        "normalise": json.dumps(config_mod.to_dict(ckpt.config)["data"]["normalise"]),
         "mnist_mlp_version": __version__,
     }
 
@@ -254,4 +256,23 @@ def export(
         len(data),
         "-".join(map(str, ckpt.sizes)),
         _shape_text(input_shape),
+        view_note(ckpt),
+    )
+
+
+def view_note(ckpt: ckpt_mod.Checkpoint) -> str | None:
+    """One line where the network was trained on another view of the digits (data.normalise).
+
+    The view is left out of the graph on purpose: deslanting and width normalisation resample
+    each image from its own moments and bounding box, which ONNX could express only as a long
+    chain of reductions and a GridSample (opset 16) that every runtime would have to reproduce
+    to the pixel; the caller applies it instead, and ``metadata_props["normalise"]`` says which.
+    """
+    view = ckpt.config.data.normalise
+    if view.kind == "none":
+        return None
+    name = "deslanted" if view.kind == "deslant" else f"width-normalised ({view.width} pixels)"
+    return (
+        f"note: this net was trained on {name} digits, which the graph does not do: give it "
+        "pixels already in that view (mnist_mlp.normalise.as_trained; metadata 'normalise')"
     )

@@ -107,7 +107,12 @@ class Predictor:
     def inputs(self, pixels: np.ndarray, ckpt=None) -> np.ndarray:
         """(N, 28, 28) pixels in [0, 1] -> (N, 784) float32 inputs of ``ckpt`` (the first
         member's)."""
-        scale, offset = self._scaling(ckpt or self.ckpt)
+        ckpt = ckpt or self.ckpt
+        scale, offset = self._scaling(ckpt)
+        if ckpt.config.data.normalise.kind != "none":  # the view the member was trained on
+            from mnist_mlp import normalise
+
+            pixels = normalise.as_trained(pixels * 255, ckpt.config) / np.float32(255)
         x = pixels.reshape(len(pixels), -1).astype(np.float32) * scale
         x += offset
         return x

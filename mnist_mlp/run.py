@@ -298,7 +298,7 @@ def trial_run(
         When the loss becomes non-finite.
     """
     files = RunFiles(folder, config, data, [])
-    trackers = open_trackers(config, folder, data, _to_stderr, parent)
+    trackers = open_trackers(config, folder, data, to_stderr, parent)
     keeper = _KeepBest(files)
     state = _fit(config, data, None, (keeper, *callbacks, *trackers), stop, progress)
     if state.status == "interrupted":
@@ -306,11 +306,12 @@ def trial_run(
     if keeper.best is not None:
         files.write("checkpoint.npz", *keeper.best)
     for line in end_trackers(trackers, folder, data, None, best_of(state), checkpoint=False):
-        _to_stderr(line)
+        to_stderr(line)
     return state
 
 
-def _to_stderr(line: str) -> None:
+def to_stderr(line: str) -> None:
+    """``print`` to stderr: where a run's notes go when no one gave an ``echo``."""
     import sys
 
     print(line, file=sys.stderr)

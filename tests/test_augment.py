@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import make_tiny_arrays
 
-from mnist_mlp.augment import Augmenter, _bilinear
+from mnist_mlp.augment import Augmenter, bilinear
 from mnist_mlp.config import AugmentConfig
 from mnist_mlp.fast import kernels
 
@@ -61,7 +61,7 @@ def test_identity_sampling_is_exact():
     x = digits().reshape(-1, 28, 28)
     ys, xs = np.mgrid[0:28, 0:28].astype(np.float32)
     y = np.broadcast_to(ys.reshape(1, -1), (len(x), 784)).copy()
-    out = _bilinear(x, y, np.broadcast_to(xs.reshape(1, -1), (len(x), 784)).copy())
+    out = bilinear(x, y, np.broadcast_to(xs.reshape(1, -1), (len(x), 784)).copy())
     assert np.array_equal(out, x.reshape(len(x), -1))
 
 

@@ -29,7 +29,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from mnist_mlp import __version__, metrics
+from mnist_mlp import __version__, metrics, normalise
 from mnist_mlp.serve.limits import MAX_BYTES
 
 MODEL = "mnist_mlp"
@@ -142,15 +142,18 @@ async def infer(name: str, request: Request):
     header, pixels = _request(await request.body(), request.headers, ckpt.sizes[0])
     wanted = _wanted(header.get("outputs"))
     state = request.app.state
-    probs = await asyncio.get_running_loop().run_in_executor(
-        state.workers, metrics.probabilities, ckpt.params, ckpt.activation, pixels, 2500,
-        ckpt.scaling,
-    )  # fmt: skip
+    probs = await asyncio.get_running_loop().run_in_executor(state.workers, _forward, ckpt, pixels)
     tensors = {"probabilities": probs, "label": probs.argmax(axis=1).astype(np.int64)}
     answer: dict[str, Any] = {"model_name": MODEL, "model_version": VERSION}
     if isinstance(header.get("id"), str):
         answer["id"] = header["id"]
     return _response(answer, [(n, tensors[n], binary) for n, binary in wanted])
+
+
+def _forward(ckpt, pixels: np.ndarray) -> np.ndarray:
+    """The checkpoint's probabilities for raw pixels, in the view it was trained on."""
+    seen = normalise.as_trained(pixels, ckpt.config)
+    return metrics.probabilities(ckpt.params, ckpt.activation, seen, scaling=ckpt.scaling)
 
 
 def _fail(message: str) -> HTTPException:

@@ -26,7 +26,7 @@ class CheckpointModel(PythonModel):
         self.ckpt = checkpoint.load(context.artifacts["checkpoint"])
 
     def predict(self, context, model_input, params=None) -> np.ndarray:
-        from mnist_mlp import metrics
+        from mnist_mlp import metrics, normalise
 
         pixels = np.asarray(model_input)
         pixels = pixels.reshape(len(pixels), -1)
@@ -34,8 +34,9 @@ class CheckpointModel(PythonModel):
             raise ValueError(
                 f"each row must hold {self.ckpt.sizes[0]} pixels (0-255), got {pixels.shape[1]}"
             )
+        seen = normalise.as_trained(pixels, self.ckpt.config)  # the view it was trained on
         probs = metrics.probabilities(
-            self.ckpt.params, self.ckpt.activation, pixels, scaling=self.ckpt.scaling
+            self.ckpt.params, self.ckpt.activation, seen, scaling=self.ckpt.scaling
         )
         return probs.argmax(axis=1)
 

@@ -1,0 +1,108 @@
+"""Other views of the same digits: slant removed, or the width set, as the network sees them.
+
+Meier et al. (2011) made the members of a committee err differently by training each on the
+digits normalised another way: the bounding box's width set to 10, 12, ..., 20 pixels (ones left
+as they are), or deslanted (the principal axis made vertical). ``data.normalise`` picks a view
+(:class:`mnist_mlp.config.NormaliseConfig`); the checkpoint keeps it in its config, and every
+reader of the checkpoint (``mlp eval``, ``predict``, ``serve``, the estimator, a committee's
+members each on its own view) applies it to the 28x28 pixels exactly as training did.
+
+Both are a resampling of each 28x28 image (bilinear, zero outside), from moments and bounding
+boxes measured per image, for a whole batch at once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SIDE = 28
+CENTRE = (SIDE - 1) / 2
+ONE_LIKE = 0.5  # a digit narrower than this share of its height is a one: its width is kept
+
+
+CHUNK = 4096  # images resampled at a time: their float32 grids stay near 13 MB each
+
+
+def apply(images: np.ndarray, kind: str, width: int = 20) -> np.ndarray:
+    """``images`` (N, 784) uint8 in the view ``kind`` ("none", "deslant" or "width")."""
+    if kind == "none" or not len(images):
+        return images
+    if kind not in ("deslant", "width"):
+        raise ValueError(f"unknown normalisation {kind!r}")
+    view = deslant if kind == "deslant" else lambda chunk: set_width(chunk, width)
+    flat = images.reshape(len(images), -1)
+    return np.concatenate([view(flat[i : i + CHUNK]) for i in range(0, len(flat), CHUNK)])
+
+
+def as_trained(pixels: np.ndarray, config) -> np.ndarray:
+    """Raw 0-255 pixels (N, 784) (or (N, 28, 28)), of any dtype, in the view the network of
+    ``config`` was trained on (``data.normalise``): uint8 (N, 784) then; unchanged where it was
+    trained on the digits as they are."""
+    view = config.data.normalise
+    if view.kind == "none":
+        return pixels
+    raw = pixels.reshape(len(pixels), -1)
+    if raw.dtype != np.uint8:
+        raw = np.clip(np.rint(raw), 0, 255).astype(np.uint8)
+    return apply(raw, view.kind, view.width)
+
+
+def _grid() -> tuple[np.ndarray, np.ndarray]:
+    ys, xs = np.mgrid[0:SIDE, 0:SIDE].astype(np.float32)
+    return ys.reshape(1, -1), xs.reshape(1, -1)
+
+
+def slant(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each image's slant, ``mu11 / mu02`` (how far x moves per row down its principal axis),
+    and its centre row; (N,) each. 0 and the middle for a blank image."""
+    ink = images.reshape(len(images), -1).astype(np.float32)
+    ys, xs = _grid()
+    mass = ink.sum(axis=1)
+    safe = np.maximum(mass, 1)
+    cy, cx = (ink * ys).sum(axis=1) / safe, (ink * xs).sum(axis=1) / safe
+    dy, dx = ys - cy[:, None], xs - cx[:, None]
+    mu02 = (ink * dy * dy).sum(axis=1)
+    mu11 = (ink * dx * dy).sum(axis=1)
+    alpha = np.where(mu02 > 1e-3 * np.maximum(mass, 1), mu11 / np.maximum(mu02, 1e-12), 0)
+    return alpha.astype(np.float32), np.where(mass > 0, cy, CENTRE).astype(np.float32)
+
+
+def deslant(images: np.ndarray) -> np.ndarray:
+    """The digits sheared so that their principal axis is vertical: the output pixel (y, x)
+    takes the input at (y, x + slant * (y - centre row)). (N, 784) uint8 -> (N, 784) uint8."""
+    from mnist_mlp.augment import bilinear
+
+    alpha, cy = slant(images)
+    ys, xs = _grid()
+    src_x = xs + alpha[:, None] * (ys - cy[:, None])
+    n = len(images)
+    return bilinear(images.reshape(n, SIDE, SIDE), np.repeat(ys, n, axis=0), src_x)
+
+
+def bounding_boxes(images: np.ndarray) -> np.ndarray:
+    """Each image's inked box: (N, 4) of top, bottom, left, right (inclusive); a blank image's
+    is the whole image."""
+    ink = images.reshape(len(images), SIDE, SIDE) > 0
+    rows, cols = ink.any(axis=2), ink.any(axis=1)
+    first = lambda m: np.where(m.any(axis=1), m.argmax(axis=1), 0)  # noqa: E731
+    last = lambda m: np.where(m.any(axis=1), SIDE - 1 - m[:, ::-1].argmax(axis=1), SIDE - 1)  # noqa: E731
+    return np.stack([first(rows), last(rows), first(cols), last(cols)], axis=1)
+
+
+def set_width(images: np.ndarray, width: int) -> np.ndarray:
+    """The digits stretched or squeezed sideways so that their inked box is ``width`` pixels
+    wide, centred where it was; the height is kept, and ones (upright, narrower than
+    :data:`ONE_LIKE` of their height) are left as they are. (N, 784) uint8 -> uint8."""
+    from mnist_mlp.augment import bilinear
+
+    box = bounding_boxes(images).astype(np.float32)
+    current = box[:, 3] - box[:, 2] + 1
+    # a one is told by its box once upright: a slanted one is as wide as a narrow zero
+    upright = bounding_boxes(deslant(images)).astype(np.float32)
+    one = upright[:, 3] - upright[:, 2] + 1 < ONE_LIKE * (upright[:, 1] - upright[:, 0] + 1)
+    scale = np.where(one, 1.0, width / current).astype(np.float32)
+    centre = (box[:, 2] + box[:, 3]) / 2
+    ys, xs = _grid()
+    src_x = centre[:, None] + (xs - centre[:, None]) / scale[:, None]
+    n = len(images)
+    return bilinear(images.reshape(n, SIDE, SIDE), np.repeat(ys, n, axis=0), src_x)
