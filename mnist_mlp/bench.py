@@ -310,14 +310,15 @@ def _augment_figures(data: data_mod.Data, epochs: int) -> dict:
     return out
 
 
-def run(quick: bool = False, config_path: Path | None = None, log=lambda line: None) -> dict:
+def run(quick: bool = False, config_path: str | Path | None = None, log=lambda line: None) -> dict:
     """Measure everything; returns the figures (see the module docstring for their meaning).
 
     ``config_path``: the config whose training run measures peak memory
     (``configs/default.yaml`` where it is at hand, else the defaults).
     """
     if config_path is None and Path("configs/default.yaml").exists():
-        config_path = Path("configs/default.yaml")
+        config_path = "configs/default.yaml"
+    config_path = Path(config_path) if config_path is not None else None
     sizes = model.layer_sizes(config_mod.Config().model.hidden)
     n = 10000 if quick else N_TRAIN
     epochs = 1 if quick else 3

@@ -88,6 +88,16 @@ def download(dataset, quiet):
             click.echo(entry.line(name, key))
 
 
+# --tta, as mlp eval and mlp predict take it
+_tta_option = click.option(
+    "--tta",
+    type=click.IntRange(1, 13),
+    default=1,
+    show_default=True,
+    help="Average each digit's probabilities over this many fixed views of it (shifts by a "
+    "pixel, turns of 5 degrees, sizes of 5%).",
+)
+
 # --report-to, as mlp train and mlp sweep take it
 _report_to_option = click.option(
     "--report-to",
@@ -173,8 +183,9 @@ def _what_to_train(config_path, overrides, out, resume):
 @click.option(
     "--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True
 )
+@_tta_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout, nothing else.")
-def eval_(checkpoints, split, as_json):
+def eval_(checkpoints, split, tta, as_json):
     """Accuracy, loss, per-class precision/recall and the confusion matrix of a checkpoint.
 
     Several checkpoints are evaluated as a committee: the mean of their probabilities, with
@@ -185,9 +196,9 @@ def eval_(checkpoints, split, as_json):
     _setup_logging(as_json)
     paths = list(checkpoints) or ["runs/latest/checkpoint.npz"]
     if len(paths) == 1:
-        result = evaluation.evaluate_checkpoint(paths[0], split, progress=not as_json)
+        result = evaluation.evaluate_checkpoint(paths[0], split, not as_json, tta)
     else:
-        result = evaluation.evaluate_committee(paths, split, progress=not as_json)
+        result = evaluation.evaluate_committee(paths, split, not as_json, tta)
     if as_json:
         _echo_json(result)
         return
@@ -207,20 +218,12 @@ def eval_(checkpoints, split, as_json):
 )
 def bench(as_json, quick, config_path):
     """Measure training speed against this machine's matrix-multiply floor, and memory."""
-    from pathlib import Path
-
     from mnist_mlp import bench as bench_mod
 
     _setup_logging(as_json)
-    result = bench_mod.run(
-        quick=quick,
-        config_path=Path(config_path) if config_path else None,
-        log=lambda line: click.echo(line, err=True) if not as_json else None,
-    )
-    if as_json:
-        _echo_json(result)
-    else:
-        click.echo(bench_mod.format_table(result))
+    log = (lambda line: None) if as_json else (lambda line: click.echo(line, err=True))
+    result = bench_mod.run(quick=quick, config_path=config_path, log=log)
+    _echo_json(result) if as_json else click.echo(bench_mod.format_table(result))
 
 
 @main.command()
@@ -242,6 +245,7 @@ def bench(as_json, quick, config_path):
     show_default=True,
     help="How many of the likeliest digits to list.",
 )
+@_tta_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON array on stdout, nothing else.")
 @click.option("--show", is_flag=True, help="Draw the 28x28 input the network saw.")
 @click.option(
@@ -251,7 +255,7 @@ def bench(as_json, quick, config_path):
     help="Write the input beside its sensitivity map: which pixels push the prediction "
     "up (red) or down (blue). Several images: OUT-<image>.png each.",
 )
-def predict(images, checkpoints, top_k, as_json, show, explain):
+def predict(images, checkpoints, top_k, tta, as_json, show, explain):
     """Classify your own digit images (files or folders of them).
 
     Each image is prepared the way MNIST was made: ink made white on black, noise and uneven
@@ -261,7 +265,7 @@ def predict(images, checkpoints, top_k, as_json, show, explain):
     from mnist_mlp import predict as predict_mod
 
     results = predict_mod.predict_files(
-        list(images), list(checkpoints) or None, top_k, explain_to=explain
+        list(images), list(checkpoints) or None, top_k, explain_to=explain, tta=tta
     )
     if as_json:
         _echo_json([r.as_dict() for r in results])
@@ -400,16 +404,13 @@ def serve(checkpoint, host, port):
     """A page to draw digits on and watch the network decide, and a JSON API.
 
     \b
-    GET  /              the page: draw or drop a photo; the answer, the ten
-                        probabilities, the input the net saw, its sensitivity map
-    POST /api/predict   one image (raw bytes or a multipart upload), ?top_k=1..10
-    GET  /api/model     the checkpoint's dataset, test accuracy and architecture
-    GET  /learn         the Learn page (see mlp learn --help)
-    GET  /healthz       liveness
-    GET  /docs          the API's OpenAPI description, browsable
+    GET  /              the page: draw or drop a photo, see the answer and why
+    POST /api/predict   one image (raw bytes or an upload) -> digit, probabilities
+    /v2/...             the Open Inference Protocol (KServe, Triton): model mnist_mlp
+    GET  /learn         the Learn page (see mlp learn --help); /docs: the API
 
-    Request bodies over 10 MiB are refused with 413, as are images over 40 megapixels.
-    Ctrl-C stops the server. Needs the serve extra: pip install 'mnist-mlp[serve]'.
+    Bodies over 10 MiB and images over 40 megapixels are refused (413). Ctrl-C stops the
+    server. Needs the serve extra: pip install 'mnist-mlp[serve]'.
     """
     from mnist_mlp import serve as serve_mod
 
@@ -423,17 +424,13 @@ def learn(host, port):
     """Watch a small network learn MNIST, neuron by neuron and link by link.
 
     \b
-    GET  /learn                      the page: the net drawn, training live, the
-                                     forward pass and the sensitivities flowing back
-    POST /api/learn                  a new session {hidden, activation, lr, ...}
-    GET  /api/learn/ID               its state; DELETE closes it
-    POST /api/learn/ID/step          {"steps": n}
-    POST /api/learn/ID/follow        {"index": i}, or an image upload with its label
-    POST /api/learn/ID/gradcheck     {"param": "W2", "index": [j, k]}
+    GET  /learn          the page: the net drawn, training live, the forward pass
+                         and the sensitivities flowing back
+    POST /api/learn      a session {hidden, activation, lr, ...}; then /api/learn/ID,
+                         .../step, .../follow, .../gradcheck (see /docs)
 
-    No trained checkpoint is needed: the net starts from random weights. MNIST is
-    downloaded first if it is not cached. Ctrl-C stops the server. Needs the serve
-    extra: pip install 'mnist-mlp[serve]'.
+    No trained checkpoint is needed: the net starts from random weights. MNIST is downloaded
+    first if it is not cached. Ctrl-C stops the server. Needs the serve extra.
     """
     from mnist_mlp import serve as serve_mod
 

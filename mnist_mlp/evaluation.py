@@ -25,9 +25,11 @@ class Evaluation:
     confusion: np.ndarray  # (10, 10), rows true, columns predicted
 
 
-def evaluate_on(path: str | os.PathLike, split: str = "test", progress: bool = True) -> Evaluation:
+def evaluate_on(
+    path: str | os.PathLike, split: str = "test", progress: bool = True, tta: int = 1
+) -> Evaluation:
     """Load a checkpoint and its dataset (checking it is the same data) and run it over
-    ``split``."""
+    ``split``, averaging each digit's probabilities over ``tta`` views (:mod:`mnist_mlp.tta`)."""
     ckpt = ckpt_mod.load(path)
     ckpt_mod.check_pixels(path, ckpt)
     data = data_mod.for_config(ckpt.config, progress, normalised=False)  # each member its view
@@ -35,18 +37,27 @@ def evaluate_on(path: str | os.PathLike, split: str = "test", progress: bool = T
     chosen = {"test": data.test, "val": data.val, "train": data.train}[split]
     if not len(chosen):
         raise MlpError(f"the {split} split of {path} is empty (data.validation is 0)")
-    return _evaluation(ckpt, data, chosen)
+    return _evaluation(ckpt, data, chosen, tta)
 
 
-def _evaluation(ckpt: ckpt_mod.Checkpoint, data: data_mod.Data, split: data_mod.Split):
-    """``ckpt`` on ``split`` (the digits as they are), seen in its own view (data.normalise)."""
+def _evaluation(
+    ckpt: ckpt_mod.Checkpoint, data: data_mod.Data, split: data_mod.Split, tta_views: int = 1
+) -> Evaluation:
+    """``ckpt`` on ``split`` (the digits as they are), seen in its own view (data.normalise),
+    each digit's probabilities the mean over ``tta_views`` views of it."""
+    from mnist_mlp import tta
+
     seen = data_mod.viewed(split, ckpt.config)
-    m = metrics.evaluate(ckpt.params, ckpt.activation, seen, scaling=ckpt.scaling)
+
+    def forward(pixels: np.ndarray) -> np.ndarray:
+        return metrics.probabilities(ckpt.params, ckpt.activation, pixels, scaling=ckpt.scaling)
+
+    m = metrics.of_probabilities(tta.probabilities(forward, seen.images, tta_views), split.labels)
     return Evaluation(ckpt, data, split, m, metrics.confusion_matrix(split.labels, m.predictions))
 
 
 def evaluate_checkpoint(
-    path: str | os.PathLike, split: str = "test", progress: bool = True
+    path: str | os.PathLike, split: str = "test", progress: bool = True, tta: int = 1
 ) -> dict:
     """Accuracy, loss, per-class precision and recall, and the confusion matrix of a checkpoint.
 
@@ -57,8 +68,8 @@ def evaluate_checkpoint(
         ``classes``, ``per_class`` (list of dicts with ``class``, ``precision``, ``recall``,
         ``support``) and ``confusion_matrix`` (rows true, columns predicted).
     """
-    e = evaluate_on(path, split, progress)
-    return _report(str(path), split, e, e.metrics, e.confusion)
+    e = evaluate_on(path, split, progress, tta)
+    return {**_report(str(path), split, e, e.metrics, e.confusion), "tta": tta}
 
 
 def _report(name, split: str, e: Evaluation, m: metrics.Metrics, confusion: np.ndarray) -> dict:
@@ -78,7 +89,7 @@ def _report(name, split: str, e: Evaluation, m: metrics.Metrics, confusion: np.n
 
 
 def evaluate_committee(
-    paths: list[str | os.PathLike], split: str = "test", progress: bool = True
+    paths: list[str | os.PathLike], split: str = "test", progress: bool = True, tta: int = 1
 ) -> dict:
     """Several checkpoints as one classifier: the mean of their probabilities.
 
@@ -95,15 +106,15 @@ def evaluate_committee(
         :func:`~mnist_mlp.checkpoint.check_committee`).
     """
     # checks the first member against the cached data
-    first = evaluate_on(paths[0], split, progress)
+    first = evaluate_on(paths[0], split, progress, tta)
     others = [ckpt_mod.load(p) for p in paths[1:]]
     ckpt_mod.check_committee(paths, [first.checkpoint, *others])
-    members = [first, *(_evaluation(c, first.data, first.split) for c in others)]
+    members = [first, *(_evaluation(c, first.data, first.split, tta) for c in others)]
     vote = metrics.of_probabilities(
         metrics.committee([m.metrics.probabilities for m in members]), first.split.labels
     )
     confusion = metrics.confusion_matrix(first.split.labels, vote.predictions)
-    report = _report([str(p) for p in paths], split, first, vote, confusion)
+    report = {**_report([str(p) for p in paths], split, first, vote, confusion), "tta": tta}
     report["members"] = [
         {"checkpoint": str(p), "accuracy": m.metrics.accuracy, "loss": m.metrics.loss}
         for p, m in zip(paths, members)
@@ -133,7 +144,8 @@ def format_evaluation(r: dict) -> str:
         )
     lines += [
         f"accuracy {100 * r['accuracy']:.2f}%   loss {r['loss']:.4f}"
-        + ("  (the mean of the members' probabilities)" if members else ""),
+        + ("  (the mean of the members' probabilities)" if members else "")
+        + (f"  (each digit seen {r['tta']} ways)" if r.get("tta", 1) > 1 else ""),
         "",
         f"{'class':>8} {'precision':>9} {'recall':>7} {'support':>7}",
     ]

@@ -88,7 +88,7 @@ class Predictor:
         mean of its members' (checkpoints of the same dataset and classes).
     """
 
-    def __init__(self, checkpoint: str | os.PathLike | list | None = None):
+    def __init__(self, checkpoint: str | os.PathLike | list | None = None, tta: int = 1):
         given = checkpoint if isinstance(checkpoint, (list, tuple)) else [checkpoint]
         paths = [Path(p or default_checkpoint()) for p in given]
         self.path = paths[0]
@@ -97,6 +97,7 @@ class Predictor:
             ckpt_mod.check_pixels(path, member)
         ckpt_mod.check_committee(paths, self.members)
         self.ckpt = self.members[0]
+        self.tta = tta  # views of each digit its probabilities are averaged over
 
     @staticmethod
     def _scaling(ckpt) -> tuple[np.float32, np.float32]:
@@ -119,11 +120,22 @@ class Predictor:
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities, ndarray of shape (N, 10), for ``pixels`` (N, 28, 28) in [0, 1]."""
-        total = sum(
-            model.predict_proba(c.params, self.inputs(pixels, c), c.activation)
-            for c in self.members
-        )
+        total = sum(self._member(c, pixels) for c in self.members)
         return total / np.float32(len(self.members))
+
+    def _member(self, ckpt, pixels: np.ndarray) -> np.ndarray:
+        """One member's probabilities: its view of the digits, then the ``tta`` views of that."""
+        if self.tta == 1:
+            return model.predict_proba(ckpt.params, self.inputs(pixels, ckpt), ckpt.activation)
+        from mnist_mlp import metrics, normalise, tta
+
+        raw = np.clip(np.rint(pixels.reshape(len(pixels), -1) * 255), 0, 255).astype(np.uint8)
+        seen = normalise.as_trained(raw, ckpt.config)
+
+        def forward(px: np.ndarray) -> np.ndarray:
+            return metrics.probabilities(ckpt.params, ckpt.activation, px, scaling=ckpt.scaling)
+
+        return tta.probabilities(forward, seen, self.tta)
 
     def sensitivity(self, pixels: np.ndarray, classes: np.ndarray) -> np.ndarray:
         """d logit[classes[i]] / d pixel for each of the 784 pixels, per unit of ink (0..1).
@@ -186,6 +198,7 @@ def predict_files(
     checkpoint: str | os.PathLike | list | None = None,
     top_k: int = 3,
     explain_to: str | os.PathLike | None = None,
+    tta: int = 1,
 ) -> list[Prediction]:
     """Prepare every image as MNIST was made and classify them in one batch.
 
@@ -194,7 +207,7 @@ def predict_files(
     :class:`Predictor`). With ``explain_to``, each prediction's sensitivity map is computed and
     drawn (see :func:`write_explanations`).
     """
-    predictor = Predictor(checkpoint)
+    predictor = Predictor(checkpoint, tta)
     files = images.list_images(paths)
     if not files:
         raise MlpError(

@@ -50,6 +50,7 @@ OWN_RULES = {
     "tol": Interval(0, None),
     "validation_fraction": Interval(0, 1, "neither"),
     "n_iter_no_change": Interval(1, None, integer=True),
+    "tta": Interval(1, 13, integer=True),
 }
 
 

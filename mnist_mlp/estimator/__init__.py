@@ -19,6 +19,7 @@ module that imports scikit-learn.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -28,12 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from mnist_mlp import augment, metrics, model, normalise, run, train
+from mnist_mlp import augment, metrics, model, normalise, run, train, tta
 from mnist_mlp import checkpoint as ckpt_mod
 from mnist_mlp import config as config_mod
 from mnist_mlp import data as data_mod
-from mnist_mlp.callbacks import Callback, StopFlag
-from mnist_mlp.estimator_config import (
+from mnist_mlp.callbacks import StopFlag
+from mnist_mlp.estimator.curves import Curves
+from mnist_mlp.estimator.params import (
     CONFIG_KEYS,
     ParameterError,
     config_of,
@@ -109,6 +111,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         Random distortions of each training batch, for 28x28 digit images given as 0..255
         pixels: the keys of the config's ``data.augment`` (``rotate``, ``scale``, ``shear``,
         ``translate``, ``elastic_alpha``, ``elastic_sigma``, ``flip``, ``probability``).
+    tta : int, default=1
+        Views of each digit (28x28 pixels) its predicted probabilities are averaged over (shifts,
+        turns, sizes; :mod:`mnist_mlp.tta`); 1: the digit as it is.
     report_to : list of {"tensorboard", "mlflow"} or None, default=None
         Trackers each fit is sent to, as ``mlp train --report-to`` sends a run: the events, the
         MLflow run and model of a fit go to its own folder ``runs/MLPClassifier-<time>-...``.
@@ -172,6 +177,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         warmup_epochs=0.0,
         augment=None,
         skip_blank_pixels=True,
+        tta=1,
         report_to=None,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -197,6 +203,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self.warmup_epochs = warmup_epochs
         self.augment = augment
         self.skip_blank_pixels = skip_blank_pixels
+        self.tta = tta
         self.report_to = report_to
 
     # --- the config these parameters make ----------------------------------------------------
@@ -267,7 +274,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     def _train(self, config, data, incremental: bool, trackers: list) -> train.State:
         """The loop over ``data``, with the estimator's bookkeeping and the trackers."""
         stop = StopFlag()
-        record = _Record(self, stop, incremental, len(data.train))
+        record = Curves(self, stop, incremental, len(data.train))
         progress: Any = False
         if self.verbose:
             from tqdm.auto import tqdm
@@ -341,38 +348,6 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self.n_outputs_ = len(self.classes_)
         self.out_activation_ = "softmax"
 
-    def _record(self, row: dict, stop: StopFlag, incremental: bool) -> None:
-        """Per epoch: the curves, the best so far, and whether to stop (as scikit-learn's MLP)."""
-        loss = row["train_loss"]
-        self.loss_curve_.append(loss)
-        if self.validation_scores_ is not None and self.best_validation_score_ is not None:
-            score = row["val_acc"]
-            self.validation_scores_.append(score)
-            if score > self.best_validation_score_ + self.tol:
-                self._no_improvement = 0
-            else:
-                self._no_improvement += 1
-            if score > self.best_validation_score_:
-                self.best_validation_score_ = score
-                self._best_params = {k: v.copy() for k, v in self._state.params.items()}
-        elif self.best_loss_ is not None:
-            if loss > self.best_loss_ - self.tol:
-                self._no_improvement += 1
-            else:
-                self._no_improvement = 0
-            self.best_loss_ = min(self.best_loss_, loss)
-        if self.verbose:
-            val = f", validation accuracy = {row['val_acc']:.4f}" if self.early_stopping else ""
-            print(f"Iteration {row['epoch']}, loss = {loss:.8f}{val}")
-        if self._no_improvement >= self.n_iter_no_change and not incremental:
-            what = "validation accuracy" if self.early_stopping else "training loss"
-            if self.verbose:
-                print(
-                    f"{what} did not improve more than tol={self.tol} for "
-                    f"{self.n_iter_no_change} consecutive epochs: stopping"
-                )
-            stop.requested = True
-
     # --- predicting ---------------------------------------------------------------------------
 
     def predict_proba(self, X) -> np.ndarray:
@@ -380,9 +355,13 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "_state")
         X = validate_data(self, X, reset=False, dtype=[np.float32, np.float64, np.uint8])
         X = normalise.as_trained(X, self._config_used)  # a checkpoint's view of the digits
-        return metrics.probabilities(
-            self._state.params, self._state_activation(), X, scaling=self.input_scaling_
+        forward = functools.partial(
+            metrics.probabilities,
+            self._state.params,
+            self._state_activation(),
+            scaling=self.input_scaling_,
         )
+        return tta.of_pixels(forward, X, self.tta)
 
     def predict_log_proba(self, X) -> np.ndarray:
         """The log of :meth:`predict_proba` (zero probabilities give -inf)."""
@@ -483,14 +462,3 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
 
 _FITS = itertools.count()
-
-
-class _Record(Callback):
-    """The estimator's bookkeeping after each epoch (:meth:`MLPClassifier._record`)."""
-
-    def __init__(self, estimator: MLPClassifier, stop: StopFlag, incremental: bool, n: int):
-        self.estimator, self.stop, self.incremental, self.n = estimator, stop, incremental, n
-
-    def on_epoch_end(self, state: train.State, row: dict, is_best: bool) -> None:
-        self.estimator._record(row, self.stop, self.incremental)
-        self.estimator.t_ += self.n
