@@ -223,7 +223,10 @@ def bench(as_json, quick, config_path):
     _setup_logging(as_json)
     log = (lambda line: None) if as_json else (lambda line: click.echo(line, err=True))
     result = bench_mod.run(quick=quick, config_path=config_path, log=log)
-    _echo_json(result) if as_json else click.echo(bench_mod.format_table(result))
+    if as_json:
+        _echo_json(result)
+    else:
+        click.echo(bench_mod.format_table(result))
 
 
 @main.command()
