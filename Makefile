@@ -7,7 +7,7 @@ FUZZ_SECONDS ?= 60
 EXTRAS := dev,plot,export,serve,sweep,sklearn,tensorboard,mlflow
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast check check-format check-style check-types format fuzz train smoke eval bench download serve clean
+.PHONY: help install test test-fast check check-format check-style check-types format fuzz train record smoke eval bench download serve clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ download: $(VENV)/.core  ## fetch and verify MNIST and Fashion-MNIST into the ca
 
 train: $(VENV)/.core  ## download MNIST if needed and train $(CONFIG) (default: configs/default.yaml)
 	$(BIN)/mlp train --config $(CONFIG)
+
+record: $(VENV)/.full  ## train configs/record.yaml's committee into runs/record/committee (again: it continues)
+	$(BIN)/mlp sweep configs/record.yaml --out runs/record/committee
 
 smoke: $(VENV)/.core  ## a training run of a few seconds, for first contact
 	$(BIN)/mlp train --config configs/smoke.yaml

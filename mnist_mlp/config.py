@@ -244,6 +244,17 @@ def keys(cls=Config, prefix: str = "") -> list[str]:
     return out
 
 
+def sections(cls=Config, prefix: str = "") -> list[str]:
+    """Every dotted section, e.g. ``data.normalise``."""
+    out = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            out.append(prefix + f.name)
+            out.extend(sections(hints[f.name], prefix + f.name + "."))
+    return out
+
+
 def apply_overrides(config: Config, overrides: typing.Sequence[str]) -> Config:
     """``config`` with each ``KEY=VALUE`` of ``overrides`` applied and validated in turn."""
     for item in overrides:
@@ -270,8 +281,15 @@ def _override(config: Config, item: str) -> Config:
         if not isinstance(child, dict):
             raise ConfigError(f"--set {item}: unknown key {key!r}{_suggest(key, keys(), keys())}")
         node = child
-    if parts[-1] not in node or isinstance(node[parts[-1]], dict):
+    if parts[-1] not in node:
         raise ConfigError(f"--set {item}: unknown key {key!r}{_suggest(key, keys(), keys())}")
+    if isinstance(node[parts[-1]], dict):  # a section: a mapping of some of its keys
+        if not isinstance(value, dict):
+            raise ConfigError(
+                f"--set {item}: {key} is a section; give a mapping of its keys, e.g. "
+                f"{key}={{{next(iter(node[parts[-1]]))}: ...}}"
+            )
+        value = {**node[parts[-1]], **value}
     node[parts[-1]] = value
     try:
         return _build(Config, tree, "")

@@ -145,6 +145,60 @@ def test_a_grid_sweep_runs_its_whole_grid_and_ends_cleanly(tiny_as_mnist, tmp_pa
     assert sorted(lrs) == [0.02, 0.05]
 
 
+VIEWS = [{"kind": "none"}, {"kind": "deslant"}, {"kind": "width", "width": 16}]
+
+
+def test_a_committee_study_keeps_every_member_and_is_evaluated_as_one(tiny_as_mnist, tmp_path):
+    from conftest import StopAfter
+
+    from mnist_mlp import evaluation, run
+
+    path = write_spec(
+        tmp_path, method="grid", run_cap=None, committee=True,
+        parameters={"data.normalise": {"values": VIEWS}},
+    )  # fmt: skip
+    spec = sweep.load_spec(path)
+    assert spec.committee and spec.run_cap == 3
+    folder = tmp_path / "sw"
+    folder.mkdir()
+    # a worker cut off in its second member (as by a kill): that member fails, the first stays
+    url = sweep.storage_url(None, folder)
+    sweep.create_study(spec, sweep.open_storage(url))
+    with pytest.raises(run.TrainingInterrupted):
+        sweep.Worker(spec, folder, url, seed=0).run(StopAfter(16))  # in the 2nd member
+    states = [t.state.name for t in _study(folder, path).get_trials()]
+    assert states == ["COMPLETE", "FAIL", "WAITING"]  # the member cut off, queued again
+    summary = sweep.sweep(path, out=folder, progress=False, log=lambda line: None)
+    assert summary["trials"]["complete"] == 3
+    committee = summary["committee"]
+    paths = [m["checkpoint"] for m in committee["members"]]
+    assert len(paths) == 3 and all(Path(p).exists() for p in paths)  # every member kept
+    views = {str(checkpoint_view(p)) for p in paths}
+    assert len(views) == 3  # one member per view
+    again = evaluation.evaluate_committee(paths, "val", progress=False)
+    assert committee["val_accuracy"] == again["accuracy"]
+    assert "the committee of 3 members" in sweep.format_summary(summary)
+
+
+def checkpoint_view(path) -> dict:
+    from mnist_mlp import checkpoint
+
+    view = checkpoint.load(path).config.data.normalise
+    return {"kind": view.kind, "width": view.width}
+
+
+def test_a_section_parameter_takes_mappings_only(tmp_path):
+    path = write_spec(tmp_path, parameters={"data.normalise": {"values": ["deslant"]}})
+    with pytest.raises(ConfigError, match=r"data\.normalise is a section"):
+        sweep.load_spec(path)
+
+
+def test_the_shipped_record_committee_is_valid():
+    spec = sweep.load_spec(ROOT / "configs" / "record.yaml")
+    assert spec.committee and spec.method == "grid" and spec.run_cap == 4
+    assert spec.base.model.hidden == [1024, 512] and spec.base.training.epochs == 300
+
+
 def test_the_shipped_sweep_file_is_valid():
     spec = sweep.load_spec(ROOT / "configs" / "sweep.yaml")
     assert spec.base.model.dropout == 0 and not spec.base.data.augment.enabled  # the plain net

@@ -305,6 +305,13 @@ def format_summary(s: dict) -> str:
         )
         if best.get("note"):
             lines.append(best["note"])
+        c = s.get("committee")
+        if c and c.get("test_accuracy") is not None:
+            lines.append(
+                f"the committee of {len(c['members'])} members: validation "
+                f"{100 * c['val_accuracy']:.2f}%, test accuracy {100 * c['test_accuracy']:.2f}% "
+                f"({c['test_errors']} test digits wrong)"
+            )
     else:
         lines.append("no trial completed")
     folder = Path(s["folder"])

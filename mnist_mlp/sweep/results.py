@@ -114,8 +114,34 @@ def finish(study, spec: Spec, folder: Path, wall_s: float) -> dict:
                 f"its checkpoint is on {_worker(best).get('host')}, not here: mlp eval {ckpt} there"
             )
         summary["importances"] = _importances(study)
+    if spec.committee:
+        summary["committee"] = committee_of(study)
     atomic_write(folder / "summary.json", json.dumps(summary, indent=2).encode())
     return summary
+
+
+def committee_of(study) -> dict:
+    """The completed trials on this machine as one committee: its accuracy on the validation
+    split (what a choice among committees may look at) and, once, on the test split; each
+    member's checkpoint and figures."""
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    paths = [Path(_worker(t).get("folder", "")) / "checkpoint.npz" for t in done]
+    here = [(t, p) for t, p in zip(done, paths) if p.exists()]
+    out: dict = {"members": [], "missing": len(done) - len(here)}
+    if not here:
+        return out
+    on = {s: evaluation.evaluate_committee([p for _, p in here], s, False) for s in ("val", "test")}
+    out["members"] = [
+        {"number": t.number, "checkpoint": str(p), "val_accuracy": v["accuracy"],
+         "test_accuracy": w["accuracy"]}
+        for (t, p), v, w in zip(here, on["val"]["members"], on["test"]["members"])
+    ]  # fmt: skip
+    for split, report in on.items():
+        out[f"{split}_accuracy"], out[f"{split}_loss"] = report["accuracy"], report["loss"]
+    out["test_errors"] = round((1 - report["accuracy"]) * report["n"])
+    return out
 
 
 def _importances(study) -> dict[str, float]:

@@ -33,6 +33,7 @@ TOP_KEYS = (
     "parameters",
     "name",
     "description",
+    "committee",
 )
 
 
@@ -102,6 +103,8 @@ class Spec:
     parameters: list[Parameter]
     hyperband: dict | None = None  # {"min_iter": int, "eta": int}
     raw: dict = field(default_factory=dict)
+    # every trial a member of one committee: all checkpoints kept, the committee evaluated
+    committee: bool = False
 
     def config_for(self, values: dict[str, Any]) -> config_mod.Config:
         """The base config with ``values`` (key -> value) applied and validated as ``mlp train``
@@ -173,7 +176,11 @@ def load_spec(
             path, f"run_cap must be a whole number >= 1 (trials in the whole study), got {cap!r}"
         )
     name = str(tree.get("name") or path.stem)
+    committee = tree.get("committee", False)
+    if not isinstance(committee, bool):
+        raise _fail(path, f"committee must be true or false, got {committee!r}")
     spec = Spec(path, name, base, base_path, method, metric, goal, cap, params, hyperband, tree)
+    spec.committee = committee
     _check_extremes(spec)
     return spec
 
@@ -231,13 +238,19 @@ def _parameters(path, tree, method) -> list[Parameter]:
             "parameters must map config keys to their values or distributions, e.g. "
             "training.lr: {min: 0.01, max: 0.1}",
         )
-    known = config_mod.keys()
+    known, sections = config_mod.keys(), config_mod.sections()
     out = []
     for key, body in tree.items():
         where = f"parameters.{key}"
-        if key not in known:
+        if key not in known and key not in sections:
             raise _fail(path, f"{where}: {key!r} is not a config key{_suggest(str(key), known)}")
         p = _parameter(path, key, body)
+        if key in sections and not (p.values and all(isinstance(v, dict) for v in p.values)):
+            raise _fail(
+                path,
+                f"{where} is a section: give its values, each a mapping of some of its keys, "
+                f"e.g. values: [{{kind: none}}, {{kind: deslant}}]",
+            )
         if method == "grid" and p.values is None:
             raise _fail(
                 path,

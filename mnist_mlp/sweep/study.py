@@ -176,11 +176,23 @@ def _redact(url: str) -> str:
 
 
 def _grid_sampler(optuna):
-    """Optuna's GridSampler for ask-and-tell workers. Its ``after_trial`` stops an
-    ``optimize()`` loop once every point was tried (``Study.stop``), which outside that loop
-    raises RuntimeError at the end of every grid sweep; the workers stop at ``run_cap``."""
+    """Optuna's GridSampler, made fit for several ask-and-tell workers:
+
+    - its grid is numbered in one order for every worker: Optuna shuffles the points by the
+      sampler's seed, and workers with their own seeds then disagreed on which point a trial's
+      number meant (a point run twice, another never);
+    - the worker's seed only picks among the points not yet run;
+    - its ``after_trial`` no longer stops an ``optimize()`` loop once every point was tried
+      (``Study.stop``), which outside that loop raised RuntimeError at the end of every grid
+      sweep; the workers stop at ``run_cap``.
+    """
+    from optuna.samplers._lazy_random_state import LazyRandomState
 
     class Grid(optuna.samplers.GridSampler):
+        def __init__(self, search_space, seed=None):
+            super().__init__(search_space, seed=0)  # the same order everywhere
+            self._rng = LazyRandomState(seed)
+
         def after_trial(self, study, trial, state, values) -> None:
             return None
 
@@ -294,7 +306,19 @@ def fail_dead_trials(study, now: float | None = None) -> list[int]:
                 study._storage.set_trial_user_attr(t._trial_id, "failed_because", "its worker died")
                 study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
                 dead.append(t.number)
+                retry_grid_point(study, t.number)
     return dead
+
+
+def retry_grid_point(study, number: int) -> None:
+    """Queue again the parameters of grid trial ``number``, cut off by no fault of its own:
+    Optuna's GridSampler counts a failed point as visited, so a grid sweep (a committee's
+    members) would otherwise never run it, and run another point twice instead."""
+    frozen = study._storage.get_trial(study._storage.get_trial_id_from_study_id_trial_number(
+        study._study_id, number
+    ))  # fmt: skip
+    if "grid_id" in frozen.system_attrs:
+        study.enqueue_trial(frozen.params)
 
 
 def _worker(trial) -> dict:

@@ -28,6 +28,7 @@ from mnist_mlp.sweep.study import (
     create_study,
     fail_dead_trials,
     open_storage,
+    retry_grid_point,
 )
 
 KEEP_CHECKPOINTS = 3  # trials whose checkpoint.npz is kept: the best few
@@ -117,6 +118,7 @@ class Worker:
         if isinstance(exc, (run.TrainingInterrupted, KeyboardInterrupt)):
             trial.set_user_attr("failed_because", "interrupted (Ctrl-C)")
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            retry_grid_point(study, trial.number)
             raise exc
         if not isinstance(exc, Exception):
             raise exc
@@ -139,6 +141,8 @@ class Worker:
     def _keep_best_checkpoints(self, study) -> None:
         from optuna.trial import TrialState
 
+        if self.spec.committee:  # every member's checkpoint is the committee's
+            return
         done = [
             t
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
