@@ -139,11 +139,18 @@ def test_a_resumed_run_continues_its_mlflow_run(tiny_as_mnist, tmp_path, no_trac
         )  # fmt: skip
     uri = f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
     assert _mlflow_run(uri, "again")[1].info.status == "KILLED"
-    run.train_run(None, folder, resume=folder / "last.npz", progress=False, echo=lambda s: None)
+    lines: list[str] = []
+    run.train_run(
+        None, folder, resume=folder / "last.npz", overrides=("training.epochs=4",),
+        progress=False, echo=lines.append,
+    )  # fmt: skip
     client, found = _mlflow_run(uri, "again")  # one run, not two
     assert found.info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(found.info.run_id, "val/accuracy")]
-    assert sorted(steps) == [1, 2, 3]
+    assert sorted(steps) == [1, 2, 3, 4]
+    assert found.data.params["training.epochs"] == "3"  # MLflow keeps a param's first value
+    assert found.data.tags["mnist_mlp.resumed_with"] == '{"training.epochs": "4"}'
+    assert not any("does not answer" in line or "not sent" in line for line in lines)
 
 
 def test_a_missing_tracker_library_is_one_line_naming_the_extra(tiny_as_mnist, monkeypatch):

@@ -22,6 +22,8 @@ failure is said once, the epochs' metrics wait and are sent when it answers agai
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import tempfile
@@ -155,7 +157,22 @@ class MLflow(Tracker):
         self.pending: list[Any] = []  # metrics not sent yet, oldest first
         self.failed: list[str] = []  # what was given up on, in words
         self.warned = False
-        self._send(params=[(k, v) for k, v in flat_config(config).items()])
+        self._send(params=self._new_params(config))
+
+    def _new_params(self, config: config_mod.Config) -> list[tuple[str, Any]]:
+        """The config's params MLflow does not hold yet. A resumed run may have changed a few
+        (``training.epochs``); MLflow keeps a param's first value, so the new ones go into the
+        tag ``mnist_mlp.resumed_with``."""
+        flat = {k: str(v) for k, v in flat_config(config).items()}
+        try:
+            held = self.client.get_run(self.run_id).data.params
+        except Exception:
+            held = {}
+        changed = {k: v for k, v in flat.items() if k in held and held[k] != v}
+        if changed:
+            with contextlib.suppress(Exception):
+                self.client.set_tag(self.run_id, "mnist_mlp.resumed_with", json.dumps(changed))
+        return [(k, v) for k, v in flat.items() if k not in held]
 
     def _run(self, parent: str | None) -> str:
         saved = self.folder / RUN_ID_FILE
