@@ -94,7 +94,7 @@ class Worker:
                     stop=stop,
                     parent=study.user_attrs.get("mlflow_parent_run"),
                 )
-        except BaseException as exc:
+        except BaseException as exc:  # each ending is told to the study, in _ended
             self._ended(study, trial, folder, exc, watch, started)
         else:
             trial.set_user_attr("run", watch.run(started))

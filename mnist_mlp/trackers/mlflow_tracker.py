@@ -77,7 +77,7 @@ def client_for(uri: str):
     try:
         client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)
-    except Exception as exc:
+    except Exception as exc:  # any failure to reach the store is the user's to fix
         raise MlpError(f"MLflow tracking store {uri} cannot be used: {_short(exc)}") from None
     return client
 
@@ -166,7 +166,7 @@ class MLflow(Tracker):
         flat = {k: str(v) for k, v in flat_config(config).items()}
         try:
             held = self.client.get_run(self.run_id).data.params
-        except Exception:
+        except Exception:  # then _send says so
             held = {}
         changed = {k: v for k, v in flat.items() if k in held and held[k] != v}
         if changed:
@@ -209,7 +209,7 @@ class MLflow(Tracker):
             while self.pending:
                 self.client.log_batch(self.run_id, metrics=self.pending[:1000])
                 del self.pending[:1000]
-        except Exception as exc:
+        except Exception as exc:  # the run goes on; metrics.csv keeps the record
             if not self.warned:
                 self.echo(
                     f"MLflow at {self.uri} does not answer ({_short(exc)}); training goes on, the "
@@ -234,7 +234,7 @@ class MLflow(Tracker):
         for what, send in sends:
             try:
                 send(end)
-            except Exception as exc:
+            except Exception as exc:  # said in the run's last line
                 self.failed.append(f"{what} ({_short(exc)})")
         self._finish("FINISHED")
 
@@ -275,7 +275,7 @@ class MLflow(Tracker):
     def _finish(self, status: str) -> None:
         try:
             self.client.set_terminated(self.run_id, status)
-        except Exception:
+        except Exception:  # the run's status is the least of what matters
             self.failed.append("the run's end")
 
     def on_fit_end(self, state) -> None:
