@@ -112,6 +112,11 @@ class TrainingConfig:
     max_norm: float = field(default=0.0, metadata=non_negative())
     # target (1 - e) onehot + e / classes
     label_smoothing: float = field(default=0.0, metadata=fraction())
+    # Distillation (Hinton et al. 2015): checkpoints whose mean probabilities, softened at
+    # distill_temperature, are mixed into the loss with distill_weight; none: no teacher.
+    teacher: list[str] = field(default_factory=list)
+    distill_temperature: float = field(default=4.0, metadata=positive())
+    distill_weight: float = field(default=0.5, metadata=fraction(upper_open=False))
     schedule: str = field(default="cosine", metadata=one_of("constant", "step", "cosine"))
     step_every: int = field(default=10, metadata=positive())  # epochs, for schedule: step
     step_gamma: float = field(default=0.1, metadata=rule(Interval(0, 1, "right")))
@@ -146,6 +151,11 @@ class Config:
 
     def __post_init__(self):
         # Rules that join two keys; each key's own rule is checked where it is read.
+        if self.training.teacher and self.training.label_smoothing:
+            raise ConfigError(
+                "training.label_smoothing must be 0 with a training.teacher (its soft targets "
+                f"already spread the probability), got {self.training.label_smoothing}"
+            )
         if self.training.patience and not self.data.validation:
             raise ConfigError(
                 f"training.patience must be 0 when data.validation is 0 (early stopping "
@@ -316,7 +326,8 @@ def _build(cls, tree: Any, prefix: str):
             values[name] = _build(hint, value if value is not None else {}, key + ".")
             continue
         law = fields[name].metadata.get("rule")
-        value = [] if value == [] and isinstance(law, Names) else _check_type(key, value, hint)
+        empty_ok = value == [] and fields[name].default_factory is list  # none chosen
+        value = [] if empty_ok else _check_type(key, value, hint)
         if law and value is not None and not law(value):
             raise ConfigError(f"{key} must {law.text}, got {_show(value)}")
         values[name] = value

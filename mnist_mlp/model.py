@@ -270,6 +270,42 @@ def cross_entropy_grad(logits: np.ndarray, y: np.ndarray, smoothing: float = 0.0
     return (softmax(logits) - q) / len(y)
 
 
+def soft_targets(teacher_probs: np.ndarray, temperature: float) -> np.ndarray:
+    """A teacher's probabilities P (B, C) softened at temperature T: softmax(log P / T), which
+    is softmax(teacher logits / T) when P = softmax(teacher logits)."""
+    return softmax(np.log(np.maximum(teacher_probs, 1e-30)) / temperature)
+
+
+def distillation_loss(
+    logits: np.ndarray, y: np.ndarray, q: np.ndarray, temperature: float, weight: float
+) -> float:
+    """Hinton et al. (2015): the hard labels' cross-entropy and the soft targets' at temperature
+    T, mixed by ``weight`` w; the soft part times T^2, so its gradient keeps its size as T grows::
+
+        L = (1 - w) CE(y, softmax(z)) + w T^2 CE(q, softmax(z / T))
+
+    ``q`` (B, C): the teacher's soft targets (:func:`soft_targets`).
+    """
+    T = temperature
+    hard = cross_entropy(logits, y)
+    soft = float(-(q * log_softmax(logits / T)).sum(axis=1).mean())
+    return (1 - weight) * hard + weight * T * T * soft
+
+
+def distillation_grad(
+    logits: np.ndarray, y: np.ndarray, q: np.ndarray, temperature: float, weight: float
+) -> np.ndarray:
+    """dL/dZ_L of :func:`distillation_loss`, (B, C): each part's (P - target) / B, the soft one
+    through z / T (a factor 1 / T, which T^2 makes T)::
+
+        dL/dz = (1 - w) (softmax(z) - onehot(y)) / B + w T (softmax(z / T) - q) / B
+    """
+    T = temperature
+    hard = cross_entropy_grad(logits, y)
+    soft = (softmax(logits / T) - q.astype(logits.dtype)) / len(y)
+    return (1 - weight) * hard + weight * T * soft
+
+
 def l2_penalty(params: Params, l2: float) -> float:
     """l2/2 * the sum of squared weights (biases are not penalised)."""
     return 0.5 * l2 * sum(float(np.vdot(w, w)) for k, w in params.items() if k.startswith("W"))

@@ -46,6 +46,8 @@ class StepSettings:
     label_smoothing : float
     skip_blank_pixels : bool
         Whether the fast step may leave a batch's blank pixel columns out.
+    distill_temperature, distill_weight : float
+        T and w of :func:`mnist_mlp.model.distillation_loss`, for a batch given soft targets.
     """
 
     activation: str = "relu"
@@ -56,6 +58,8 @@ class StepSettings:
     max_norm: float = 0.0
     label_smoothing: float = 0.0
     skip_blank_pixels: bool = True
+    distill_temperature: float = 4.0
+    distill_weight: float = 0.5
 
     @classmethod
     def of(cls, config: Config) -> StepSettings:
@@ -69,6 +73,8 @@ class StepSettings:
             t.max_norm,
             t.label_smoothing,
             t.skip_blank_pixels,
+            t.distill_temperature,
+            t.distill_weight,
         )
 
 
@@ -122,10 +128,11 @@ class Step(Protocol):
         ...
 
     def __call__(
-        self, x, y: np.ndarray, lr: float, rng: np.random.Generator
+        self, x, y: np.ndarray, lr: float, rng: np.random.Generator, soft: np.ndarray | None = None
     ) -> tuple[float, np.ndarray]:
-        """Train on the batch ``x`` with labels ``y`` (B,); return its mean loss and the
-        predictions made before the update. A non-finite loss leaves the weights alone."""
+        """Train on the batch ``x`` with labels ``y`` (B,) (and a teacher's soft targets
+        ``soft`` (B, C), if given); return its mean loss and the predictions made before the
+        update. A non-finite loss leaves the weights alone."""
         ...
 
 
@@ -175,7 +182,12 @@ class ReferenceStep:
         return pixels.astype(self.dtype) * scaling[0] + scaling[1]
 
     def __call__(
-        self, x: np.ndarray, y: np.ndarray, lr: float, rng: np.random.Generator
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        lr: float,
+        rng: np.random.Generator,
+        soft: np.ndarray | None = None,
     ) -> tuple[float, np.ndarray]:
         s = self.s
         # One BLAS thread: OpenBLAS sums a product's terms in another order on several threads,
@@ -183,12 +195,24 @@ class ReferenceStep:
         with blas.threads(1):
             fwd = model.forward(self.params, x, s.activation, s.dropout, rng)
             predictions = fwd.logits.argmax(axis=1)
-            loss = model.cross_entropy(fwd.logits, y, s.label_smoothing)
+            loss, delta = _loss_and_delta(fwd.logits, y, s, soft)
             if not math.isfinite(loss):
                 return loss, predictions
-            delta = model.cross_entropy_grad(fwd.logits, y, s.label_smoothing)
             grads, _ = model.backward(self.params, fwd, delta, s.activation, s.l2)
         optim.sgd_step(self.params, grads, self.momentum.buffers, lr, s.momentum, s.nesterov)
         if s.max_norm:
             optim.clip_norms(self.params, s.max_norm)
         return loss, predictions
+
+
+def _loss_and_delta(
+    logits: np.ndarray, y: np.ndarray, s: StepSettings, soft: np.ndarray | None
+) -> tuple[float, np.ndarray]:
+    """The loss and the output neurons' sensitivities: cross-entropy (label-smoothed), or with
+    soft targets the distillation loss (:func:`mnist_mlp.model.distillation_loss`)."""
+    if soft is None:
+        loss = model.cross_entropy(logits, y, s.label_smoothing)
+        return loss, model.cross_entropy_grad(logits, y, s.label_smoothing)
+    T, w = s.distill_temperature, s.distill_weight
+    loss = model.distillation_loss(logits, y, soft, T, w)
+    return loss, model.distillation_grad(logits, y, soft, T, w)

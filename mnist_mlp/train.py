@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mnist_mlp import data as data_mod
-from mnist_mlp import metrics, model, optim
+from mnist_mlp import distill, metrics, model, optim
 from mnist_mlp.callbacks import Callback, ProgressBar, StepResult, StopFlag
 from mnist_mlp.config import Config
 from mnist_mlp.errors import MlpError
@@ -233,6 +233,7 @@ class _Loop:
         self.state, self.step, self.hooks = state, step, hooks
         self.stop, self.augment = stop, augment
         self.n_steps = math.ceil(len(data.train) / self.t.batch_size)
+        self.teacher = distill.teacher_for(config, data.classes)
 
     def run(self) -> None:
         state = self.state
@@ -284,7 +285,9 @@ class _Loop:
         state, train = self.state, self.data.train
         x = self.step.inputs(images, rows, len(idx), self.data.scaling)
         y = train.labels[idx].astype(np.intp)
-        loss, predictions = self.step(x, y, lr, rng)
+        # the teacher sees the batch as the student does, distortions included
+        soft = self.teacher(images if rows is None else images[rows]) if self.teacher else None
+        loss, predictions = self.step(x, y, lr, rng, soft)
         if not math.isfinite(loss):
             raise TrainingDiverged(
                 f"the loss became {loss} at epoch {state.epoch + 1}, step {b + 1}: the learning "

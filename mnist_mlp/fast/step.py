@@ -206,6 +206,30 @@ def softmax_cross_entropy(
     return loss, p
 
 
+def distillation(
+    logits: np.ndarray, y: np.ndarray, q: np.ndarray, temperature: float, weight: float
+) -> tuple[float, np.ndarray]:
+    """:func:`mnist_mlp.model.distillation_loss` and its gradient: the hard part by
+    :func:`softmax_cross_entropy` (overwriting ``logits`` with it), the soft part on a copy of
+    the (B, C) logits taken first.
+
+    Returns
+    -------
+    loss : float
+    dz : ndarray of shape (B, C)
+        The same array as ``logits``.
+    """
+    real = logits.dtype.type  # float32 in training, float64 in tests
+    T, w = real(temperature), real(weight)
+    z = logits / T  # a copy: the hard part overwrites the logits
+    hard, dz = softmax_cross_entropy(logits, y)
+    log_p = model.log_softmax(z)
+    soft = float(-(q * log_p).sum(axis=1).mean())
+    dz *= 1 - w
+    dz += (w * T / real(len(y))) * (np.exp(log_p) - q.astype(dz.dtype))
+    return float((1 - w) * hard + w * T * T * soft), dz
+
+
 def backward(
     params: model.Params, cache: Cache, dz: np.ndarray, activation: str, sgd: FusedSGD | BufferedSGD
 ) -> None:
@@ -331,13 +355,22 @@ class Step:
         return data_mod.scale(images, self.x[:n], *scaling, rows=rows)
 
     def __call__(
-        self, x: np.ndarray | InkedColumns, y: np.ndarray, lr: float, rng: np.random.Generator
+        self,
+        x: np.ndarray | InkedColumns,
+        y: np.ndarray,
+        lr: float,
+        rng: np.random.Generator,
+        soft: np.ndarray | None = None,
     ) -> tuple[float, np.ndarray]:
-        """Train on one batch; returns (its mean loss, its predictions before the update)."""
+        """Train on one batch (with a teacher's soft targets (B, C), if given); returns (its mean
+        loss, its predictions before the update)."""
         params, s = self.params, self.s
         cache = forward(params, x, s.activation, s.dropout, rng)
         predictions = cache.logits.argmax(axis=1)
-        loss, dz = softmax_cross_entropy(cache.logits, y, s.label_smoothing)
+        if soft is None:
+            loss, dz = softmax_cross_entropy(cache.logits, y, s.label_smoothing)
+        else:
+            loss, dz = distillation(cache.logits, y, soft, s.distill_temperature, s.distill_weight)
         if not math.isfinite(loss):
             return loss, predictions
         self.sgd.lr = lr

@@ -1,0 +1,49 @@
+"""A teacher for distillation (Hinton et al. 2015): trained checkpoints whose answers a student
+learns besides the labels.
+
+``training.teacher`` names the checkpoints (a committee: the mean of their probabilities), and
+the loop asks the teacher about every batch exactly as the student sees it, distortions
+included (:func:`mnist_mlp.train.fit`), then hands the step its soft targets at
+``training.distill_temperature``. Each member sees the batch in its own view of the digits
+(``data.normalise``) on top of the student's. The student is an ordinary checkpoint.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mnist_mlp import checkpoint, metrics, model, normalise
+from mnist_mlp.config import Config
+from mnist_mlp.errors import MlpError
+
+
+class Teacher:
+    """The committee of checkpoints ``paths``, answering in soft targets at ``temperature``."""
+
+    def __init__(self, paths: list[str], temperature: float, classes: tuple[str, ...]):
+        self.members = [checkpoint.load(p) for p in paths]
+        checkpoint.check_committee(paths, self.members)
+        if tuple(self.members[0].classes) != tuple(classes):
+            raise MlpError(
+                f"training.teacher {paths[0]} has the classes {self.members[0].classes}, the "
+                f"data {list(classes)}: a teacher must know the student's classes"
+            )
+        self.temperature = temperature
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        """Soft targets (B, C), float32, for a batch of uint8 pixels (B, 784)."""
+        mean = metrics.committee([self._probabilities(c, pixels) for c in self.members])
+        return model.soft_targets(mean, self.temperature).astype(np.float32)
+
+    @staticmethod
+    def _probabilities(ckpt, pixels: np.ndarray) -> np.ndarray:
+        seen = normalise.as_trained(pixels, ckpt.config)
+        return metrics.probabilities(
+            ckpt.params, ckpt.activation, seen, batch=len(pixels), scaling=ckpt.scaling
+        )
+
+
+def teacher_for(config: Config, classes: tuple[str, ...]) -> Teacher | None:
+    """The teacher ``training.teacher`` names, or None."""
+    t = config.training
+    return Teacher(t.teacher, t.distill_temperature, classes) if t.teacher else None
