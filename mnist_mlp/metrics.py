@@ -117,3 +117,23 @@ def per_class(cm: np.ndarray, classes: list[str]) -> list[dict]:
         }
         for i in range(len(classes))
     ]
+
+
+def mcnemar(a_right: np.ndarray, b_right: np.ndarray) -> dict:
+    """McNemar's exact test: do two classifiers, right or wrong on the same digits (n,) bool,
+    differ more than chance would make them?
+
+    Returns
+    -------
+    dict
+        ``a_only`` and ``b_only`` (digits one got right and the other wrong) and ``p``: the
+        two-sided exact binomial probability of a split at least that uneven if each were as
+        likely (1.0 where they never disagree).
+    """
+    a_only = int(np.count_nonzero(a_right & ~b_right))
+    b_only = int(np.count_nonzero(b_right & ~a_right))
+    n, k = a_only + b_only, min(a_only, b_only)
+    if n == 0:
+        return {"a_only": 0, "b_only": 0, "p": 1.0}
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return {"a_only": a_only, "b_only": b_only, "p": min(1.0, 2 * tail)}
