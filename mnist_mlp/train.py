@@ -286,8 +286,11 @@ class _Loop:
         x = self.step.inputs(images, rows, len(idx), self.data.scaling)
         y = train.labels[idx].astype(np.intp)
         # the teacher sees the batch as the student does, distortions included
-        soft = self.teacher(images if rows is None else images[rows]) if self.teacher else None
-        loss, predictions = self.step(x, y, lr, rng, soft)
+        if self.teacher is None:
+            loss, predictions = self.step(x, y, lr, rng)
+        else:
+            soft = self.teacher(images if rows is None else images[rows])
+            loss, predictions = self.step(x, y, lr, rng, soft)
         if not math.isfinite(loss):
             raise TrainingDiverged(
                 f"the loss became {loss} at epoch {state.epoch + 1}, step {b + 1}: the learning "
