@@ -202,9 +202,10 @@ class MLflow(Tracker):
         """Send the pending metrics (and ``params``); on failure keep them, say so once."""
         from mlflow.entities import Param
 
+        given = params or []
         try:
-            for start in range(0, len(params or []), 100):  # MLflow takes 100 params a call
-                chunk = [Param(k, str(v)) for k, v in params[start : start + 100]]  # type: ignore[index]
+            for start in range(0, len(given), 100):  # MLflow takes 100 params a call
+                chunk = [Param(k, str(v)) for k, v in given[start : start + 100]]
                 self.client.log_batch(self.run_id, params=chunk)
             while self.pending:
                 self.client.log_batch(self.run_id, metrics=self.pending[:1000])
