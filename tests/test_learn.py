@@ -246,8 +246,21 @@ def test_the_state_is_json_with_everything_the_page_draws(digits):
     session.advance(3)
     state = session.state()
     text = json.dumps(state, allow_nan=False)
-    assert set(state) == {"id", "step", "config", "input", "params", "batch", "history", "follow"}
+    assert set(state) == {
+        "id",
+        "step",
+        "config",
+        "input",
+        "params",
+        "batch",
+        "history",
+        "follow",
+        "health",
+        "one_steps",
+        "last_update",
+    }
     assert set(state["follow"]) == {
+        "output",
         "index",
         "label",
         "pixels",
@@ -303,3 +316,115 @@ def test_a_session_trains_through_the_loop_exactly_as_model_py_by_hand(digits):
     for k in params:
         np.testing.assert_array_equal(session.params[k], params[k], err_msg=k)
         np.testing.assert_array_equal(session.velocity[k], velocity[k], err_msg=k)
+
+
+# --- the output layer in numbers, one step on one digit, health ---------------------------------
+
+
+def test_the_output_layer_arithmetic_is_softmax_its_loss_and_p_minus_target(digits):
+    session = learn.Session(learn.LearnConfig(hidden=[16]), digits)
+    session.advance(40)
+    session.follow(index=7)
+    state = session.state()
+    out, f = state["follow"]["output"], state["follow"]
+    z = np.array(out["z"])
+    assert np.array_equal(z, f["z"][-1]) and out["shift"] == z.max()
+    assert np.allclose(out["exp"], np.exp(z - z.max()), rtol=1e-15)
+    assert out["sum_exp"] == pytest.approx(np.sum(out["exp"]), rel=1e-15)
+    assert np.allclose(out["p"], np.exp(z) / np.exp(z).sum(), rtol=1e-12)
+    assert np.array_equal(out["p"], f["probabilities"])
+    label = int(digits.labels[7])
+    assert out["target"] == [1.0 if k == label else 0.0 for k in range(10)]
+    assert out["loss"] == pytest.approx(-np.log(out["p"][label]), rel=1e-12)
+    assert out["loss"] == pytest.approx(f["loss"], rel=1e-12)
+    assert np.allclose(out["dz"], np.array(out["p"]) - out["target"], atol=0)
+    assert np.allclose(out["dz"], f["dz"][-1], rtol=1e-12, atol=1e-300)
+
+
+def test_the_output_layer_stays_finite_when_the_sums_are_huge():
+    out = learn.follow.output_layer(np.array([1e6, -1e6, 0.0, *[0.0] * 7]), label=1)
+    assert out["p"][0] == 1.0 and out["exp"][1] == 0.0
+    assert out["loss"] == pytest.approx(2e6) and np.isfinite(out["loss"])
+
+
+@pytest.mark.parametrize("l2", [0.0, 0.01])
+def test_one_step_on_the_followed_digit_is_plain_sgd_and_lowers_its_loss(digits, l2):
+    session = learn.Session(learn.LearnConfig(hidden=[16, 8], momentum=0.9, l2=l2), digits)
+    session.advance(20)
+    session.follow(index=11)
+    before = {k: v.copy() for k, v in session.params.items()}
+    velocity = {k: v.copy() for k, v in session.velocity.items()}
+    grads = session.followed_grads()
+    steps, history = session.step, json.dumps(session.history)
+    update = session.step_on_followed()
+    lr = session.config.lr
+    for k, w in session.params.items():
+        decay = lr * l2 * before[k] if k.startswith("W") else 0.0
+        assert np.allclose(w, before[k] - lr * grads[k] - decay, rtol=0, atol=1e-15), k
+        assert np.array_equal(session.velocity[k], velocity[k])  # no momentum
+        assert np.array_equal(update["params_before"][k], before[k])
+    assert session.step == steps and json.dumps(session.history) == history
+    assert update["after"]["loss"] < update["before"]["loss"]
+    state = session.state()
+    assert state["one_steps"] == 1 and state["last_update"]["lr"] == lr
+    assert state["last_update"]["after"]["loss"] == pytest.approx(state["follow"]["loss"])
+
+
+def test_one_step_on_ones_own_drawing(digits):
+    session = learn.Session(learn.LearnConfig(), digits)
+    pixels = np.zeros((28, 28))
+    pixels[4:24, 12:16] = 255
+    session.follow(pixels=pixels, label=1)
+    update = session.step_on_followed()
+    assert update["index"] is None and update["label"] == 1
+    assert update["after"]["probabilities"][1] > update["before"]["probabilities"][1]
+
+
+def test_health_names_the_dead_relus(digits):
+    session = learn.Session(learn.LearnConfig(hidden=[8], activation="relu"), digits)
+    session.advance(1)
+    assert session.state()["health"]["dead"] == [[]] and not session.health()["diverged"]
+    session.params["b1"][[2, 5]] = -1e3  # no digit lifts these above 0
+    h = session.health()
+    assert h["dead"] == [[2, 5]] and h["saturated"] == [[]] and "ReLU" in h["rule"]
+
+
+@pytest.mark.parametrize("activation, z", [("sigmoid", 8.0), ("tanh", 4.0)])
+def test_health_names_the_saturated_neurons(digits, activation, z):
+    session = learn.Session(learn.LearnConfig(hidden=[6, 4], activation=activation), digits)
+    session.advance(1)
+    session.params["W2"][:, 3] = 0
+    session.params["b2"][3] = z  # f'(z) below 1% of its peak for every digit
+    session.params["b2"][1] = -z / 3  # still learning
+    h = session.health()
+    assert h["saturated"] == [[], [3]] and h["dead"] == [[], []]
+
+
+def test_health_says_the_net_diverged_where_the_loss_blew_up(digits):
+    session = learn.Session(learn.LearnConfig(hidden=[32, 16], activation="relu"), digits)
+    session.advance(1)
+    assert not session.health()["diverged"]
+    session.params["W3"] *= 1e6
+    h = session.health()
+    assert h["diverged"] and h["loss"] > learn.health.DIVERGED_LOSS
+
+
+def test_the_state_of_a_blown_up_net_is_still_json(digits):
+    session = learn.Session(learn.LearnConfig(hidden=[4]), digits)
+    session.params["W2"][0, 0] = np.inf
+    state = session.state()
+    json.dumps(state, allow_nan=False)
+    assert state["params"]["W2"][0][0] is None
+
+
+def test_a_session_unheard_from_gives_its_place_to_a_new_one(digits):
+    sessions = learn.Sessions(digits, limit=2, unheard=60)
+    first, second = (sessions.create(learn.LearnConfig()) for _ in range(2))
+    with pytest.raises(learn.TooManySessions, match="reclaimed after 60 s"):
+        sessions.create(learn.LearnConfig())
+    first.last_used -= 61  # its page has gone
+    sessions.get(second.id)
+    third = sessions.create(learn.LearnConfig())
+    with pytest.raises(KeyError):
+        sessions.get(first.id)
+    assert sessions.get(second.id) is second and sessions.get(third.id) is third

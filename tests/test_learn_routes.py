@@ -62,6 +62,17 @@ def test_a_session_from_start_to_end(client):
     assert r.status_code == 200
     check = r.json()
     assert set(check) >= {"backprop", "numeric", "rel_error"} and check["rel_error"] < 1e-6
+    r = client.post(f"/api/learn/{key}/follow/step")
+    assert r.status_code == 200, r.text
+    state = r.json()
+    update = state["last_update"]
+    assert state["step"] == 250 and state["one_steps"] == 1
+    assert update["after"]["loss"] < update["before"]["loss"] == pytest.approx(follow["loss"])
+    w_before = np.array(update["params_before"]["W2"])
+    assert np.allclose(
+        state["params"]["W2"], w_before - 1.0 * np.array(update["grads"]["W2"]), atol=1e-15
+    )
+    assert client.post(f"/api/learn/{key}/heartbeat").status_code == 204
     assert client.delete(f"/api/learn/{key}").status_code == 204
     assert client.get(f"/api/learn/{key}").status_code == 404
 

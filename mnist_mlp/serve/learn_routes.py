@@ -22,10 +22,12 @@ from mnist_mlp.learn import (
     IDLE_SECONDS,
     MAX_SESSIONS,
     MAX_STEPS,
+    UNHEARD_SECONDS,
     LearnConfig,
     LearnError,
     Session,
     TooManySessions,
+    wire,
 )
 from mnist_mlp.rules import OneOf, Sizes
 from mnist_mlp.serve.limits import MAX_PIXELS
@@ -132,7 +134,7 @@ def _state(session: Session, action=None, *args) -> bytes:
     with session.lock:
         if action is not None:
             action(*args)
-        return json.dumps(session.state(), separators=(",", ":")).encode()
+        return wire.dumps(session.state())
 
 
 def _json(body: bytes, status: int = 200) -> Response:
@@ -256,6 +258,34 @@ async def follow(key: str, request: Request):
             'the body must be {"index": i}, a training digit (or upload an image with its label)',
         )
     return _json(await _run(request, _state, session, session.follow, values["index"]))
+
+
+@router.post(
+    "/api/learn/{key}/follow/step",
+    summary="One SGD step on the followed digit alone",
+    description="Plain SGD on the followed digit only: every parameter moves by -lr x its "
+    "gradient for this digit's loss, and each weight also by -lr x l2 x itself (the L2 term); "
+    "no momentum. The state that comes back carries `last_update`: the lr and l2 used, the "
+    "digit's loss and probabilities before and after, the gradients and the parameters before, "
+    "so that any weight's change can be checked by hand.",
+    responses=ERRORS,
+)
+async def follow_step(key: str, request: Request):
+    session = _session(request, key)
+    return _json(await _run(request, _state, session, session.step_on_followed))
+
+
+@router.post(
+    "/api/learn/{key}/heartbeat",
+    status_code=204,
+    summary="Keep a session alive",
+    description=f"The page sends one every 20 s while it is open. When all {MAX_SESSIONS} places "
+    f"are taken, a session unheard from for {UNHEARD_SECONDS} s is the first closed to make room.",
+    responses=ERRORS,
+)
+def heartbeat(key: str, request: Request):
+    _session(request, key)  # being asked for is being heard from
+    return Response(status_code=204)
 
 
 @router.post(

@@ -1,5 +1,5 @@
 // The Learn page: a session on the server trains; this script asks it to step, draws its state,
-// and explains what is clicked. Every number comes from the server's state (mnist_mlp/learn.py).
+// and explains what is clicked. Every number comes from the server's state (mnist_mlp/learn/).
 "use strict";
 
 const $ = (id) => document.getElementById(id);

@@ -8,13 +8,17 @@ accuracy every few hundred steps). Its math is the reference path of :mod:`mnist
 does, to the last digit.
 
 Its *state* (:meth:`Session.state`) is what the page draws: the weights, the last batch, the
-curves, and one *followed* digit carried forward and back through the net: every neuron's
-input sum z and activation a, the output probabilities and loss, every neuron's sensitivity
-dL/dz, the pixels' sensitivity dL/dx, and each parameter's gradient for that digit's loss.
+curves, the net's health (:mod:`mnist_mlp.learn.health`) and one *followed* digit carried forward
+and back through the net (:mod:`mnist_mlp.learn.follow`): every neuron's input sum z and
+activation a, the output layer's arithmetic (softmax, the loss, p - target), every neuron's
+sensitivity dL/dz, the pixels' sensitivity dL/dx, and each parameter's gradient for that digit's
+loss. :meth:`Session.step_on_followed` takes one plain SGD step on that digit alone, so that a
+learner can check an update by hand.
 
-:class:`Sessions` keeps at most :data:`MAX_SESSIONS` of them in memory and drops one left idle
-for :data:`IDLE_SECONDS`. This module knows nothing of HTTP: ``serve/learn_routes.py`` puts it
-on the web.
+:class:`Sessions` keeps at most :data:`MAX_SESSIONS` of them in memory, drops one left idle for
+:data:`IDLE_SECONDS`, and gives the place of one unheard from for :data:`UNHEARD_SECONDS` (its
+page sends heartbeats while open) to a new one. This module knows nothing of HTTP:
+``serve/learn_routes.py`` puts it on the web.
 """
 
 from __future__ import annotations
@@ -34,11 +38,14 @@ from mnist_mlp.callbacks import Callback, StepResult, StopFlag
 from mnist_mlp.config import Config
 from mnist_mlp.config import from_dict as config_from_dict
 from mnist_mlp.errors import MlpError
+from mnist_mlp.learn import follow, wire
+from mnist_mlp.learn import health as health_mod
 from mnist_mlp.rules import Interval, OneOf, Sizes, is_int, rule
 from mnist_mlp.step import ReferenceStep, StepSettings
 
 MAX_SESSIONS = 8
 IDLE_SECONDS = 30 * 60
+UNHEARD_SECONDS = 60  # a page sends a heartbeat every 20 s: silent this long, it has gone
 N_VALIDATION = 1000
 VALIDATE_EVERY = 200  # steps between two measurements of the validation accuracy
 MAX_STEPS = 10_000  # in one request
@@ -46,6 +53,7 @@ MAX_HISTORY = 1000  # points kept of each curve (older ones thinned out)
 MAX_WIDTH = 64  # neurons in a hidden layer: each is drawn as a picture
 MAX_BATCH = 256
 MAX_LR = 10.0
+HEALTH_PROBE = 256  # validation digits the net's health is measured on
 ENDLESS = 2**62  # a session's "epochs": it never ends by itself
 
 
@@ -207,6 +215,8 @@ class Session:
         self.follow_index: int | None = 0
         self.follow_pixels = digits.images[0].astype(np.float64)
         self.follow_label = int(digits.labels[0])
+        self.one_steps = 0  # steps on the followed digit alone
+        self.last_update: dict | None = None
         self.last_used = time.monotonic()
         self.lock = threading.Lock()
         self._record()
@@ -305,43 +315,66 @@ class Session:
         self.follow_pixels = np.asarray(pixels, np.float64).reshape(784)
         self.follow_label = int(label)
 
+    def _x(self) -> np.ndarray:
+        return self.inputs(self.follow_pixels[None])
+
     def followed(self) -> dict:
-        """The followed digit forward and back: z, a, probabilities, loss, dz, dx, grads."""
-        c = self.config
-        x = self.inputs(self.follow_pixels[None])
-        y = np.array([self.follow_label])
-        fwd = model.forward(self.params, x, c.activation)
-        probs = model.softmax(fwd.logits)
-        loss = model.cross_entropy(fwd.logits, y)
-        grads, deltas = model.backward(
-            self.params, fwd, model.cross_entropy_grad(fwd.logits, y), c.activation
-        )
-        dx = deltas[0] @ self.params["W1"].T
+        """The followed digit forward and back (:func:`mnist_mlp.learn.follow.carried`), as
+        JSON-able values: z, a, probabilities, loss, the output layer's arithmetic, dz, dx,
+        grads."""
+        carried = follow.carried(self.params, self.config.activation, self._x(), self.follow_label)
         return {
             "index": self.follow_index,
             "label": self.follow_label,
-            "pixels": self.follow_pixels.reshape(28, 28).tolist(),
-            "z": [z[0].tolist() for z in fwd.z],
-            "a": [a[0].tolist() for a in fwd.a[1:]] + [probs[0].tolist()],
-            "probabilities": probs[0].tolist(),
-            "loss": loss,
-            "dz": [d[0].tolist() for d in deltas],
-            "dx": dx[0].tolist(),
-            "grads": {k: g.tolist() for k, g in grads.items()},
+            "pixels": self.follow_pixels.reshape(28, 28),
+            **carried,
         }
 
+    def followed_grads(self) -> model.Params:
+        """dL/dparam of the followed digit's loss (no L2 term), by backprop."""
+        return follow.carried(self.params, self.config.activation, self._x(), self.follow_label)[
+            "grads"
+        ]
+
     def loss_of_followed(self, params: model.Params) -> float:
-        x = self.inputs(self.follow_pixels[None])
-        logits = model.forward(params, x, self.config.activation).logits
+        logits = model.forward(params, self._x(), self.config.activation).logits
         return model.cross_entropy(logits, np.array([self.follow_label]))
+
+    def step_on_followed(self) -> dict:
+        """One plain SGD step on the followed digit alone (:func:`follow.one_step`): no momentum,
+        the L2 term apart; the batch, the curves and the momentum are left as they were.
+
+        Returns
+        -------
+        dict
+            What the update was and did: ``lr``, ``l2``, and ``before`` and ``after`` each with
+            the followed digit's ``loss`` and ``probabilities``; also kept as ``last_update``
+            in the state, with the parameters before (``params_before``, for the page to show
+            any weight's change).
+        """
+        c = self.config
+        before = follow.carried(self.params, c.activation, self._x(), self.follow_label)
+        old = {k: v.copy() for k, v in self.params.items()}
+        new = follow.one_step(self.params, before["grads"], c.lr, c.l2)
+        for k, w in self.params.items():
+            w[...] = new[k]  # in place: the loop's state and the step share these arrays
+        after = follow.carried(self.params, c.activation, self._x(), self.follow_label)
+        self.last_update = {
+            "lr": c.lr,
+            "l2": c.l2,
+            "index": self.follow_index,
+            "label": self.follow_label,
+            "before": {"loss": before["loss"], "probabilities": before["probabilities"]},
+            "after": {"loss": after["loss"], "probabilities": after["probabilities"]},
+            "grads": before["grads"],
+            "params_before": old,
+        }
+        self.one_steps += 1
+        return self.last_update
 
     def gradcheck(self, param: str, index: list[int], eps: float = 1e-4) -> dict:
         """Backprop's gradient of one parameter against a finite difference of the followed
-        digit's loss, in float64.
-
-        The centred difference D(h) = (L(w + h) - L(w - h)) / 2h, made more exact by Richardson's
-        step, (4 D(h/2) - D(h)) / 3, whose error shrinks as h^4 instead of h^2.
-        """
+        digit's loss, in float64 (:func:`follow.gradient_check`)."""
         if param not in self.params:
             raise LearnError(f"param must be one of {', '.join(self.params)}, got {param!r}")
         shape = self.params[param].shape
@@ -356,15 +389,7 @@ class Session:
             )
         where = tuple(index)
         backprop = float(self.followed_grads()[param][where])
-
-        def centred(h: float) -> float:
-            shifted = {k: v.copy() for k, v in self.params.items()}
-            shifted[param][where] += h
-            up = self.loss_of_followed(shifted)
-            shifted[param][where] -= 2 * h
-            return (up - self.loss_of_followed(shifted)) / (2 * h)
-
-        numeric = (4 * centred(eps / 2) - centred(eps)) / 3
+        numeric = follow.gradient_check(self.loss_of_followed, self.params, param, where, eps)
         scale = max(abs(backprop), abs(numeric), 1e-300)
         return {
             "param": param,
@@ -375,33 +400,37 @@ class Session:
             "eps": eps,
         }
 
-    def followed_grads(self) -> model.Params:
-        """dL/dparam of the followed digit's loss (no L2 term), by backprop."""
-        c = self.config
-        x = self.inputs(self.follow_pixels[None])
-        y = np.array([self.follow_label])
-        fwd = model.forward(self.params, x, c.activation)
-        grads, _ = model.backward(
-            self.params, fwd, model.cross_entropy_grad(fwd.logits, y), c.activation
-        )
-        return grads
+    def health(self) -> dict:
+        """:func:`mnist_mlp.learn.health.health` on :data:`HEALTH_PROBE` digits kept out of
+        training: the same digits every time, whatever the batch size (with batches of one, a
+        ReLU silent for the last digit is not dead)."""
+        probe = self.digits.val[:HEALTH_PROBE]
+        x = self.inputs(self.digits.images[probe])
+        return health_mod.health(self.params, self.config.activation, x, self.digits.labels[probe])
 
     def state(self) -> dict:
-        """Everything the page draws, as JSON-able values at full float precision."""
-        return {
-            "id": self.id,
-            "step": self.step,
-            "config": asdict(self.config),
-            "input": {"scale": self.scale, "offset": self.offset},
-            "params": {k: v.tolist() for k, v in self.params.items()},
-            "batch": self.batch.tolist(),
-            "history": self.history,
-            "follow": self.followed(),
-        }
+        """Everything the page draws, as JSON-able values at full float precision (NaN and
+        infinities of a blown-up net as None: :func:`mnist_mlp.learn.wire.plain`)."""
+        return wire.plain(
+            {
+                "id": self.id,
+                "step": self.step,
+                "config": asdict(self.config),
+                "input": {"scale": self.scale, "offset": self.offset},
+                "params": self.params,
+                "batch": self.batch,
+                "history": self.history,
+                "follow": self.followed(),
+                "health": self.health(),
+                "one_steps": self.one_steps,
+                "last_update": self.last_update,
+            }
+        )
 
 
 class Sessions:
-    """At most ``limit`` sessions in memory; one idle for ``idle`` seconds is dropped."""
+    """At most ``limit`` sessions in memory; one idle for ``idle`` seconds is dropped, and one
+    unheard from for ``unheard`` seconds gives its place to a new one when all are taken."""
 
     def __init__(
         self,
@@ -409,8 +438,10 @@ class Sessions:
         limit: int = MAX_SESSIONS,
         idle: float = IDLE_SECONDS,
         root: str | None = None,
+        unheard: float = UNHEARD_SECONDS,
     ):
         self._digits, self.limit, self.idle, self.root = digits, limit, idle, root
+        self.unheard = unheard
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
 
@@ -428,16 +459,21 @@ class Sessions:
                 del self._sessions[key]
 
     def create(self, config: LearnConfig) -> Session:
+        """A new session; when every place is taken, the one unheard from longest takes its
+        place if it has been silent for :data:`UNHEARD_SECONDS` (its page has gone)."""
         digits = self.digits
+        session = Session(config, digits)  # outside the lock: it measures its first accuracy
         with self._lock:
             self._drop_idle()
             if len(self._sessions) >= self.limit:
-                raise TooManySessions(
-                    f"{self.limit} learning sessions are open, the most this server keeps; close "
-                    f"one (DELETE /api/learn/ID) or wait: one idle for {self.idle / 60:g} minutes "
-                    f"is closed"
-                )
-            session = Session(config, digits)
+                oldest = min(self._sessions.values(), key=lambda s: s.last_used)
+                if time.monotonic() - oldest.last_used < self.unheard:
+                    raise TooManySessions(
+                        f"{self.limit} learning sessions are open, the most this server keeps; "
+                        f"close one (DELETE /api/learn/ID) or wait: a session whose page has "
+                        f"gone is reclaimed after {self.unheard:g} s"
+                    )
+                del self._sessions[oldest.id]
             self._sessions[session.id] = session
             return session
 
