@@ -33,12 +33,15 @@ from mnist_mlp.serve.answers import model_info
 from mnist_mlp.serve.assets import ASSETS, WEB
 from mnist_mlp.serve.limits import MAX_BYTES
 
-INSTALL_HINT = "mlp serve needs FastAPI and uvicorn: pip install 'mnist-mlp[serve]'"
+INSTALL_HINT = (
+    "mlp serve needs FastAPI, uvicorn and fastapi-offline: pip install 'mnist-mlp[serve]'"
+)
 
 
 def _imports():
     try:
         import fastapi  # noqa: F401
+        import fastapi_offline  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError:
         raise MlpError(INSTALL_HINT) from None
@@ -66,7 +69,7 @@ def create_app(predictor: Predictor | None, max_bytes: int = MAX_BYTES, sessions
     from fastapi.responses import RedirectResponse
 
     from mnist_mlp.learn import Sessions
-    from mnist_mlp.serve import learn_routes, oip, routes
+    from mnist_mlp.serve import docs, learn_routes, oip, routes
     from mnist_mlp.serve.headers import SecurityHeaders
     from mnist_mlp.serve.limits import BodyLimit
 
@@ -87,6 +90,8 @@ def create_app(predictor: Predictor | None, max_bytes: int = MAX_BYTES, sessions
         title="mnist_mlp",
         version=__version__,
         lifespan=lifespan,
+        docs_url=None,  # served from the package's own files: mnist_mlp.serve.docs
+        redoc_url=None,
         description="Classify images of handwritten digits with a NumPy MLP, and see which pixels "
         "drive each decision (the gradient of the predicted class's score).",
     )
@@ -98,7 +103,9 @@ def create_app(predictor: Predictor | None, max_bytes: int = MAX_BYTES, sessions
     app.state.learn_page = (WEB / "learn.html").read_text()
     app.state.assets = {name: (WEB / name).read_bytes() for name in ASSETS}
     routes.add_error_handlers(app)
+    app.state.docs_assets = {}
     app.include_router(routes.common)
+    app.include_router(docs.router)
     app.include_router(learn_routes.router)
     if predictor is not None:
         # the Learn page links to the drawing page only where there is one

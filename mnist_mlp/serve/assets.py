@@ -9,6 +9,7 @@ WEB = Path(__file__).resolve().parent.parent / "web"
 ASSETS = {
     "app.js": "text/javascript; charset=utf-8",
     "learn.js": "text/javascript; charset=utf-8",
+    "docs.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
     "learn.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
