@@ -34,7 +34,8 @@ def _page(title: str, head: str, body: str) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f'<title>{title}</title>\n<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">\n'
+        f"<title>{title}</title>\n"
+        '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">\n'
         f"{head}</head>\n<body>\n{body}</body>\n</html>\n"
     )
 
