@@ -258,6 +258,7 @@ def test_the_state_is_json_with_everything_the_page_draws(digits):
         "health",
         "one_steps",
         "last_update",
+        "compute_seconds",
     }
     assert set(state["follow"]) == {
         "output",

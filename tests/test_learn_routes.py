@@ -267,3 +267,25 @@ def test_mlp_learn_prints_the_pages_url_and_stops_cleanly_on_ctrl_c(real_env, tm
         assert "Traceback" not in err
     finally:
         proc.kill()
+
+
+def test_the_compact_state_holds_the_same_numbers_in_a_quarter_of_the_bytes(client):
+    from mnist_mlp.learn import wire
+
+    key = client.post("/api/learn", json={"hidden": [64, 64]}).json()["id"]
+    client.post(f"/api/learn/{key}/step", json={"steps": 20})
+    full = client.get(f"/api/learn/{key}")
+    compact = client.get(f"/api/learn/{key}?compact=true")
+    assert len(compact.content) < len(full.content) / 3.5
+    f, c = full.json(), compact.json()
+    for name, values in f["params"].items():
+        assert np.array_equal(wire.unpacked(c["params"][name]), np.array(values))
+    assert "grads" not in c["follow"] and c["follow"]["dz"] == f["follow"]["dz"]
+    # each weight's gradient is its input's activation times the sensitivity at its end
+    x = np.array(f["follow"]["pixels"]).reshape(784) * f["input"]["scale"] + f["input"]["offset"]
+    inputs = [x, *map(np.array, f["follow"]["a"][:-1])]
+    for layer, (a, dz) in enumerate(zip(inputs, f["follow"]["dz"]), start=1):
+        assert np.allclose(np.outer(a, dz), f["follow"]["grads"][f"W{layer}"], rtol=1e-12, atol=0)
+    r = client.post(f"/api/learn/{key}/follow/step?compact=true")
+    update = r.json()["last_update"]
+    assert "grads" not in update and set(update["params_before"]) == set(f["params"])

@@ -6,6 +6,7 @@ up (``health.diverged``) may hold such numbers, sent as null.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from typing import Any
@@ -35,3 +36,15 @@ def plain(value: Any) -> Any:
 def dumps(value: Any) -> bytes:
     """``value`` as compact JSON bytes (:func:`plain` first)."""
     return json.dumps(plain(value), separators=(",", ":"), allow_nan=False).encode()
+
+
+def packed(array: np.ndarray) -> dict:
+    """``array`` as ``{"shape": [...], "float64": base64 of its little-endian bytes}``: exact,
+    2.5x smaller than its numbers in JSON, and read by a browser straight into a Float64Array."""
+    data = np.ascontiguousarray(array, dtype="<f8").tobytes()
+    return {"shape": list(array.shape), "float64": base64.b64encode(data).decode("ascii")}
+
+
+def unpacked(value: dict) -> np.ndarray:
+    """The array :func:`packed` made."""
+    return np.frombuffer(base64.b64decode(value["float64"]), "<f8").reshape(value["shape"])
