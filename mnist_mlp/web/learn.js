@@ -9,7 +9,7 @@ const RED = [214, 39, 40], BLUE = [31, 119, 180];
 const MINUS = "\u2212";
 const STORE = "mnist_mlp.learn";
 const HEARTBEAT_MS = 20000;
-const MAX_LINKS = 400; // per layer pair: more lines than this are a hairball, not a picture
+const MAX_LINKS = 250; // per layer pair: more lines than this are a hairball, not a picture
 
 // One number format everywhere: `digits` significant digits, as 1.234e-5 when small or large.
 function fmt(v, digits = 4) {
@@ -161,8 +161,9 @@ async function stepOnce(steps) {
   if (!app.id || app.busy) return;
   app.busy = true;
   try {
-    show(await call("POST", api(`/${app.id}/step`), { steps }));
+    const state = await call("POST", api(`/${app.id}/step`), { steps });
     logSteps(steps);
+    show(state);
     app.stats.stepsSince += steps;
     status(`Step ${app.state.step.toLocaleString("en")}: one batch of ${app.state.config.batch_size} digits.`);
   } catch (e) {
@@ -188,15 +189,17 @@ async function playLoop() {
     while (app.playing) {
       const steps = app.stepsPerFrame;
       pending = call("POST", api(`/${app.id}/step`), { steps });
-      if (last) { show(last); logSteps(sent); app.stats.stepsSince += sent; }
+      if (last) { logSteps(sent); show(last); app.stats.stepsSince += sent; }
       last = await pending;
       sent = steps;
       const took = Math.max(1e-4, last.compute_seconds || 1e-4);
       app.stepsPerFrame = Math.max(1, Math.min(2000, Math.round(steps * Math.min(2, Math.max(0.5, 0.025 / took)))));
       if (last.health && last.health.diverged) app.playing = false;
     }
-    if (last) { show(last); logSteps(sent); }
-    if (!app.state.health.diverged) status(`Paused at step ${app.state.step.toLocaleString("en")}.`);
+    if (last) { logSteps(sent); show(last); }
+    status(app.state.health.diverged
+      ? `Paused at step ${app.state.step.toLocaleString("en")}: the loss blew up (see below).`
+      : `Paused at step ${app.state.step.toLocaleString("en")}.`, app.state.health.diverged);
   } catch (e) {
     status(e.message, true);
   } finally {
@@ -217,8 +220,9 @@ async function halt() { // stop playing, and wait for the last request to land
 async function followIndex(index) {
   await halt();
   try {
-    show(await call("POST", api(`/${app.id}/follow`), { index }));
+    const state = await call("POST", api(`/${app.id}/follow`), { index });
     app.log.push(["follow", index]);
+    show(state);
     $("update").hidden = true;
   } catch (e) { status(e.message, true); }
 }
@@ -227,8 +231,9 @@ async function stepOnDigit() {
   await halt();
   const prior = app.state;
   try {
-    show(await call("POST", api(`/${app.id}/follow/step`)));
+    const state = await call("POST", api(`/${app.id}/follow/step`));
     app.log.push(["one"]);
+    show(state);
     showUpdate(prior);
   } catch (e) { status(e.message, true); }
 }
@@ -282,8 +287,8 @@ function sayHealth(health, config) {
   if (health.diverged) {
     bad = true;
     text = `The loss blew up (${health.loss === null ? "not a number any more" : fmt(health.loss, 3)}): the steps are too large ` +
-      `for this net, so each one overshoots and the weights grow without bound. Training is paused. Try a learning rate ` +
-      `ten times smaller (${fmt(config.lr / 10, 2)}) and press Reset.`;
+      `for this net, so each one overshoots and the weights grow without bound. Training is paused. Try a smaller learning rate, ` +
+      `ten times smaller (${+(config.lr / 10).toPrecision(2)}), and press Reset.`;
   } else if (dead === n) {
     bad = true;
     text = `Every ReLU is dead: no digit makes any hidden neuron's z positive, so f′(z) = 0 everywhere, no gradient ` +
@@ -595,7 +600,7 @@ function pick(x, y, slack = 5) {
       const dx = link.bx - link.ax, dy = link.by - link.ay;
       const t = Math.max(0, Math.min(1, ((x - link.ax) * dx + (y - link.ay) * dy) / (dx * dx + dy * dy)));
       const d = Math.hypot(x - link.ax - t * dx, y - link.ay - t * dy);
-      const covers = d <= link.width / 2 + 0.75;
+      const covers = d <= link.width / 2;
       // a covering stroke drawn later lies on top: it wins over anything drawn before it
       if (covers || d < bestD) { bestD = covers ? -1 : d; best = { kind: "link", layer: link.layer, j: link.j, k: link.k }; }
     }
@@ -633,12 +638,12 @@ function row(cells, cls = "") {
 function explainOutput(k) {
   const f = app.state.follow, o = f.output, label = f.label;
   $("d-title").textContent = `Output neuron ${k}`;
-  const rows = o.z.map((z, i) => row([i === label ? `<b>${i}</b>` : i, fmt(z, 4), fmt(o.exp[i], 4), fmt(o.p[i], 4), o.target[i], fmt(o.dz[i], 4)], i === k ? "hl" : ""));
+  const rows = o.z.map((z, i) => row([i === label ? `<b>${i}</b>` : i, fmt(z, 4), fmt(o.exp[i], 4), fmt(o.p[i], 4), fmt(o.dz[i], 4)], i === k ? "hl" : ""));
   $("d-body").innerHTML = `<p>Softmax turns the ten sums z into probabilities: p = exp(z − m) / Σ exp(z − m), with m = ${fmt(o.shift, 5)}, the largest z
     (taking the same m from every z changes no p, and keeps exp from overflowing).</p>
-    <table class="nums"><tr><th>k</th><th>z</th><th>e<sup>z−m</sup></th><th>p</th><th>t</th><th>p − t</th></tr>${rows.join("")}
-    ${row(["Σ", "", `<span id="d-sumexp">${fmt(o.sum_exp, 6)}</span>`, "1", "", ""], "total")}</table>
-    <p class="note">t: the target, 1 for the true class and 0 for the others.</p>
+    <table class="nums wide"><tr><th>k</th><th>z</th><th>e<sup>z−m</sup></th><th>p</th><th>p − target</th></tr>${rows.join("")}
+    ${row(["Σ", "", `<span id="d-sumexp">${fmt(o.sum_exp, 6)}</span>`, "1", ""], "total")}</table>
+    <p class="note">The target is 1 for the true class (in bold) and 0 for the others.</p>
     <p>This digit is a ${label}, so the loss is −ln p of output ${label}: −ln(${fmt(o.p[label], 6)}) = <b id="d-loss">${fmt(o.loss, 7)}</b>.</p>
     <p>Output ${k}'s sensitivity dL/dz = p − target = ${fmt(o.p[k], 7)} − ${o.target[k]} = <b id="d-sens">${fmt(o.dz[k], 7)}</b>:
     ${k === label ? "negative, so raising its z lowers the loss" : "positive, so raising its z would raise the loss"}.</p>`;
@@ -896,8 +901,9 @@ function setupPad() {
       form.append("label", $("label").value);
       await halt();
       try {
-        show(await call("POST", api(`/${app.id}/follow`), form));
+        const state = await call("POST", api(`/${app.id}/follow`), form);
         app.log.push(["own"]);
+        show(state);
         $("update").hidden = true;
         const f = app.state.follow;
         status(`Following your ${f.label}: the net says ${argmax(f.probabilities)} (${(100 * Math.max(...f.probabilities)).toFixed(1)}%). Its pixels are on the left of the network.`);
