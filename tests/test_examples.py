@@ -39,3 +39,31 @@ def test_the_notebook_runs(name, real_env, tmp_path, monkeypatch):
     assert agree and float(agree.group(1)) >= 99.8  # exact ties may fall either way
     assert (tmp_path / "quickstart.onnx").stat().st_size > 3_000_000
     print(f"{name} ran in {seconds:.1f} s")
+
+
+@pytest.mark.realdata
+def test_the_backprop_notebook_checks_every_step(real_env, tmp_path):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    notebook = nbformat.read(EXAMPLES / "backprop.ipynb", as_version=4)
+    nbclient.NotebookClient(
+        notebook,
+        timeout=120,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    ).execute()
+    outputs = "\n".join(
+        o.get("text", "")
+        for c in notebook.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+    )
+    # each number worked out by hand is the library's, printed to 10-12 digits
+    pairs = re.findall(r"by hand\s+(-?[\d.]+)\s+model\.\w+\s+(-?[\d.]+)", outputs)
+    assert len(pairs) == 5 and all(a == b for a, b in pairs), pairs
+    errors = [float(e) for e in re.findall(r"relative error ([\d.e+-]+)", outputs)]
+    assert len(errors) == 5 and max(errors) < 1e-6, errors
+    before, after = map(
+        float, re.search(r"the loss fell from ([\d.]+) to ([\d.]+)", outputs).groups()
+    )
+    assert after < before
