@@ -4,10 +4,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= configs/default.yaml
 FUZZ_SECONDS ?= 60
-EXTRAS := dev,plot,export,serve,sweep,sklearn,tensorboard,mlflow
+EXTRAS := dev,plot,export,serve,sweep,sklearn,tensorboard,mlflow,docs
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast check check-format check-style check-types format fuzz train record smoke eval bench download serve clean
+.PHONY: help install test test-fast check check-format check-style check-types format fuzz train record smoke eval bench download serve docs docs-serve clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -73,5 +73,11 @@ serve: $(VENV)/.full  ## serve the newest run's model: a page to draw digits on,
 bench: install  ## measure speed and memory on this machine
 	$(BIN)/mlp bench
 
+docs: install  ## build the documentation site into site/ (--strict: a broken link or reference fails)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-serve: install  ## serve the documentation on 127.0.0.1:8001, rebuilt as files change
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
+
 clean:  ## remove the venv and build leftovers (not the data cache, not runs/)
-	rm -rf $(VENV) build *.egg-info .pytest_cache mnist_mlp/fast/_kernels.*.so
+	rm -rf $(VENV) build site *.egg-info .pytest_cache mnist_mlp/fast/_kernels.*.so

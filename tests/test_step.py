@@ -27,7 +27,7 @@ def test_the_reference_step_is_model_py_and_optim_py_and_nothing_else():
     x = ref.inputs(data.train.images, np.arange(16), 16, data.scaling)
     y = data.train.labels[:16].astype(np.intp)
     loss, predictions = ref(x, y, 0.1, np.random.default_rng(3))
-    # by hand, as the README's "Reading the code" has it
+    # by hand, as docs/explanation/reading-the-code.md has it
     hand_loss, grads, hand_pred = model.loss_and_grads(
         copy, x, y, "relu", 1e-3, 0.2, np.random.default_rng(3)
     )

@@ -101,7 +101,7 @@ def one_step(params: model.Params, grads: model.Params, lr: float, l2: float) ->
 
 
 def gradient_check(loss, params: model.Params, param: str, where: tuple, eps: float) -> float:
-    """A finite-difference estimate of d loss(params) / d params[param][where].
+    """A finite-difference estimate of d loss / d ``params[param][where]``.
 
     The centred difference D(h) = (L(w + h) - L(w - h)) / 2h, made more exact by Richardson's
     step, (4 D(h/2) - D(h)) / 3, whose error shrinks as h^4 instead of h^2.
