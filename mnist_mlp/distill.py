@@ -1,7 +1,9 @@
 """A teacher for distillation (Hinton et al. 2015): trained checkpoints whose answers a student
 learns besides the labels.
 
-``training.teacher`` names the checkpoints (a committee: the mean of their probabilities), and
+``training.teacher`` names the checkpoints (a committee: the mean of their probabilities), or a
+committee sweep's folder (``committee: true``: its finished members, as its ``summary.json``
+lists them), and
 the loop asks the teacher about every batch exactly as the student sees it, distortions
 included (:func:`mnist_mlp.train.fit`), then hands the step its soft targets at
 ``training.distill_temperature``. Each member sees the batch in its own view of the digits
@@ -9,6 +11,9 @@ included (:func:`mnist_mlp.train.fit`), then hands the step its soft targets at
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 
@@ -21,6 +26,7 @@ class Teacher:
     """The committee of checkpoints ``paths``, answering in soft targets at ``temperature``."""
 
     def __init__(self, paths: list[str], temperature: float, classes: tuple[str, ...]):
+        paths = [m for p in paths for m in members_of(p)]
         self.members = [checkpoint.load(p) for p in paths]
         checkpoint.check_committee(paths, self.members)
         if tuple(self.members[0].classes) != tuple(classes):
@@ -41,6 +47,24 @@ class Teacher:
         return metrics.probabilities(
             ckpt.params, ckpt.activation, seen, batch=len(pixels), scaling=ckpt.scaling
         )
+
+
+def members_of(path: str) -> list[str]:
+    """The checkpoints ``path`` names: itself, or a committee sweep's finished members."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return [path]
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+        members = [m["checkpoint"] for m in summary["committee"]["members"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        members = []
+    if not members:
+        raise MlpError(
+            f"training.teacher {path}: a folder, but not a finished committee sweep (no "
+            f"summary.json listing its members): finish it first, mlp sweep SPEC --out {path}"
+        )
+    return members
 
 
 def teacher_for(config: Config, classes: tuple[str, ...]) -> Teacher | None:

@@ -3,6 +3,8 @@ textbook's, and a student taught by a teacher that sees each batch as the studen
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from test_train import small_config, tiny_data
@@ -140,3 +142,15 @@ def test_a_teacher_is_refused_with_label_smoothing_or_when_it_is_no_checkpoint(t
     with pytest.raises(MlpError, match=r"nowhere\.npz") as info:
         train.fit(config, tiny_data(), progress=False)
     assert "\n" not in str(info.value)
+
+
+def test_a_committee_sweeps_folder_names_its_members(tmp_path):
+    folder = tmp_path / "committee"
+    folder.mkdir()
+    with pytest.raises(MlpError, match="not a finished committee sweep") as info:
+        distill.members_of(str(folder))
+    assert "\n" not in str(info.value)
+    summary = {"committee": {"members": [{"checkpoint": "a/checkpoint.npz"}, {"checkpoint": "b"}]}}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    assert distill.members_of(str(folder)) == ["a/checkpoint.npz", "b"]
+    assert distill.members_of("c.npz") == ["c.npz"]

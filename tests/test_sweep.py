@@ -178,6 +178,9 @@ def test_a_committee_study_keeps_every_member_and_is_evaluated_as_one(tiny_as_mn
     again = evaluation.evaluate_committee(paths, "val", progress=False)
     assert committee["val_accuracy"] == again["accuracy"]
     assert "the committee of 3 members" in sweep.format_summary(summary)
+    from mnist_mlp import distill
+
+    assert distill.members_of(str(folder)) == paths  # the folder names it as a teacher
 
 
 def checkpoint_view(path) -> dict:
