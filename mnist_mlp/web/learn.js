@@ -932,6 +932,11 @@ $("form").addEventListener("submit", (e) => { e.preventDefault(); start(); });
 $("net").addEventListener("pointerup", (e) => {
   const r = $("net").getBoundingClientRect();
   setSelected(pick(e.clientX - r.left, e.clientY - r.top, e.pointerType === "touch" ? 12 : 5));
+  // on a phone the numbers are below the network: bring their heading into sight
+  if (app.selected && window.matchMedia("(max-width: 720px)").matches) {
+    const top = $("details").getBoundingClientRect().top;
+    if (top > window.innerHeight - 120) window.scrollBy({ top: top - window.innerHeight + 240, behavior: "smooth" });
+  }
 });
 document.addEventListener("keydown", (e) => {
   if (e.key === " " && e.target === document.body) { e.preventDefault(); app.playing ? stop() : play(); }
