@@ -104,6 +104,7 @@ def create_app(predictor: Predictor | None, max_bytes: int = MAX_BYTES, sessions
     app.state.assets = {name: (WEB / name).read_bytes() for name in ASSETS}
     routes.add_error_handlers(app)
     app.state.docs_assets = {}
+    app.state.setting_rules = learn_routes.RULE_WORDS
     app.include_router(routes.common)
     app.include_router(docs.router)
     app.include_router(learn_routes.router)

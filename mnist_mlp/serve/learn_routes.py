@@ -83,6 +83,7 @@ def _settings_model() -> type[BaseModel]:
 
 
 Settings = _settings_model()
+RULE_WORDS = {f.name: f.metadata["rule"].text for f in dataclasses.fields(LearnConfig)}
 
 
 class Steps(BaseModel):

@@ -59,7 +59,22 @@ def _methods(request: Request) -> list[str]:
 async def invalid(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0]
-    where = ".".join(str(p) for p in first.get("loc", [])[1:]) or "request"
+    loc = first.get("loc", [])
+    # a Learn setting is said by its rule, with the whole value sent ("hidden must be one or
+    # two layer sizes from 1 to 64, got ['sixteen']"), not by the part pydantic tripped on
+    rules = getattr(request.app.state, "setting_rules", {})
+    body = getattr(exc, "body", None)
+    settings = request.url.path.rstrip("/") == "/api/learn"
+    if (
+        settings
+        and isinstance(body, dict)
+        and len(loc) >= 2
+        and loc[0] == "body"
+        and loc[1] in rules
+    ):
+        got = f", got {body[loc[1]]!r}" if loc[1] in body else ""
+        return error(422, one_line(f"{loc[1]} must {rules[loc[1]]}{got}")[:500])
+    where = ".".join(str(p) for p in loc[1:]) or "request"
     got = f", got {first['input']!r}" if "input" in first and first["type"] != "missing" else ""
     return error(422, one_line(f"{where}: {first.get('msg', 'invalid')}{got}")[:500])
 
