@@ -32,6 +32,45 @@ def require(condition: bool, why: str) -> None:
     pytest.skip(why)
 
 
+@contextlib.contextmanager
+def serving(app):
+    """``app`` served by uvicorn on a free port of 127.0.0.1, from a thread; yields its base URL
+    (``http://127.0.0.1:PORT/``) once it answers, and stops it afterwards."""
+    import uvicorn
+
+    from mnist_mlp import serve
+
+    sock = serve.listen("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield serve.url_of(sock)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def only_loopback(page) -> list[str]:
+    """Let a Playwright page fetch from 127.0.0.1 only: every other request is aborted and its
+    address kept in the list returned (a page that works offline leaves it empty)."""
+    elsewhere: list[str] = []
+
+    def route(r):
+        if r.request.url.startswith("http://127.0.0.1"):
+            r.continue_()
+        else:
+            elsewhere.append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    return elsewhere
+
+
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
     """Every test gets its own cache and no mirror unless it asks for one."""

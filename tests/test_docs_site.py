@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import require
+from conftest import only_loopback, require
 from test_page import browser, wait_for  # noqa: F401  (browser: the fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,16 +84,7 @@ def served(site):
 
 def test_the_tutorial_reads_and_search_finds_offline(browser, served):  # noqa: F811
     page = browser.new_page(viewport={"width": 1280, "height": 900})
-    elsewhere: list[str] = []
-
-    def only_loopback(route):
-        if route.request.url.startswith("http://127.0.0.1"):
-            route.continue_()
-        else:
-            elsewhere.append(route.request.url)
-            route.abort()
-
-    page.route("**/*", only_loopback)
+    elsewhere = only_loopback(page)
     page.goto(served + "/tutorial/")
     assert "Learn backpropagation" in page.text_content("h1")
     page.screenshot(path="/tmp/mnist_mlp-docs-tutorial.png")

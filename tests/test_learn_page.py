@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import itertools
-import threading
-import time
 
 import pytest
+from conftest import serving
 from test_page import browser, wait_for  # noqa: F401  (browser: the fixture)
 
 pytest.importorskip("fastapi", reason="the serve extra (fastapi, uvicorn) is not installed")
@@ -15,27 +14,13 @@ pytestmark = pytest.mark.realdata
 
 @pytest.fixture(scope="module")
 def learn_site(real_cache):
-    import uvicorn
-
     from mnist_mlp import serve
     from mnist_mlp.learn import Digits, Sessions
 
     # pages no longer close their sessions when they go (a reload keeps them): room for all
     sessions = Sessions(Digits.load(str(real_cache), progress=False), limit=64)
-    sock = serve.listen("127.0.0.1", 0)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            serve.create_app(None, sessions=sessions), log_level="warning", access_log=False
-        )
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    yield serve.url_of(sock) + "learn"
-    server.should_exit = True
-    thread.join(10)
+    with serving(serve.create_app(None, sessions=sessions)) as url:
+        yield url + "learn"
 
 
 def _number(page, selector: str) -> float:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import threading
-import time
 
 import numpy as np
 import pytest
+from conftest import serving
 
 pytest.importorskip("fastapi", reason="the serve extra (fastapi, uvicorn) is not installed")
 from fastapi.testclient import TestClient
@@ -20,32 +20,24 @@ INFER = "/v2/models/mnist_mlp/infer"
 
 
 def live_server(path):
-    """``mlp serve``'s app for the checkpoint at ``path``, on a free port of 127.0.0.1."""
-    import uvicorn
+    """``mlp serve``'s app for the checkpoint at ``path``, on a free port of 127.0.0.1: a
+    context that yields ``host:port``, as Triton's client takes it."""
+    return _host_port(serving(serve.create_app(Predictor(path))))
 
-    sock = serve.listen("127.0.0.1", 0)
-    server = uvicorn.Server(
-        uvicorn.Config(serve.create_app(Predictor(path)), log_level="warning", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return server, thread, sock
+
+@contextlib.contextmanager
+def _host_port(served):
+    with served as url:
+        yield url.removeprefix("http://").rstrip("/")
 
 
 @pytest.fixture
 def triton(random_checkpoint):
     httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient (dev) is missing")
-    server, thread, sock = live_server(random_checkpoint)
-    host, port = sock.getsockname()[:2]
-    client = httpclient.InferenceServerClient(url=f"{host}:{port}")
-    yield httpclient, client
-    client.close()
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    with live_server(random_checkpoint) as address:
+        client = httpclient.InferenceServerClient(url=address)
+        yield httpclient, client
+        client.close()
 
 
 def _infer(httpclient, client, pixels, binary: bool, outputs=("probabilities", "label")):
@@ -86,10 +78,8 @@ def test_triton_client_gets_the_forward_pass_of_mlp_predict(
 def test_a_thousand_test_digits_equal_mlp_eval(smoke_checkpoint, mnist_test):
     httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient (dev) is missing")
     images, labels = mnist_test
-    server, thread, sock = live_server(smoke_checkpoint)
-    try:
-        host, port = sock.getsockname()[:2]
-        client = httpclient.InferenceServerClient(url=f"{host}:{port}")
+    with live_server(smoke_checkpoint) as address:
+        client = httpclient.InferenceServerClient(url=address)
         pixels = images[:1000].reshape(1000, 784).astype(np.float32)
         result = _infer(httpclient, client, pixels, binary=True)
         ckpt = checkpoint.load(smoke_checkpoint)
@@ -101,10 +91,6 @@ def test_a_thousand_test_digits_equal_mlp_eval(smoke_checkpoint, mnist_test):
         got = result.as_numpy("probabilities")
         np.testing.assert_allclose(got, ours.probabilities, rtol=1e-4, atol=1e-7)
         client.close()
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 @pytest.fixture

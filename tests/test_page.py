@@ -10,13 +10,12 @@ import io
 import itertools
 import os
 import shutil
-import threading
 import time
 
 import imagegen
 import numpy as np
 import pytest
-from conftest import require
+from conftest import require, serving
 
 pytest.importorskip("fastapi", reason="the serve extra (fastapi, uvicorn) is not installed")
 
@@ -70,26 +69,11 @@ def browser():
 
 @pytest.fixture(scope="module")
 def site(smoke_checkpoint):
-    import uvicorn
-
     from mnist_mlp import serve
     from mnist_mlp.predict import Predictor
 
-    sock = serve.listen("127.0.0.1", 0)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            serve.create_app(Predictor(smoke_checkpoint)), log_level="warning", access_log=False
-        )
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    yield serve.url_of(sock)
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    with serving(serve.create_app(Predictor(smoke_checkpoint))) as url:
+        yield url
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
-import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,6 +16,7 @@ from pathlib import Path
 import imagegen
 import numpy as np
 import pytest
+from conftest import serving
 from PIL import Image
 
 from mnist_mlp.errors import MlpError
@@ -292,21 +291,8 @@ def test_sensitivity_is_the_logit_gradient_per_unit_of_raw_pixel(predictor):
 
 @pytest.fixture
 def live(predictor):
-    import uvicorn
-
-    sock = serve.listen("127.0.0.1", 0)
-    server = uvicorn.Server(
-        uvicorn.Config(serve.create_app(predictor), log_level="warning", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    yield serve.url_of(sock).rstrip("/")
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    with serving(serve.create_app(predictor)) as url:
+        yield url.rstrip("/")
 
 
 def raw_get(url: str, path: str) -> tuple[int, bytes]:

@@ -3,10 +3,8 @@ may fetch nothing from anywhere else, under the pages' own policy."""
 
 from __future__ import annotations
 
-import threading
-import time
-
 import pytest
+from conftest import only_loopback, serving
 from test_page import browser, wait_for  # noqa: F401  (browser: the fixture)
 
 pytest.importorskip("fastapi", reason="the serve extra (fastapi, uvicorn) is not installed")
@@ -14,22 +12,10 @@ pytest.importorskip("fastapi", reason="the serve extra (fastapi, uvicorn) is not
 
 @pytest.fixture(scope="module")
 def docs_site():
-    import uvicorn
-
     from mnist_mlp import serve
 
-    sock = serve.listen("127.0.0.1", 0)
-    server = uvicorn.Server(
-        uvicorn.Config(serve.create_app(None), log_level="warning", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    yield serve.url_of(sock).rstrip("/")
-    server.should_exit = True
-    thread.join(10)
+    with serving(serve.create_app(None)) as url:
+        yield url.rstrip("/")
 
 
 def test_the_docs_pages_name_only_this_servers_files(docs_site):
@@ -47,26 +33,16 @@ def test_the_docs_pages_name_only_this_servers_files(docs_site):
     assert httpx.get(f"{docs_site}/docs-assets/..%2Fcore.py").status_code == 404
 
 
-def _offline_page(browser, requests_elsewhere: list[str]):  # noqa: F811
+def _offline_page(browser):  # noqa: F811
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-
-    def only_loopback(route):
-        if route.request.url.startswith("http://127.0.0.1"):
-            route.continue_()
-        else:
-            requests_elsewhere.append(route.request.url)
-            route.abort()
-
-    page.route("**/*", only_loopback)
-    return page, errors
+    return page, errors, only_loopback(page)
 
 
 def test_swagger_ui_renders_every_route_offline(browser, docs_site):  # noqa: F811
-    elsewhere: list[str] = []
-    page, errors = _offline_page(browser, elsewhere)
+    page, errors, elsewhere = _offline_page(browser)
     page.goto(docs_site + "/docs")
     wait_for(page, "document.querySelectorAll('.opblock').length >= 8")
     assert "/api/learn/{key}/follow/step" in page.text_content("#swagger-ui")
@@ -76,8 +52,7 @@ def test_swagger_ui_renders_every_route_offline(browser, docs_site):  # noqa: F8
 
 
 def test_redoc_renders_offline(browser, docs_site):  # noqa: F811
-    elsewhere: list[str] = []
-    page, errors = _offline_page(browser, elsewhere)
+    page, errors, elsewhere = _offline_page(browser)
     page.goto(docs_site + "/redoc")
     wait_for(page, "document.body.innerText.includes('One SGD step on the followed digit alone')")
     page.screenshot(path="/tmp/mnist_mlp-redoc.png")
