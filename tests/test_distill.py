@@ -154,3 +154,14 @@ def test_a_committee_sweeps_folder_names_its_members(tmp_path):
     (folder / "summary.json").write_text(json.dumps(summary))
     assert distill.members_of(str(folder)) == ["a/checkpoint.npz", "b"]
     assert distill.members_of("c.npz") == ["c.npz"]
+
+
+def test_the_soft_part_is_zero_when_the_student_answers_as_the_teacher():
+    rng = np.random.default_rng(3)
+    T = 4.0
+    q = model.soft_targets(model.softmax(rng.normal(0, 3, (6, 10))), T)
+    matching = T * np.log(q) + 7.0  # softmax(z / T) = q
+    y = rng.integers(0, 10, 6)
+    assert model.distillation_loss(matching, y, q, T, 1.0) == pytest.approx(0.0, abs=1e-12)
+    other = rng.normal(0, 3, (6, 10))
+    assert model.distillation_loss(other, y, q, T, 1.0) > 0.1  # KL >= 0, 0 only at q

@@ -224,7 +224,7 @@ def distillation(
     z = logits / T  # a copy: the hard part overwrites the logits
     hard, dz = softmax_cross_entropy(logits, y)
     log_p = model.log_softmax(z)
-    soft = float(-(q * log_p).sum(axis=1).mean())
+    soft = model.soft_divergence(q, log_p)
     dz *= 1 - w
     dz += (w * T / real(len(y))) * (np.exp(log_p) - q.astype(dz.dtype))
     return float((1 - w) * hard + w * T * T * soft), dz
