@@ -377,6 +377,50 @@ def test_a_64_64_net_trains_and_draws_legibly(browser, learn_site):  # noqa: F81
     for a, b in itertools.combinations(layer2, 2):  # no two circles of the second layer overlap
         assert ((a["x"] - b["x"]) ** 2 + (a["y"] - b["y"]) ** 2) ** 0.5 >= 2 * radius
     assert "strongest of" in page.text_content("#legend")  # 4,096 links thinned, and said so
+    assert "links between the neuron layers" in page.text_content("#legend")
     page.screenshot(path=f"{SHOTS}/64-64.png")
+    assert not errors, errors
+    page.close()
+
+
+def test_the_charts_fit_their_data_and_say_their_scale(browser, learn_site):  # noqa: F811
+    page, errors = _open(browser, learn_site)
+    _train(page, 1000)
+    accuracy = page.get_attribute("#chart-acc", "data-range")
+    low, high = map(float, accuracy.split(" to "))
+    assert low > 0.5 and high <= 1  # zoomed on the recent values, not 0 to 100%
+    assert page.get_attribute("#chart-loss", "data-range").endswith("log scale")
+    assert not errors, errors
+    page.close()
+
+
+def test_the_phone_flow_brings_the_numbers_into_sight(browser, learn_site):  # noqa: F811
+    page, errors = _open(
+        browser,
+        learn_site,
+        width=390,
+        height=844,
+    )
+    _train(page, 100)
+    page.locator("#net").scroll_into_view_if_needed()
+    x, y = _centre(page, 2, 3)
+    page.click("#net", position={"x": x, "y": y})
+    assert page.text_content("#d-title") == "Output neuron 3"
+    wait_for(
+        page, "document.getElementById('d-title').getBoundingClientRect().bottom < innerHeight"
+    )
+    # a drawn digit followed: said at once, and the network (its input) brought into sight
+    page.locator("#pad").scroll_into_view_if_needed()
+    box = page.locator("#pad").bounding_box()
+    page.mouse.move(box["x"] + 20, box["y"] + 20)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 110, box["y"] + 20, steps=8)
+    page.mouse.move(box["x"] + 50, box["y"] + 125, steps=8)
+    page.mouse.up()
+    page.click("#follow-own")
+    wait_for(page, "window.learn.state.follow.index === null")
+    assert page.text_content("#status").startswith("Following your 7")
+    wait_for(page, "Math.abs(document.getElementById('network').getBoundingClientRect().top) < 60")
+    page.screenshot(path=f"{SHOTS}/phone-followed.png")
     assert not errors, errors
     page.close()

@@ -353,6 +353,7 @@ function chart(canvas, xs, ys, { log = false, colour: stroke, percent = false })
   let lo = Math.min(...recent.map((p) => f(p[1]))), hi = Math.max(...recent.map((p) => f(p[1])));
   if (log) { lo = Math.floor(lo); hi = Math.max(lo + 1, Math.ceil(hi)); } // whole decades
   else { const m = Math.max(0.005, 0.08 * (hi - lo)); lo = Math.max(0, lo - m); hi = Math.min(1, hi + m); }
+  canvas.dataset.range = log ? `1e${lo} to 1e${hi}, log scale` : `${lo} to ${hi}`; // what the axis spans
   const x0 = pts[0][0], x1 = pts[pts.length - 1][0] || 1;
   const X = (x) => pad + (W - pad - 6) * (x - x0) / Math.max(1, x1 - x0);
   const Y = (y) => H - 16 - (H - 24) * (y - lo) / Math.max(1e-9, hi - lo);
