@@ -429,3 +429,14 @@ def test_a_session_unheard_from_gives_its_place_to_a_new_one(digits):
     with pytest.raises(KeyError):
         sessions.get(first.id)
     assert sessions.get(second.id) is second and sessions.get(third.id) is third
+
+
+def test_the_last_update_is_forgotten_once_the_net_trains_or_follows_another_digit(digits):
+    session = learn.Session(learn.LearnConfig(), digits)
+    session.step_on_followed()
+    assert session.state()["last_update"] is not None
+    session.advance(1)
+    assert session.state()["last_update"] is None  # its weights before are no longer the net's
+    session.step_on_followed()
+    session.follow(index=3)
+    assert session.state()["last_update"] is None

@@ -170,6 +170,7 @@ class Session:
         if not (is_int(steps) and 1 <= steps <= MAX_STEPS):
             raise LearnError(f"steps must be an integer from 1 to {MAX_STEPS}, got {steps!r}")
         watch = _Watch(self, steps)
+        self.last_update = None  # it described the weights before these steps
         began = time.perf_counter()
         try:
             train.fit(
@@ -226,6 +227,7 @@ class Session:
         self, index: int | None = None, pixels: np.ndarray | None = None, label: int | None = None
     ) -> None:
         """Follow training digit ``index``, or ``pixels`` (28x28, 0..255) labelled ``label``."""
+        self.last_update = None  # it was about the digit followed before
         if index is not None:
             if not (is_int(index) and 0 <= index < len(self.digits.labels)):
                 raise LearnError(
@@ -279,7 +281,7 @@ class Session:
             What the update was and did: ``lr``, ``l2``, and ``before`` and ``after`` each with
             the followed digit's ``loss`` and ``probabilities``; also kept as ``last_update``
             in the state, with the parameters before (``params_before``, for the page to show
-            any weight's change).
+            any weight's change), until the session trains or follows another digit.
         """
         c = self.config
         before = follow.carried(self.params, c.activation, self._x(), self.follow_label)
