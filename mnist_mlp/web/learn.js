@@ -261,6 +261,7 @@ function show(raw) {
   draw();
   sayHealth(state.health, state.config);
   if (app.selected) explain(app.selected);
+  if (!state.last_update) $("update").hidden = true; // trained since, or another digit
   if (app.lesson !== null) lessonShow();
   pythonPanel();
   remember();
