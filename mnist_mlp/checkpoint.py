@@ -6,6 +6,8 @@ A checkpoint is an ``.npz`` file holding
 - ``momentum/W1``, ...            : the optimiser's momentum buffers (same shapes), in the
                                     form ``meta["momentum_form"]`` names (velocities or
                                     previous weights, see :mod:`mnist_mlp.optim`);
+- ``averaged/W1``, ...            : the moving average of the weights (``training.ema``), in
+                                    a run's ``last.npz`` only, to resume it exactly;
 - ``meta``                        : UTF-8 JSON as a uint8 array (see :func:`metadata`).
 
 It is loaded with ``allow_pickle=False``, so opening a checkpoint can never run code, and
@@ -41,6 +43,8 @@ class Checkpoint:
     params : dict of float32 arrays
     momentum : dict of float32 arrays
         Momentum buffers; empty for a checkpoint saved without optimiser state.
+    averaged : dict of float32 arrays
+        The weights' moving average (``training.ema``) of a run to resume; else empty.
     config : Config
     meta : dict
         JSON-able training state: ``epoch`` (completed), ``step``, ``batch`` (within the
@@ -53,6 +57,7 @@ class Checkpoint:
     config: config_mod.Config
     meta: dict = field(default_factory=dict)
     momentum: Params = field(default_factory=dict)
+    averaged: Params = field(default_factory=dict)
 
     @property
     def activation(self) -> str:
@@ -101,6 +106,7 @@ def save(path: str | os.PathLike, ckpt: Checkpoint) -> None:
     }
     arrays = {f"param/{k}": v for k, v in ckpt.params.items()}
     arrays.update({f"momentum/{k}": v for k, v in ckpt.momentum.items()})
+    arrays.update({f"averaged/{k}": v for k, v in ckpt.averaged.items()})
     for key, value in arrays.items():
         if not np.all(np.isfinite(value)):
             raise CheckpointError(f"refusing to save {path}: {key} holds NaN or infinity")
@@ -164,11 +170,12 @@ def _validate(path: Path, arrays: dict[str, np.ndarray]) -> Checkpoint:
         sizes = sizes_of(config, meta)
         params = _group(arrays, "param", sizes, required=True)
         momentum = _group(arrays, "momentum", sizes, required=False)
+        averaged = _group(arrays, "averaged", sizes, required=False)
         if arrays:
             raise _Refused(f"unexpected arrays {sorted(arrays)}")
     except _Refused as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    return Checkpoint(params, config, meta, momentum)
+    return Checkpoint(params, config, meta, momentum, averaged)
 
 
 def _metadata(raw: np.ndarray | None) -> dict:

@@ -122,6 +122,9 @@ class TrainingConfig:
     step_gamma: float = field(default=0.1, metadata=rule(Interval(0, 1, "right")))
     warmup_epochs: float = field(default=0.0, metadata=non_negative())
     patience: int = field(default=0, metadata=non_negative())  # epochs; 0 = no early stopping
+    # decay of an exponential moving average of the weights, taken after every step; what
+    # validation measures and checkpoint.npz keeps. 0 = none (the weights as trained)
+    ema: float = field(default=0.0, metadata=fraction())
     shuffle: bool = True  # a new order of the training examples every epoch
     # Leave out of the first layer's products the pixels blank in every image of a batch (the
     # same math; see fast.inked.InkedColumns). Classical momentum only; Nesterov's runs dense.

@@ -129,3 +129,30 @@ def learning_rate(
         t = min(max((progress - warmup_epochs) / span, 0.0), 1.0)
         return base * 0.5 * (1 + math.cos(math.pi * t))
     raise ValueError(f"unknown schedule {schedule!r}")
+
+
+def ema_update(averaged: Params, params: Params, decay: float, steps: int) -> None:
+    """One step of an exponential moving average of the weights, in place::
+
+        avg <- d avg + (1 - d) w,   d = min(decay, (1 + t) / (10 + t))
+
+    after step t (1, 2, ...): the smaller early decay lets the first steps' weights, still near
+    their random start, fade quickly (as TensorFlow's ``num_updates``). An empty ``averaged``
+    starts as a copy of ``params``.
+
+    Parameters
+    ----------
+    averaged, params : dict of arrays
+        The average (changed in place, or filled) and the weights after step ``steps``.
+    decay : float
+        In (0, 1).
+    """
+    if not averaged:
+        averaged.update({k: v.copy() for k, v in params.items()})
+        return
+    d = min(decay, (1 + steps) / (10 + steps))
+    for key, w in params.items():
+        a = averaged[key]
+        real = a.dtype.type
+        a *= real(d)
+        a += real(1 - d) * w

@@ -196,7 +196,7 @@ def _starting_point(
         return config, None
     saved = ckpt_mod.load(resume)
     config = _resume_config(saved.config, overrides)
-    state = train.State.from_meta(saved.params, saved.momentum, saved.meta)
+    state = train.State.from_meta(saved.params, saved.momentum, saved.meta, saved.averaged)
     if state.epoch >= config.training.epochs and not state.epoch_steps:
         raise MlpError(
             f"{resume} already finished its {config.training.epochs} epochs; to train "
@@ -230,7 +230,7 @@ class _RunWriter(Callback):
         self.files.save("last.npz", state)
         self.good.update(path=self.files.folder / "last.npz", epoch=state.epoch)
         if is_best:
-            self.files.save("checkpoint.npz", state)
+            self.files.save_best(state)
         self.echo(_epoch_line(row, self.epochs, is_best))
         self.curves.update(state.history)
 
@@ -327,7 +327,7 @@ class _KeepBest(Callback):
     def on_epoch_end(self, state: train.State, row: dict, is_best: bool) -> None:
         self.files.append(row)
         if is_best:  # without its momentum: a trial is never resumed
-            params = {k: v.copy() for k, v in state.params.items()}
+            params = {k: v.copy() for k, v in state.evaluated.items()}
             self.best = (params, copy.deepcopy(state.meta()))
 
 

@@ -43,12 +43,30 @@ class RunFiles:
             raise WriteError(f"cannot write {self.metrics}: {describe(exc)}") from None
 
     def save(self, name: str, state: train.State) -> None:
-        self.write(name, state.params, state.meta(), state.momentum.buffers)
+        """``last.npz``: everything to resume the run, the moving average included."""
+        self.write(name, state.params, state.meta(), state.momentum.buffers, state.averaged)
 
-    def write(self, name: str, params: dict, meta: dict, momentum: dict | None = None) -> None:
+    def save_best(self, state: train.State) -> None:
+        """``checkpoint.npz``: the weights validation measured (the moving average, if the run
+        keeps one: then without the momentum, which belongs to the weights as trained)."""
+        if state.averaged:
+            self.write("checkpoint.npz", state.averaged, state.meta())
+        else:
+            self.save("checkpoint.npz", state)
+
+    def write(
+        self,
+        name: str,
+        params: dict,
+        meta: dict,
+        momentum: dict | None = None,
+        averaged: dict | None = None,
+    ) -> None:
         ckpt_mod.save(
             self.folder / name,
-            ckpt_mod.Checkpoint(params, self.config, {**self.meta, **meta}, momentum or {}),
+            ckpt_mod.Checkpoint(
+                params, self.config, {**self.meta, **meta}, momentum or {}, averaged or {}
+            ),
         )
 
 

@@ -95,6 +95,8 @@ class State:
         Epochs since ``lowest_val_loss`` last fell.
     status : str
         "running", "completed", "early-stopped" or "interrupted".
+    averaged : dict of arrays
+        The moving average of the weights (``training.ema``), or empty.
     """
 
     params: model.Params
@@ -109,6 +111,13 @@ class State:
     lowest_val_loss: float | None = None
     epochs_without_improvement: int = 0
     status: str = "running"
+    averaged: model.Params = field(default_factory=dict)
+
+    @property
+    def evaluated(self) -> model.Params:
+        """The weights validation measures and the best checkpoint keeps: the moving average
+        when there is one (``training.ema``), else the weights as trained."""
+        return self.averaged or self.params
 
     def meta(self) -> dict:
         """The JSON-able part, for a checkpoint."""
@@ -120,7 +129,13 @@ class State:
         }
 
     @classmethod
-    def from_meta(cls, params: model.Params, momentum: model.Params, meta: dict) -> State:
+    def from_meta(
+        cls,
+        params: model.Params,
+        momentum: model.Params,
+        meta: dict,
+        averaged: model.Params | None = None,
+    ) -> State:
         """The state a checkpoint holds; with no ``momentum`` saved, zero velocities."""
         saved = {name: meta[key] for name, key in SAVED_AS.items() if key in meta}
         totals = Totals(*meta.get("totals", [0.0, 0, 0]))
@@ -129,7 +144,7 @@ class State:
             if momentum
             else Momentum.zeros(params)
         )
-        return cls(params, buffers, totals=totals, **saved)
+        return cls(params, buffers, totals=totals, averaged=dict(averaged or {}), **saved)
 
 
 def new_state(
@@ -300,6 +315,8 @@ class _Loop:
             )
         correct = int(np.count_nonzero(predictions == y))
         state.steps += 1
+        if self.t.ema:
+            optim.ema_update(state.averaged, state.params, self.t.ema, state.steps)
         state.epoch_steps = b + 1
         state.totals.loss_sum += loss * len(idx)
         state.totals.correct += correct
@@ -322,7 +339,10 @@ class _Loop:
         }
         if len(self.data.val):
             m = metrics.evaluate(
-                state.params, self.config.model.activation, self.data.val, scaling=self.data.scaling
+                state.evaluated,
+                self.config.model.activation,
+                self.data.val,
+                scaling=self.data.scaling,
             )
             row["val_loss"], row["val_acc"] = m.loss, m.accuracy
         state.epoch += 1

@@ -70,3 +70,18 @@ def test_step_and_constant_and_warmup():
     assert optim.learning_rate(7, 0.3, 10, "constant") == 0.3
     assert optim.learning_rate(0.5, 1.0, 10, "cosine", warmup_epochs=2) == pytest.approx(0.25)
     assert optim.learning_rate(2, 1.0, 10, "cosine", warmup_epochs=2) == pytest.approx(1.0)
+
+
+def test_the_moving_average_starts_as_the_weights_and_follows_them_by_its_decay():
+    w = {"W1": np.full((2, 2), 1.0, np.float32), "b1": np.zeros(2, np.float32)}
+    avg: dict = {}
+    optim.ema_update(avg, w, 0.99, steps=1)
+    assert np.array_equal(avg["W1"], w["W1"]) and avg["W1"] is not w["W1"]  # a copy
+    w["W1"][...] = 3.0
+    optim.ema_update(avg, w, 0.99, steps=2)  # early on the decay is (1 + 2) / (10 + 2) = 0.25
+    np.testing.assert_allclose(avg["W1"], 0.25 * 1.0 + 0.75 * 3.0)
+    before = avg["W1"].copy()
+    w["W1"][...] = 5.0
+    optim.ema_update(avg, w, 0.99, steps=10_000)  # later: the decay asked for
+    np.testing.assert_allclose(avg["W1"], 0.99 * before + 0.01 * 5.0, rtol=1e-6)
+    assert avg["W1"].dtype == np.float32

@@ -275,3 +275,29 @@ def test_a_committee_averages_its_members_probabilities(tiny_as_mnist, tmp_path)
         MlpError, match="the members of a committee must share their dataset and classes"
     ):
         Predictor([paths[0], tmp_path / "other.npz"])
+
+
+def test_a_run_with_a_moving_average_keeps_it_as_its_checkpoint_and_resumes_it(
+    tiny_as_mnist, tmp_path
+):
+    cfg = config("training.ema=0.9")
+    whole = run.train_run(cfg, tmp_path / "whole", progress=False, echo=lambda s: None)
+    best = checkpoint.load(tmp_path / "whole" / "checkpoint.npz")
+    last = checkpoint.load(tmp_path / "whole" / "last.npz")
+    assert not best.momentum and not best.averaged  # the average is its weights
+    assert last.averaged and last.momentum  # everything to resume
+    if best.meta["best"]["epoch"] == last.meta["epoch"]:  # the best epoch is the last
+        for key in best.params:
+            np.testing.assert_array_equal(best.params[key], last.averaged[key])
+    with pytest.raises(run.TrainingInterrupted):
+        run.train_run(
+            cfg, tmp_path / "part", progress=False, echo=lambda s: None, stop=StopAfter(9)
+        )
+    resumed = run.train_run(
+        None, tmp_path / "part", resume=tmp_path / "part" / "last.npz", progress=False,
+        echo=lambda s: None,
+    )  # fmt: skip
+    again = checkpoint.load(tmp_path / "part" / "last.npz")
+    for key in last.params:
+        np.testing.assert_array_equal(again.averaged[key], last.averaged[key])
+    assert resumed.test_accuracy == whole.test_accuracy

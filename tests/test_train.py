@@ -309,3 +309,25 @@ def test_resume_is_exact_when_skipping_blank_pixels():
     resumed = train.fit(config, data, part, progress=False)
     for key in whole.params:
         np.testing.assert_array_equal(resumed.params[key], whole.params[key])
+
+
+def test_with_a_moving_average_validation_measures_it_and_resume_is_exact():
+    data, config = tiny_data(), small_config("training.ema=0.9", "training.epochs=2")
+    whole = train.fit(config, data, progress=False)
+    assert whole.averaged and not np.array_equal(whole.averaged["W1"], whole.params["W1"])
+    last = whole.history[-1]
+    m = metrics.evaluate(whole.averaged, config.model.activation, data.val, scaling=data.scaling)
+    assert (last["val_acc"], last["val_loss"]) == (m.accuracy, m.loss)
+    part = train.fit(config, data, stop=StopAfter(9), progress=False)
+    import json
+
+    resumed_state = train.State.from_meta(
+        {k: v.copy() for k, v in part.params.items()},
+        {k: v.copy() for k, v in part.momentum.buffers.items()},
+        json.loads(json.dumps(part.meta())),
+        {k: v.copy() for k, v in part.averaged.items()},
+    )
+    resumed = train.fit(config, data, resumed_state, progress=False)
+    for key in whole.params:
+        np.testing.assert_array_equal(resumed.params[key], whole.params[key])
+        np.testing.assert_array_equal(resumed.averaged[key], whole.averaged[key])

@@ -37,7 +37,7 @@ class Curves(Callback):
                 est._no_improvement += 1
             if score > est.best_validation_score_:
                 est.best_validation_score_ = score
-                est._best_params = {k: v.copy() for k, v in est._state.params.items()}
+                est._best_params = {k: v.copy() for k, v in est._state.evaluated.items()}
         elif est.best_loss_ is not None:
             if loss > est.best_loss_ - est.tol:
                 est._no_improvement += 1
