@@ -9,7 +9,7 @@ const RED = [214, 39, 40], BLUE = [31, 119, 180];
 const MINUS = "\u2212";
 const STORE = "mnist_mlp.learn";
 const HEARTBEAT_MS = 20000;
-const MAX_LINKS = 250; // per layer pair: more lines than this are a hairball, not a picture
+const MAX_LINKS = 200; // per layer pair: more lines than this are a hairball, not a picture
 
 // One number format everywhere: `digits` significant digits, as 1.234e-5 when small or large.
 function fmt(v, digits = 4) {
@@ -425,10 +425,12 @@ function layout(canvas, state) {
   const narrow = W < 560;
   const inputSize = narrow ? 56 : 96;
   const usable = W - inputSize - (narrow ? 80 : 120);
-  const n1 = sizes[1], cols = Math.max(1, Math.ceil(n1 / 8)), rows = Math.ceil(n1 / cols);
-  const share = L > 2 ? 0.38 : 0.45;
-  // as large as the height allows, leaving room for the links and the outputs
-  const tile = Math.max(8, Math.floor(Math.min((H - 30) / rows - 6, (usable * share) / cols - 6, narrow ? 40 : 72)));
+  const n1 = sizes[1], share = L > 2 ? 0.38 : 0.45;
+  // the grid of pictures whose tiles are largest, leaving room for the links and the outputs
+  const size = (c) => Math.floor(Math.min((H - 30) / Math.ceil(n1 / c) - 6, (usable * share) / c - 6, narrow ? 40 : 72));
+  let cols = 1;
+  for (let c = 2; c <= n1; c++) if (size(c) > size(cols)) cols = c;
+  const rows = Math.ceil(n1 / cols), tile = Math.max(8, size(cols));
   const nodes = [[]]; // per layer: {x, y, r|tile, layer, index}
   const x1 = inputSize + 24 + (narrow ? 6 : 30);
   const top1 = (H - rows * (tile + 6)) / 2;
@@ -463,7 +465,7 @@ function visibleLinks(lay, state, back) {
     kept.total = layer.length;
     for (const link of kept) {
       const [ax, ay] = outPort(lay.nodes[l - 1][link.j]), [bx, by] = inPort(lay.nodes[l][link.k]);
-      Object.assign(link, { ax, ay, bx, by, width: 0.6 + 3 * link.t });
+      Object.assign(link, { ax, ay, bx, by, width: 0.6 + (kept.total > MAX_LINKS ? 1.6 : 3) * link.t });
     }
     out.push(kept);
   }
