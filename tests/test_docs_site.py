@@ -55,10 +55,10 @@ def test_every_page_loads_only_the_sites_own_files(site):
 def test_the_references_are_generated_from_the_code(site):
     from mnist_mlp import cli
 
-    commands = (site / "reference" / "cli" / "index.html").read_text()
+    commands = (site / "reference" / "cli.html").read_text()
     for name in cli.main.commands:
         assert f"mlp {name}" in commands, name
-    python = (site / "reference" / "python" / "index.html").read_text()
+    python = (site / "reference" / "python.html").read_text()
     for name in (
         "model.forward",
         "model.backward",
@@ -85,7 +85,7 @@ def served(site):
 def test_the_tutorial_reads_and_search_finds_offline(browser, served):  # noqa: F811
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     elsewhere = only_loopback(page)
-    page.goto(served + "/tutorial/")
+    page.goto(served + "/tutorial.html")
     assert "Learn backpropagation" in page.text_content("h1")
     page.screenshot(path="/tmp/mnist_mlp-docs-tutorial.png")
     page.keyboard.press("s")  # Material's shortcut to the search box
