@@ -197,7 +197,7 @@ def _starting_point(
     saved = ckpt_mod.load(resume)
     config = _resume_config(saved.config, overrides)
     state = train.State.from_meta(saved.params, saved.momentum, saved.meta, saved.averaged)
-    if state.epoch >= config.training.epochs and not state.epoch_steps:
+    if state.finished(config.training.epochs):
         raise MlpError(
             f"{resume} already finished its {config.training.epochs} epochs; to train "
             f"longer, add --set training.epochs=N with N > {state.epoch}"

@@ -113,6 +113,10 @@ class State:
     status: str = "running"
     averaged: model.Params = field(default_factory=dict)
 
+    def finished(self, epochs: int) -> bool:
+        """Whether the run has done all ``epochs`` (and stands between two epochs)."""
+        return self.epoch >= epochs and not self.epoch_steps
+
     @property
     def evaluated(self) -> model.Params:
         """The weights validation measures and the best checkpoint keeps: the moving average

@@ -39,7 +39,7 @@ def train_single(folder: Path) -> None:
         return
     saved = checkpoint.load(last)
     state = train.State.from_meta(saved.params, saved.momentum, saved.meta)
-    if state.epoch >= saved.config.training.epochs and not state.epoch_steps:
+    if state.finished(saved.config.training.epochs):
         print(f"{folder}: finished ({state.epoch} epochs)")
         return
     mlp("train", "--resume", str(last))

@@ -22,6 +22,16 @@ REAL_MIRROR = os.environ.get("MNIST_MLP_MIRROR", "")
 IN_CI = os.environ.get("CI") == "true"
 
 
+# A run of a few seconds on the tiny datasets (tiny_as_mnist): the overrides several tests train by
+TINY_RUN = [
+    "data.validation=16",
+    "model.hidden=[32]",
+    "training.epochs=3",
+    "training.batch_size=8",
+    "training.lr=0.05",
+]
+
+
 def require(condition: bool, why: str) -> None:
     """Skip, saying why, when a real component is missing; under CI=true, fail instead:
     CI installs every component, so a missing one there is a broken set-up, not a skip."""

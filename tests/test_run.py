@@ -6,7 +6,7 @@ import csv
 
 import numpy as np
 import pytest
-from conftest import StopAfter
+from conftest import TINY_RUN, StopAfter
 
 from mnist_mlp import checkpoint, evaluation, run, train
 from mnist_mlp import data as data_mod
@@ -14,13 +14,7 @@ from mnist_mlp.config import load_config
 from mnist_mlp.errors import MlpError
 from mnist_mlp.fast.step import Step
 
-TINY = [
-    "data.validation=16",
-    "model.hidden=[32]",
-    "training.epochs=3",
-    "training.batch_size=8",
-    "training.lr=0.05",
-]
+TINY = TINY_RUN
 
 
 def config(*extra):

@@ -15,19 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import TINY_RUN
 
 from mnist_mlp import evaluation, run
 from mnist_mlp.callbacks import Callback
 from mnist_mlp.config import load_config
 from mnist_mlp.errors import MlpError
 
-TINY = [
-    "data.validation=16",
-    "model.hidden=[32]",
-    "training.epochs=3",
-    "training.batch_size=8",
-    "training.lr=0.05",
-]
+TINY = TINY_RUN
 TAGS = {
     "train_loss": "train/loss",
     "train_acc": "train/accuracy",
