@@ -38,15 +38,17 @@ class Teacher:
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         """Soft targets (B, C), float32, for a batch of uint8 pixels (B, 784)."""
-        mean = metrics.committee([self._probabilities(c, pixels) for c in self.members])
-        return model.soft_targets(mean, self.temperature).astype(np.float32)
-
-    @staticmethod
-    def _probabilities(ckpt, pixels: np.ndarray) -> np.ndarray:
-        seen = normalise.as_trained(pixels, ckpt.config)
-        return metrics.probabilities(
-            ckpt.params, ckpt.activation, seen, batch=len(pixels), scaling=ckpt.scaling
+        views = [
+            (c.config.data.normalise.kind, c.config.data.normalise.width) for c in self.members
+        ]
+        seen = normalise.several(pixels, views)
+        mean = metrics.committee(
+            [
+                metrics.probabilities(c.params, c.activation, x, batch=len(x), scaling=c.scaling)
+                for c, x in zip(self.members, seen)
+            ]
         )
+        return model.soft_targets(mean, self.temperature).astype(np.float32)
 
 
 def members_of(path: str) -> list[str]:

@@ -9,6 +9,7 @@ import pytest
 from mnist_mlp import checkpoint, evaluation, metrics, normalise, run
 from mnist_mlp.config import load_config
 from mnist_mlp.errors import ConfigError
+from mnist_mlp.fast import kernels as fast
 from mnist_mlp.predict import Predictor
 
 
@@ -60,6 +61,36 @@ def test_ones_keep_their_width_even_slanted_and_a_blank_image_stays_blank():
     np.testing.assert_array_equal(normalise.set_width(ones, 20), ones)
     assert normalise.deslant(ones[2:]).sum() == 0
     assert normalise.apply(ones, "none") is ones
+
+
+@pytest.mark.realdata
+def test_the_compiled_views_agree_with_their_definitions(real_cache):
+    """10,000 real digits in each view, by the compiled resampler and by the NumPy definition:
+    the same sums in another order, so a pixel may differ by one grey level now and then."""
+    if not fast.WIDE:
+        pytest.skip("the compiled kernels are not built, or this CPU lacks AVX2 and FMA")
+    images = np.load(real_cache / "mnist" / "train-images.npy")[:10000].reshape(-1, 784)
+    for kind, width in [("deslant", 0), ("width", 10), ("width", 16), ("width", 20)]:
+        compiled = normalise.apply(images, kind, width)
+        chunks = [images[i : i + 2000] for i in range(0, len(images), 2000)]
+        define = (
+            normalise.deslant if kind == "deslant" else lambda x, w=width: normalise.set_width(x, w)
+        )
+        reference = np.concatenate([define(c) for c in chunks])
+        diff = np.abs(compiled.astype(int) - reference.astype(int))
+        assert diff.max() <= 1, kind
+        assert np.count_nonzero(diff) <= 1e-3 * diff.size, kind
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_several_views_of_a_batch_are_each_view_made_alone(compiled, monkeypatch):
+    monkeypatch.setattr(fast, "WIDE", compiled and fast.WIDE)
+    images = np.stack([stroke(), stroke((4, 18), (23, 10)), ring(10), ring(14), ring(8, 12)])
+    views = [("width", 16), ("none", 20), ("deslant", 20), ("width", 20), ("width", 16)]
+    made = normalise.several(images, views)
+    assert made[1] is images and made[0] is made[4]  # each distinct view made once
+    for (kind, width), out in zip(views, made):
+        np.testing.assert_array_equal(out, normalise.apply(images, kind, width))
 
 
 def test_the_view_is_a_config_key_with_its_rules():
