@@ -1,11 +1,13 @@
 """`make record`: the committee, then the single net distilled from it, then both, said last.
 
-    python scripts/record.py [--folder runs/record] [--report-only] [--json]
+    python scripts/record.py [--folder runs/record] [--committee configs/record.yaml]
+                             [--student configs/student.yaml] [--report-only] [--json]
 
-1. ``mlp sweep configs/record.yaml --out FOLDER/committee``: the committee's members (a sweep
+1. ``mlp sweep COMMITTEE --out FOLDER/committee``: the committee's members (a sweep
    continues where it stopped; with --storage, as in the docs, machines share the members);
-2. ``mlp train --config configs/student.yaml --out FOLDER/single``: one net distilled from that
-   committee; continued from its ``last.npz`` if it was cut off, left alone if it finished;
+2. ``mlp train --config STUDENT --out FOLDER/single``: one net distilled from that committee
+   (its ``training.teacher`` set to FOLDER/committee); continued from its ``last.npz`` if it
+   was cut off, left alone if it finished;
 3. the report: each member's validation and test accuracy, the committee's, the single net's,
    the test digits each gets wrong, and McNemar's exact test between the single net and the
    committee (a p-value above 0.05: the difference is within what chance gives on 10,000 digits).
@@ -29,13 +31,15 @@ def mlp(*args: str) -> None:
         sys.exit(done.returncode)
 
 
-def train_single(folder: Path) -> None:
-    """The distilled net: started, continued from ``last.npz``, or left alone if finished."""
+def train_single(folder: Path, student: str, teacher: Path) -> None:
+    """The net distilled from ``teacher`` (a committee sweep's folder) into ``folder``: started,
+    continued from ``last.npz``, or left alone if finished."""
     from mnist_mlp import checkpoint, train
 
     last = folder / "last.npz"
     if not last.exists():
-        mlp("train", "--config", "configs/student.yaml", "--out", str(folder))
+        taught = f"training.teacher=[{json.dumps(str(teacher))}]"
+        mlp("train", "--config", student, "--out", str(folder), "--set", taught)
         return
     saved = checkpoint.load(last)
     state = train.State.from_meta(saved.params, saved.momentum, saved.meta)
@@ -48,13 +52,15 @@ def train_single(folder: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--folder", default="runs/record")
+    parser.add_argument("--committee", default="configs/record.yaml", help="the committee's spec")
+    parser.add_argument("--student", default="configs/student.yaml", help="the student's config")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     folder = Path(args.folder)
     if not args.report_only:
-        mlp("sweep", "configs/record.yaml", "--out", str(folder / "committee"))
-        train_single(folder / "single")
+        mlp("sweep", args.committee, "--out", str(folder / "committee"))
+        train_single(folder / "single", args.student, folder / "committee")
     return report(folder, args.json)
 
 

@@ -346,6 +346,39 @@ def test_a_dead_workers_trial_is_failed_and_its_budget_given_to_a_new_one(tiny_a
     assert [t.user_attrs["failed_because"] for t in failed] == ["its worker died"] * 2
 
 
+def test_a_grid_point_whose_worker_dies_late_is_run_again_here(
+    tiny_as_mnist, tmp_path, monkeypatch
+):
+    """A committee's member on another machine dies after this one has run every other point:
+    its point, queued again, is run here, and the sweep ends (it used to wait for it forever)."""
+    spec_path = write_spec(
+        tmp_path / "spec", method="grid", run_cap=None, committee=True,
+        parameters={"training.lr": {"values": [0.05, 0.1, 0.2]}},
+    )  # fmt: skip
+    spec, folder = sweep.load_spec(spec_path), tmp_path / "sw"
+    folder.mkdir()
+    study = sweep.create_study(spec, sweep.open_storage(sweep.storage_url(None, folder)))
+    away = study.ask()  # a point of the grid, under way elsewhere
+    point = spec.parameters[0].suggest(away)
+    away.set_user_attr("worker", {"host": "elsewhere", "pid": 1})
+    away.set_user_attr("heartbeat", time.time())
+    real = sweep.fail_dead_trials
+    calls = []
+
+    def dies_once_the_rest_is_done(study, now=None):  # heard from until then
+        calls.append(len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))))
+        return real(study, now=time.time() + 120) if calls[-1] == 2 else []
+
+    monkeypatch.setattr(sweep, "fail_dead_trials", dies_once_the_rest_is_done)
+    monkeypatch.setattr(sweep.worker, "fail_dead_trials", dies_once_the_rest_is_done)
+    summary = sweep.sweep(spec_path, out=folder, progress=False, log=lambda s: None, seed=3)
+    assert summary["trials"] == {"complete": 3, "pruned": 0, "fail": 1, "running": 0}
+    done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    lrs = [spec.parameters[0].suggest(optuna.trial.FixedTrial(t.params)) for t in done]
+    assert sorted(lrs) == [0.05, 0.1, 0.2] and lrs[-1] == point
+    assert len(summary["committee"]["members"]) == 3
+
+
 def test_a_live_workers_trial_is_left_alone(tiny_as_mnist, tmp_path):
     spec = sweep.load_spec(write_spec(tmp_path / "spec"))
     study = sweep.create_study(spec, optuna.storages.InMemoryStorage())

@@ -62,6 +62,7 @@ from mnist_mlp.sweep.study import (
     _boot_id,
     _budget_used,
     _counts,
+    _queued,
     create_study,
     fail_dead_trials,
     open_storage,
@@ -178,7 +179,7 @@ def _wait_for_others(study, spec: Spec, bar, flag: callbacks.StopFlag, poll: flo
     while not flag.requested:
         fail_dead_trials(study)
         trials = study.get_trials(deepcopy=False)
-        if len(_budget_used(trials)) < spec.run_cap:
+        if len(_budget_used(trials)) < spec.run_cap or _queued(trials):
             return True
         if not any(
             t.state.name in ("RUNNING", "WAITING") and not t.user_attrs.get("discarded")

@@ -280,6 +280,12 @@ def _budget_used(trials) -> list:
     ]
 
 
+def _queued(trials) -> bool:
+    """Whether a trial waits in the queue (a cut-off grid point queued again): only ``ask()``
+    starts it, so a worker must ask even when the budget, which counts it, looks spent."""
+    return any(t.state.name == "WAITING" and not t.user_attrs.get("discarded") for t in trials)
+
+
 def fail_dead_trials(study, now: float | None = None) -> list[int]:
     """Mark failed every RUNNING trial whose worker is gone; return their numbers.
 
@@ -333,7 +339,10 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # killed but not yet reaped (a zombie) is dead too: it answers signals, it runs nothing
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _boot_id() -> str:

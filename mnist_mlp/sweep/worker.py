@@ -24,6 +24,7 @@ from mnist_mlp.sweep.study import (
     _budget_used,
     _Heartbeat,
     _optuna,
+    _queued,
     _worker,
     create_study,
     fail_dead_trials,
@@ -52,7 +53,8 @@ class Worker:
         stop = stop or StopFlag()
         while not stop.requested:
             fail_dead_trials(study)
-            if len(_budget_used(study.get_trials(deepcopy=False))) >= self.spec.run_cap:
+            trials = study.get_trials(deepcopy=False)
+            if len(_budget_used(trials)) >= self.spec.run_cap and not _queued(trials):
                 return
             trial = study.ask()
             earlier = [
