@@ -175,6 +175,11 @@ def test_a_committee_study_keeps_every_member_and_is_evaluated_as_one(tiny_as_mn
     assert len(paths) == 3 and all(Path(p).exists() for p in paths)  # every member kept
     views = {str(checkpoint_view(p)) for p in paths}
     assert len(views) == 3  # one member per view
+    for p in paths:  # each learnt from its own view: the weights of its config trained alone
+        member = checkpoint_of(p)
+        alone = tmp_path / "alone" / Path(p).parent.name
+        run.train_run(member.config, alone, progress=False, echo=lambda line: None)
+        assert (checkpoint_of(alone / "checkpoint.npz").params["W1"] == member.params["W1"]).all()
     again = evaluation.evaluate_committee(paths, "val", progress=False)
     assert committee["val_accuracy"] == again["accuracy"]
     assert "the committee of 3 members" in sweep.format_summary(summary)
@@ -183,10 +188,14 @@ def test_a_committee_study_keeps_every_member_and_is_evaluated_as_one(tiny_as_mn
     assert distill.members_of(str(folder)) == paths  # the folder names it as a teacher
 
 
-def checkpoint_view(path) -> dict:
+def checkpoint_of(path):
     from mnist_mlp import checkpoint
 
-    view = checkpoint.load(path).config.data.normalise
+    return checkpoint.load(path)
+
+
+def checkpoint_view(path) -> dict:
+    view = checkpoint_of(path).config.data.normalise
     return {"kind": view.kind, "width": view.width}
 
 

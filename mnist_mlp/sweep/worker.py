@@ -134,7 +134,9 @@ class Worker:
 
     def _data_for(self, config: config_mod.Config):
         d = config.data
-        key = (d.dataset, d.validation, config.training.seed, d.subset, d.dir)
+        # everything the loaded images depend on: a committee's members differ by their view alone
+        view = (d.normalise.kind, d.normalise.width)
+        key = (d.dataset, d.validation, config.training.seed, d.subset, d.dir, view)
         if key not in self._data:
             self._data.clear()  # one dataset at a time: a sweep over seeds should not pile them up
             self._data[key] = data_mod.for_config(config, progress=False)
