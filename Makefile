@@ -59,7 +59,7 @@ train: $(VENV)/.core  ## download MNIST if needed and train $(CONFIG) (default: 
 	$(BIN)/mlp train --config $(CONFIG)
 
 record: $(VENV)/.full  ## the committee into runs/record/committee, the distilled single net into runs/record/single, both test accuracies last (again: it continues)
-	$(BIN)/python scripts/record.py
+	$(BIN)/python scripts/record.py $(if $(STORAGE),--storage $(STORAGE))
 
 smoke: $(VENV)/.core  ## a training run of a few seconds, for first contact
 	$(BIN)/mlp train --config configs/smoke.yaml

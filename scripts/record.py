@@ -1,10 +1,13 @@
 """`make record`: the committee, then the single net distilled from it, then both, said last.
 
     python scripts/record.py [--folder runs/record] [--committee configs/record.yaml]
-                             [--student configs/student.yaml] [--report-only] [--json]
+                             [--student configs/student.yaml] [--storage URL]
+                             [--report-only] [--json]
 
 1. ``mlp sweep COMMITTEE --out FOLDER/committee``: the committee's members (a sweep
-   continues where it stopped; with --storage, as in the docs, machines share the members);
+   continues where it stopped; with --storage, the study several machines share, each running
+   ``mlp sweep COMMITTEE --storage URL --out FOLDER/committee``: once their members are gathered
+   into FOLDER/committee/trials/, this command on one machine finds the study done and goes on);
 2. ``mlp train --config STUDENT --out FOLDER/single``: one net distilled from that committee
    (its ``training.teacher`` set to FOLDER/committee); continued from its ``last.npz`` if it
    was cut off, left alone if it finished;
@@ -54,12 +57,14 @@ def main() -> int:
     parser.add_argument("--folder", default="runs/record")
     parser.add_argument("--committee", default="configs/record.yaml", help="the committee's spec")
     parser.add_argument("--student", default="configs/student.yaml", help="the student's config")
+    parser.add_argument("--storage", help="the committee's study, shared (postgresql://...)")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     folder = Path(args.folder)
     if not args.report_only:
-        mlp("sweep", args.committee, "--out", str(folder / "committee"))
+        shared = ["--storage", args.storage] if args.storage else []
+        mlp("sweep", args.committee, "--out", str(folder / "committee"), *shared)
         train_single(folder / "single", args.student, folder / "committee")
     return report(folder, args.json)
 

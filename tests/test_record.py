@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -115,3 +116,38 @@ def test_record_killed_in_the_student_resumes_it(real_env, tmp_path):
     assert f"resuming {folder / 'single' / 'last.npz'} at epoch {cut + 1}" in done.stdout
     student = checkpoint.load(folder / "single" / "last.npz")
     assert cut < student.meta["epoch"] == student.config.training.epochs
+
+
+@pytest.mark.realdata
+def test_two_machines_share_the_committee_and_one_gathers_it(real_env, tmp_path):
+    """The docs' recipe for several machines: each runs the committee's sweep on one shared
+    study; one gathers the members' folders and runs record.py with the same storage, which
+    finds the study done, teaches the student and reports all the members."""
+    cmd = _record(tmp_path)
+    env = {**os.environ, "MNIST_MLP_HOME": str(real_env)}
+    storage = f"journal:{tmp_path / 'shared.journal'}"
+    machines = [tmp_path / "a", tmp_path / "b"]
+    sweep = [sys.executable, "-m", "mnist_mlp", "sweep", str(tmp_path / "committee.yaml")]
+    sweeps = [
+        subprocess.Popen(
+            [*sweep, "--storage", storage, "--out", str(m / "committee")],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for m in machines
+    ]
+    assert [s.wait(timeout=300) for s in sweeps] == [0, 0]
+    a, b = (m / "committee" / "trials" for m in machines)
+    assert len(list(a.glob("*/checkpoint.npz")) + list(b.glob("*/checkpoint.npz"))) == 3
+    for member in b.iterdir():  # as rsync would bring them; then machine b is gone
+        shutil.copytree(member, a / member.name, dirs_exist_ok=True)
+    shutil.rmtree(machines[1])
+    cmd[cmd.index("--folder") + 1] = str(machines[0])
+    done = subprocess.run(
+        [*cmd, "--storage", storage], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-3].startswith("committee of 3")
+    teacher = checkpoint.load(machines[0] / "single" / "checkpoint.npz").config.training.teacher
+    assert teacher == [str(machines[0] / "committee")]

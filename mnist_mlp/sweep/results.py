@@ -115,19 +115,28 @@ def finish(study, spec: Spec, folder: Path, wall_s: float) -> dict:
             )
         summary["importances"] = _importances(study)
     if spec.committee:
-        summary["committee"] = committee_of(study)
+        summary["committee"] = committee_of(study, folder)
     atomic_write(folder / "summary.json", json.dumps(summary, indent=2).encode())
     return summary
 
 
-def committee_of(study) -> dict:
+def _member_checkpoint(trial, folder: Path) -> Path:
+    """Where trial ``trial``'s checkpoint is on this machine (see :func:`committee_of`)."""
+    gathered = folder / "trials" / str(trial.number) / "checkpoint.npz"
+    if gathered.exists():
+        return gathered
+    return Path(_worker(trial).get("folder", "")) / "checkpoint.npz"
+
+
+def committee_of(study, folder: Path) -> dict:
     """The completed trials on this machine as one committee: its accuracy on the validation
     split (what a choice among committees may look at) and, once, on the test split; each
-    member's checkpoint and figures."""
+    member's checkpoint and figures. A member is looked for in ``folder``'s ``trials/<number>``
+    (where members gathered from other machines land), then where its worker trained it."""
     from optuna.trial import TrialState
 
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    paths = [Path(_worker(t).get("folder", "")) / "checkpoint.npz" for t in done]
+    paths = [_member_checkpoint(t, folder) for t in done]
     here = [(t, p) for t, p in zip(done, paths) if p.exists()]
     out: dict = {"members": [], "missing": len(done) - len(here)}
     if not here:
