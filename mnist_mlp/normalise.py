@@ -11,9 +11,11 @@ Both are a resampling of each 28x28 image (bilinear, zero outside), from moments
 boxes measured per image, for a whole batch at once. :func:`deslant` and :func:`set_width` are the
 definitions, written as the formulas read; where the compiled kernels are built, :func:`apply`
 hands the same maps (both are affine: a shear, a sideways scaling) to the distortions' compiled
-resampler (:func:`mnist_mlp.fast.kernels.distort`), about ten times faster, which matters where a
-teacher's members see every training batch in their own views (:mod:`mnist_mlp.distill`). The
-two agree to one grey level on a pixel now and then (the same sums in another order).
+resampler (:func:`mnist_mlp.fast.kernels.distort`): for 128 digits on the two-core Xeon,
+deslanting 3.6 -> 0.9 ms and a width 6.9 -> 2.8 ms (the moments and boxes are the rest), which
+matters where a teacher's members see every training batch in their own views
+(:mod:`mnist_mlp.distill`). The two agree to one grey level on a pixel now and then (the same
+sums in another order).
 """
 
 from __future__ import annotations
