@@ -69,6 +69,14 @@ def main() -> int:
     return report(folder, args.json)
 
 
+def _view(path: str) -> str:
+    """The view of the digits the member ``path`` was trained on, in a few words."""
+    from mnist_mlp import checkpoint
+
+    view = checkpoint.load(path).config.data.normalise
+    return {"none": "as they are", "deslant": "deslanted"}.get(view.kind, f"width {view.width}")
+
+
 def report(folder: Path, as_json: bool) -> int:
     from mnist_mlp import distill, evaluation, metrics
 
@@ -76,7 +84,11 @@ def report(folder: Path, as_json: bool) -> int:
     on = {s: evaluation.evaluate_committee(members, s, progress=False) for s in ("val", "test")}
     single = folder / "single" / "checkpoint.npz"
     rows = [
-        {"name": f"member {Path(p).parent.name}", "val": v["accuracy"], "test": t["accuracy"]}
+        {
+            "name": f"member {Path(p).parent.name} ({_view(p)})",
+            "val": v["accuracy"],
+            "test": t["accuracy"],
+        }
         for p, v, t in zip(members, on["val"]["members"], on["test"]["members"])
     ]
     rows.append({"name": f"committee of {len(members)}", "val": on["val"]["accuracy"],
