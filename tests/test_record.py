@@ -140,7 +140,7 @@ def test_two_machines_share_the_committee_and_one_gathers_it(real_env, tmp_path)
     assert [s.wait(timeout=300) for s in sweeps] == [0, 0]
     a, b = (m / "committee" / "trials" for m in machines)
     assert len(list(a.glob("*/checkpoint.npz")) + list(b.glob("*/checkpoint.npz"))) == 3
-    for member in b.iterdir():  # as rsync would bring them; then machine b is gone
+    for member in b.glob("*"):  # as rsync would bring them; then machine b is gone
         shutil.copytree(member, a / member.name, dirs_exist_ok=True)
     shutil.rmtree(machines[1])
     cmd[cmd.index("--folder") + 1] = str(machines[0])
