@@ -28,8 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def mlp(*args: str) -> None:
-    """Run ``mlp ARGS`` here, its output straight through; stop on its failure."""
-    done = subprocess.run([sys.executable, "-m", "mnist_mlp", *args], cwd=ROOT)
+    """Run ``mlp ARGS`` (in this folder, as the paths given are), its output straight through;
+    stop on its failure."""
+    done = subprocess.run([sys.executable, "-m", "mnist_mlp", *args])
     if done.returncode:
         sys.exit(done.returncode)
 
@@ -54,12 +55,15 @@ def train_single(folder: Path, student: str, teacher: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--folder", default="runs/record")
-    parser.add_argument("--committee", default="configs/record.yaml", help="the committee's spec")
-    parser.add_argument("--student", default="configs/student.yaml", help="the student's config")
+    parser.add_argument(
+        "--folder", default="runs/record", help="where committee/ and single/ go [runs/record]"
+    )
+    configs = ROOT / "configs"
+    parser.add_argument("--committee", default=str(configs / "record.yaml"), help="its sweep file")
+    parser.add_argument("--student", default=str(configs / "student.yaml"), help="its config")
     parser.add_argument("--storage", help="the committee's study, shared (postgresql://...)")
-    parser.add_argument("--report-only", action="store_true")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--report-only", action="store_true", help="train nothing, report")
+    parser.add_argument("--json", action="store_true", help="the report as JSON on stdout")
     args = parser.parse_args()
     folder = Path(args.folder)
     if not args.report_only:
