@@ -35,13 +35,12 @@ class Teacher:
                 f"data {list(classes)}: a teacher must know the student's classes"
             )
         self.temperature = temperature
+        views = [c.config.data.normalise for c in self.members]
+        self.views = [(v.kind, v.width) for v in views]  # each member's view of every batch
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         """Soft targets (B, C), float32, for a batch of uint8 pixels (B, 784)."""
-        views = [
-            (c.config.data.normalise.kind, c.config.data.normalise.width) for c in self.members
-        ]
-        seen = normalise.several(pixels, views)
+        seen = normalise.several(pixels, self.views)
         mean = metrics.committee(
             [
                 metrics.probabilities(c.params, c.activation, x, batch=len(x), scaling=c.scaling)

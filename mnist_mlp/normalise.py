@@ -119,19 +119,25 @@ def bounding_boxes(images: np.ndarray) -> np.ndarray:
     return np.stack([first(rows), last(rows), first(cols), last(cols)], axis=1)
 
 
+def _sideways(images: np.ndarray, width: int, deslanted: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Each digit's sideways scale to ``width`` (1 for a one) and its inked box's centre
+    column, (N,) float32 each, given the digits and the same digits ``deslanted``."""
+    box = bounding_boxes(images).astype(np.float32)
+    current = box[:, 3] - box[:, 2] + 1
+    # a one is told by its box once upright: a slanted one is as wide as a narrow zero
+    upright = bounding_boxes(deslanted).astype(np.float32)
+    one = upright[:, 3] - upright[:, 2] + 1 < ONE_LIKE * (upright[:, 1] - upright[:, 0] + 1)
+    scale = np.where(one, 1.0, width / current).astype(np.float32)
+    return scale, (box[:, 2] + box[:, 3]) / 2
+
+
 def set_width(images: np.ndarray, width: int) -> np.ndarray:
     """The digits stretched or squeezed sideways so that their inked box is ``width`` pixels
     wide, centred where it was; the height is kept, and ones (upright, narrower than
     :data:`ONE_LIKE` of their height) are left as they are. (N, 784) uint8 -> uint8."""
     from mnist_mlp.augment import bilinear
 
-    box = bounding_boxes(images).astype(np.float32)
-    current = box[:, 3] - box[:, 2] + 1
-    # a one is told by its box once upright: a slanted one is as wide as a narrow zero
-    upright = bounding_boxes(deslant(images)).astype(np.float32)
-    one = upright[:, 3] - upright[:, 2] + 1 < ONE_LIKE * (upright[:, 1] - upright[:, 0] + 1)
-    scale = np.where(one, 1.0, width / current).astype(np.float32)
-    centre = (box[:, 2] + box[:, 3]) / 2
+    scale, centre = _sideways(images, width, deslant(images))
     ys, xs = _grid()
     src_x = centre[:, None] + (xs - centre[:, None]) / scale[:, None]
     n = len(images)
@@ -160,14 +166,9 @@ def _fast_width(images: np.ndarray, width: int, deslanted: np.ndarray | None = N
     """:func:`set_width`, its scaling resampled by the compiled kernel (``deslanted``: the
     images' :func:`_fast_deslant`, if made already): the source column c + (x - c) / s is
     (x - centre - shift) / s + centre with shift = (c - centre)(1 - s)."""
-    box = bounding_boxes(images).astype(np.float32)
-    current = box[:, 3] - box[:, 2] + 1
     if deslanted is None:
         deslanted = _fast_deslant(images)
-    upright = bounding_boxes(deslanted).astype(np.float32)
-    one = upright[:, 3] - upright[:, 2] + 1 < ONE_LIKE * (upright[:, 1] - upright[:, 0] + 1)
-    scale = np.where(one, 1.0, width / current).astype(np.float32)
-    centre = (box[:, 2] + box[:, 3]) / 2
+    scale, centre = _sideways(images, width, deslanted)
     ones, zeros = np.ones_like(scale), np.zeros_like(scale)
     inverse = np.stack([ones, zeros, zeros, 1 / scale, zeros, (centre - CENTRE) * (1 - scale)], 1)
     return _resample(images, inverse)

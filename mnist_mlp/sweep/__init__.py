@@ -60,9 +60,8 @@ from mnist_mlp.sweep.spec import Parameter, Spec, load_spec
 from mnist_mlp.sweep.study import (
     INSTALL_HINT,
     _boot_id,
-    _budget_used,
     _counts,
-    _queued,
+    _may_ask,
     create_study,
     fail_dead_trials,
     open_storage,
@@ -179,7 +178,7 @@ def _wait_for_others(study, spec: Spec, bar, flag: callbacks.StopFlag, poll: flo
     while not flag.requested:
         fail_dead_trials(study)
         trials = study.get_trials(deepcopy=False)
-        if len(_budget_used(trials)) < spec.run_cap or _queued(trials):
+        if _may_ask(trials, spec.run_cap):
             return True
         if not any(
             t.state.name in ("RUNNING", "WAITING") and not t.user_attrs.get("discarded")

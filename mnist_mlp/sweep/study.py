@@ -280,10 +280,12 @@ def _budget_used(trials) -> list:
     ]
 
 
-def _queued(trials) -> bool:
-    """Whether a trial waits in the queue (a cut-off grid point queued again): only ``ask()``
-    starts it, so a worker must ask even when the budget, which counts it, looks spent."""
-    return any(t.state.name == "WAITING" and not t.user_attrs.get("discarded") for t in trials)
+def _may_ask(trials, run_cap: int) -> bool:
+    """Whether a worker should ask the study for a trial: the budget has room, or a trial waits
+    in the queue (a cut-off grid point queued again), which the budget counts but only
+    ``ask()`` starts."""
+    queued = any(t.state.name == "WAITING" and not t.user_attrs.get("discarded") for t in trials)
+    return queued or len(_budget_used(trials)) < run_cap
 
 
 def fail_dead_trials(study, now: float | None = None) -> list[int]:

@@ -23,8 +23,8 @@ from mnist_mlp.sweep.study import (
     _boot_id,
     _budget_used,
     _Heartbeat,
+    _may_ask,
     _optuna,
-    _queued,
     _worker,
     create_study,
     fail_dead_trials,
@@ -53,8 +53,7 @@ class Worker:
         stop = stop or StopFlag()
         while not stop.requested:
             fail_dead_trials(study)
-            trials = study.get_trials(deepcopy=False)
-            if len(_budget_used(trials)) >= self.spec.run_cap and not _queued(trials):
+            if not _may_ask(study.get_trials(deepcopy=False), self.spec.run_cap):
                 return
             trial = study.ask()
             earlier = [
